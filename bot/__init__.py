@@ -1,0 +1,3 @@
+"""Retell batch-test bot for Slack."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,96 @@
+"""The one object built at start-up: settings, clients, store, scheduler, workflow, Bolt app.
+
+Everything else receives what it needs from here; nothing is global. `Application.running()`
+is the whole life cycle: migrate, start the scheduler, serve, and shut down in order.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+from apscheduler import AsyncScheduler, RunState
+from slack_bolt.async_app import AsyncApp
+
+from bot import listeners
+from bot.retell import RetellGateway
+from bot.runs import RunWorkflow
+from bot.scheduling import build_scheduler, install_sweep
+from bot.settings import Settings
+from bot.slackapi import SlackGateway, web_client
+from bot.store import Store, create_engine
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Application:
+    settings: Settings
+    store: Store
+    retell: RetellGateway
+    slack: SlackGateway
+    scheduler: AsyncScheduler
+    workflow: RunWorkflow
+    bolt: AsyncApp
+
+    @classmethod
+    def build(cls, settings: Settings) -> Application:
+        store = Store(create_engine(settings.database_url))
+        retell = RetellGateway.connect(
+            api_key=settings.retell_api_key.get_secret_value(), base_url=settings.retell_base_url
+        )
+        client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
+        slack = SlackGateway(client)
+        workflow = RunWorkflow(settings, store, retell, slack)
+        signing_secret = settings.slack_signing_secret
+        bolt = AsyncApp(
+            client=client,
+            signing_secret=signing_secret.get_secret_value() if signing_secret else "",
+            # Socket Mode envelopes are authenticated by the socket itself.
+            request_verification_enabled=not settings.socket_mode,
+            logger=logging.getLogger("bot.bolt"),
+        )
+        listeners.register(bolt, workflow)
+        return cls(
+            settings=settings,
+            store=store,
+            retell=retell,
+            slack=slack,
+            scheduler=build_scheduler(store.engine),
+            workflow=workflow,
+            bolt=bolt,
+        )
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[Application]:
+        """Migrate, start the scheduler and the follow-up sweep; undo it all on the way out."""
+        await self.store.upgrade()
+        try:
+            async with self.scheduler:
+                await install_sweep(
+                    self.scheduler,
+                    self.workflow.sweep,
+                    every_seconds=self.settings.poll_tick_seconds,
+                )
+                await self.scheduler.start_in_background()
+                log.info(
+                    "scheduler started; follow-up sweep every %.2fs",
+                    self.settings.poll_tick_seconds,
+                )
+                yield self
+        finally:
+            await self.retell.close()
+            await self.store.engine.dispose()
+
+    async def healthy(self) -> dict[str, str]:
+        """What /healthz reports: empty when healthy, else the failing parts."""
+        problems: dict[str, str] = {}
+        try:
+            await self.store.ping()
+        except Exception as exc:  # any database failure means "not healthy"
+            problems["database"] = type(exc).__name__
+        if self.scheduler.state is not RunState.started:
+            problems["scheduler"] = self.scheduler.state.name
+        return problems

@@ -1,0 +1,791 @@
+"""Block Kit for everything the bot shows in Slack: pure functions from runs to messages.
+
+No I/O here, so every message, and every Slack limit on it, is tested without Slack. All text
+that comes from users or from Retell (case names, explanations, error reasons, ids typed in a
+command) goes through `escape`, so none of it can turn into a mention such as `<!channel>`.
+Lists that could grow with a suite (up to 1000 cases) are summarised or split, never cut
+mid-word and never left for Slack to reject.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from bot.retell import BatchJob, TestRun
+from bot.store import RunState
+from bot.suite import Engine, Suite
+
+Block = dict[str, Any]
+
+# Slack's documented Block Kit limits (SPEC §4).
+MAX_BLOCKS = 50
+MAX_SECTION_TEXT = 3000
+MAX_FIELD_TEXT = 2000
+MAX_FIELDS = 10
+MAX_CONTEXT_ELEMENTS = 10
+MAX_HEADER_TEXT = 150
+MAX_BUTTON_TEXT = 75
+MAX_BUTTON_VALUE = 2000
+MAX_ACTION_ID = 255
+# Undocumented: chat.postMessage answers `msg_blocks_too_long` somewhere around 11-13k characters
+# of text in total (slackapi/bolt-js#2509, #2867), so long lists stay well below that.
+MESSAGE_TEXT_BUDGET = 8000
+
+ELLIPSIS = "…"
+BACKTICK_STANDIN = "\u02b9"  # a prime: reads like a quote, cannot close a code span
+EXPLANATION_CHARS = 300
+NAME_CHARS = 150
+REASON_CHARS = 1500
+LISTED_RUNS = 45
+LISTED_NAMES = 10
+BAR_WIDTH = 10
+
+ACTION_RERUN = "rerun"
+ACTION_RERUN_FAILED = "rerun_failed"
+ACTION_SHOW_FAILURES = "show_failures"
+
+_USER_ID = re.compile(r"[UW][A-Z0-9]{2,}")
+_CHANNEL_ID = re.compile(r"[CDG][A-Z0-9]{2,}")
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_\-]+")
+_SENTENCE_END = re.compile(r"[.!?…](?=\s)")
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """A Slack message: `text` is what notifications and screen readers show."""
+
+    text: str
+    blocks: list[Block]
+
+    def as_kwargs(self) -> dict[str, Any]:
+        """The arguments slack_sdk's chat calls take."""
+        return {"text": self.text, "blocks": self.blocks}
+
+
+@dataclass(frozen=True, slots=True)
+class Comparison:
+    """How a run differs from the previous run of the same suite in the channel.
+
+    `previous_pass_rate` is a percentage (0-100), None when there is nothing to compare with.
+    """
+
+    previous_pass_rate: float | None
+    newly_failing: tuple[str, ...] = ()
+    fixed: tuple[str, ...] = ()
+
+
+class RunView(Protocol):
+    """What messages read from a run; `bot.store.Run` fits it, tests pass plain dataclasses."""
+
+    @property
+    def id(self) -> int: ...
+    @property
+    def channel_id(self) -> str: ...
+    @property
+    def user_id(self) -> str: ...
+    @property
+    def engine(self) -> Engine: ...
+    @property
+    def case_count(self) -> int: ...
+    @property
+    def case_ids(self) -> Sequence[str]: ...
+    @property
+    def state(self) -> str: ...
+    @property
+    def batch_id(self) -> str | None: ...
+    @property
+    def error(self) -> str | None: ...
+    @property
+    def passed(self) -> int: ...
+    @property
+    def failed(self) -> int: ...
+    @property
+    def errored(self) -> int: ...
+    @property
+    def total(self) -> int: ...
+    @property
+    def completed(self) -> int: ...
+    @property
+    def created_at(self) -> datetime: ...
+    @property
+    def started_at(self) -> datetime | None: ...
+    @property
+    def finished_at(self) -> datetime | None: ...
+    @property
+    def duration(self) -> timedelta | None: ...
+    @property
+    def source(self) -> str: ...
+    @property
+    def rerun_of(self) -> int | None: ...
+
+
+# -- text ----------------------------------------------------------------------------------------
+
+
+def escape(text: str) -> str:
+    """Escape mrkdwn control characters so outside text can never become a mention or link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def shorten(text: str, limit: int) -> str:
+    """Fit `text` into `limit` characters, cutting at a word boundary and marking the cut."""
+    if len(text) <= limit:
+        return text
+    room = limit - len(ELLIPSIS)
+    cut = max(text.rfind(space, 0, room + 1) for space in (" ", "\n", "\t"))
+    head = text[:cut] if cut > 0 else _hard_cut(text, room)
+    return head.rstrip() + ELLIPSIS
+
+
+def _hard_cut(text: str, room: int) -> str:
+    """Cut a single over-long word, never inside an `&amp;`-style entity."""
+    return re.sub(r"&[a-z]*$", "", text[:room])
+
+
+def _safe(text: str, limit: int) -> str:
+    """Outside text, escaped and fitted (word boundaries never split an entity)."""
+    return shorten(escape(text), limit)
+
+
+def _code(text: str, limit: int = NAME_CHARS) -> str:
+    """An id shown as inline code; backticks are swapped so the span cannot be broken out of."""
+    return f"`{_safe(text.replace('`', BACKTICK_STANDIN), limit)}`"
+
+
+def trim_explanation(text: str, limit: int = EXPLANATION_CHARS) -> str:
+    """Retell's explanation on one line, cut after the last whole sentence that fits.
+
+    Falls back to a word boundary when the sentences that fit would say too little.
+    """
+    flat = " ".join(text.split())
+    if len(flat) <= limit:
+        return flat
+    room = limit - len(ELLIPSIS) - 1
+    ends = [m.end() for m in _SENTENCE_END.finditer(flat[: room + 1])]
+    if ends and ends[-1] >= limit // 3:
+        return f"{flat[: ends[-1]]} {ELLIPSIS}"
+    return shorten(flat, limit)
+
+
+def plural(count: int, noun: str) -> str:
+    return f"{count} {noun}" if count == 1 else f"{count} {noun}s"
+
+
+def mention(user_id: str) -> str:
+    """`<@U…>` for a real Slack user id; anything else is shown as escaped text."""
+    return f"<@{user_id}>" if _USER_ID.fullmatch(user_id) else _safe(user_id, 80)
+
+
+def channel_link(channel_id: str) -> str:
+    return f"<#{channel_id}>" if _CHANNEL_ID.fullmatch(channel_id) else _safe(channel_id, 80)
+
+
+def slack_date(moment: datetime, template: str) -> str:
+    """A date Slack shows in each reader's time zone (UTC in the plain-text fallback)."""
+    fallback = moment.strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{int(moment.timestamp())}^{template}|{fallback}>"
+
+
+# -- numbers -------------------------------------------------------------------------------------
+
+
+def bar_cells(done: int, total: int, width: int = BAR_WIDTH) -> str:
+    """`▓▓▓░░░░░░░`; only full when every case is done, empty while the total is unknown."""
+    filled = min(width, max(0, done) * width // total) if total > 0 else 0
+    return "▓" * filled + "░" * (width - filled)
+
+
+def progress_bar(done: int, total: int) -> str:
+    """`▓▓▓░░░░░░░ 12/40`, the cells in a code span so they line up in every client."""
+    return f"`{bar_cells(done, total)}` {done}/{total}"
+
+
+def pass_rate(passed: int, total: int) -> float | None:
+    return 100.0 * passed / total if total > 0 else None
+
+
+def format_pass_rate(passed: int, total: int) -> str:
+    """One decimal; never rounds a failure up to 100.0% or a pass down to 0.0%."""
+    rate = pass_rate(passed, total)
+    if rate is None:
+        return "n/a"
+    shown = f"{rate:.1f}"
+    if shown == "100.0" and passed < total:
+        shown = "99.9"
+    elif shown == "0.0" and passed > 0:
+        shown = "0.1"
+    return f"{shown}%"
+
+
+def format_duration(delta: timedelta | None) -> str:
+    """`42s`, `4m 12s`, `1h 03m`, `2d 05h`: precise enough, short enough for a field."""
+    if delta is None:
+        return "—"
+    seconds = max(0, int(delta.total_seconds()))
+    days, rest = divmod(seconds, 86_400)
+    hours, rest = divmod(rest, 3_600)
+    minutes, secs = divmod(rest, 60)
+    if days:
+        return f"{days}d {hours:02d}h"
+    if hours:
+        return f"{hours}h {minutes:02d}m"
+    if minutes:
+        return f"{minutes}m {secs:02d}s"
+    return f"{secs}s"
+
+
+def counts_line(passed: int, failed: int, errored: int) -> str:
+    return f"✅ {passed} passed · ❌ {failed} failed · ⚠️ {errored} errored"
+
+
+def counts_phrases(passed: int, failed: int, errored: int, total: int) -> str:
+    """The four phrases notifications must carry (SPEC §4 item 4)."""
+    return f"{passed} passed, {failed} failed, {errored} errored, {total} total"
+
+
+# -- blocks --------------------------------------------------------------------------------------
+
+
+def _section(text: str) -> Block:
+    return {"type": "section", "text": {"type": "mrkdwn", "text": shorten(text, MAX_SECTION_TEXT)}}
+
+
+def _fields(pairs: Sequence[tuple[str, str]]) -> Block:
+    fields = [
+        {"type": "mrkdwn", "text": shorten(f"*{label}*\n{value}", MAX_FIELD_TEXT)}
+        for label, value in pairs[:MAX_FIELDS]
+    ]
+    return {"type": "section", "fields": fields}
+
+
+def _context(*texts: str) -> Block:
+    elements = [
+        {"type": "mrkdwn", "text": shorten(text, MAX_SECTION_TEXT)}
+        for text in texts[:MAX_CONTEXT_ELEMENTS]
+    ]
+    return {"type": "context", "elements": elements}
+
+
+def _header(text: str) -> Block:
+    return {
+        "type": "header",
+        "text": {"type": "plain_text", "text": shorten(text, MAX_HEADER_TEXT), "emoji": True},
+    }
+
+
+def _button(
+    text: str, action_id: str, value: str, *, style: str | None = None, confirm: Block | None = None
+) -> Block:
+    button: Block = {
+        "type": "button",
+        "text": {"type": "plain_text", "text": shorten(text, MAX_BUTTON_TEXT), "emoji": True},
+        "action_id": action_id[:MAX_ACTION_ID],
+        "value": value[:MAX_BUTTON_VALUE],
+    }
+    if style is not None:
+        button["style"] = style
+    if confirm is not None:
+        button["confirm"] = confirm
+    return button
+
+
+def _confirm(title: str, text: str, yes: str) -> Block:
+    """A confirmation dialog: reruns spend Retell credits, so a stray click should not."""
+    return {
+        "title": {"type": "plain_text", "text": shorten(title, 100)},
+        "text": {"type": "plain_text", "text": shorten(text, 300)},
+        "confirm": {"type": "plain_text", "text": shorten(yes, 30)},
+        "deny": {"type": "plain_text", "text": "Cancel"},
+    }
+
+
+def _message(text: str, blocks: list[Block]) -> Message:
+    return Message(text=shorten(text, MAX_SECTION_TEXT), blocks=blocks[:MAX_BLOCKS])
+
+
+def _pack(entries: Iterable[str], limit: int = MAX_SECTION_TEXT, sep: str = "\n") -> list[str]:
+    """Join entries into as few texts of at most `limit` characters as possible."""
+    texts: list[str] = []
+    current = ""
+    for entry in entries:
+        entry = shorten(entry, limit)
+        if current and len(current) + len(sep) + len(entry) > limit:
+            texts.append(current)
+            current = ""
+        current = f"{current}{sep}{entry}" if current else entry
+    if current:
+        texts.append(current)
+    return texts
+
+
+def _code_block_sections(text: str) -> list[Block]:
+    """Usage text as code blocks, split at line ends when it is too long for one section."""
+    if not text.strip():
+        return []
+    lines = escape(text.strip("\n")).split("\n")
+    sections: list[Block] = []
+    budget = MESSAGE_TEXT_BUDGET - 1000  # room for the message around the usage
+    for chunk in _pack(lines, MAX_SECTION_TEXT - len("```\n\n```")):
+        if len(chunk) > budget:
+            sections.append(_context("_(usage shortened)_"))
+            break
+        sections.append(_section(f"```\n{chunk}\n```"))
+        budget -= len(chunk)
+    return sections
+
+
+# -- run pieces ----------------------------------------------------------------------------------
+
+
+def _engine(engine: Engine) -> str:
+    return _code(engine.label)
+
+
+def _batch(batch_id: str | None) -> str:
+    return _code(batch_id) if batch_id else "_creating…_"
+
+
+def _bad(run: RunView) -> int:
+    return run.failed + run.errored
+
+
+def _case_total(run: RunView) -> int:
+    """Retell's count once the batch exists, the requested count before."""
+    return run.total or run.case_count
+
+
+def _asker_label(run: RunView) -> str:
+    return {"schedule": "Scheduled by", "watch": "Watched by"}.get(run.source, "Requested by")
+
+
+def _origin(run: RunView) -> str:
+    """Where the run came from, for the footer."""
+    if run.source == "rerun" and run.rerun_of is not None:
+        return f"Rerun of run #{run.rerun_of}"
+    return {
+        "schedule": "Scheduled run",
+        "watch": "Batch created outside Slack, followed here",
+        "rerun": "Rerun",
+    }.get(run.source, "Started from `/retell-test`")
+
+
+def _footer(run: RunView) -> Block:
+    started = run.started_at or run.created_at
+    when = slack_date(started, "Started {date_short_pretty} at {time}")
+    return _context(f"Run #{run.id} · {_origin(run)} · {when}")
+
+
+def _title(run: RunView, headline: str) -> Block:
+    return _section(f"*{headline}* · Retell batch test on {_engine(run.engine)}")
+
+
+def _run_fields(run: RunView, *, with_duration: bool) -> Block:
+    pairs = [
+        ("Test cases", str(_case_total(run))),
+        (_asker_label(run), mention(run.user_id)),
+        ("Batch", _batch(run.batch_id)),
+    ]
+    if with_duration:
+        pairs.append(("Duration", format_duration(run.duration)))
+    return _fields(pairs)
+
+
+def _progress(run: RunView) -> str:
+    bar = progress_bar(run.completed, _case_total(run))
+    return f"{bar} · {counts_line(run.passed, run.failed, run.errored)}"
+
+
+# -- status while running ------------------------------------------------------------------------
+
+
+def status_message(run: RunView) -> Message:
+    """The channel's live status message, edited in place as counts change.
+
+    A finished run renders as its result, so a late edit can never roll the message back.
+    """
+    if RunState(run.state).finished:
+        return result_message(run)
+    headline = "🧪 Creating the batch at Retell…" if run.batch_id is None else "🧪 Running"
+    blocks = [
+        _title(run, headline),
+        _run_fields(run, with_duration=False),
+        _section(_progress(run)),
+        _footer(run),
+    ]
+    return _message(_status_text(run), blocks)
+
+
+def _status_text(run: RunView) -> str:
+    batch = f"batch {_safe(run.batch_id, NAME_CHARS)}" if run.batch_id else "creating the batch"
+    done = f"{run.completed}/{_case_total(run)} done"
+    return f"Retell batch test on {_safe(run.engine.label, NAME_CHARS)}: {done} ({batch})"
+
+
+# -- result --------------------------------------------------------------------------------------
+
+
+def outcome(run: RunView) -> str:
+    """The one-line verdict on a finished run, with its emoji."""
+    state = RunState(run.state)
+    if state is RunState.FAILED:
+        return "⚠️ The batch could not be created"
+    if state is RunState.TIMED_OUT:
+        return f"⏱️ Timed out with {run.completed}/{_case_total(run)} done"
+    if not state.finished:
+        return f"🧪 Running: {run.completed}/{_case_total(run)} done"
+    if run.total == 0:
+        return "⚪ No test cases ran"
+    if _bad(run) == 0:
+        return f"✅ All {run.passed} passed"
+    return _failure_outcome(run)
+
+
+def _failure_outcome(run: RunView) -> str:
+    parts = [f"{run.failed} failed"] if run.failed else []
+    if run.errored:
+        parts.append(f"{run.errored} errored")
+    emoji = "❌" if run.failed else "⚠️"
+    return f"{emoji} {', '.join(parts)} of {run.total}"
+
+
+def result_message(
+    run: RunView, *, has_failures_detail: bool = True, comparison: Comparison | None = None
+) -> Message:
+    """The status message turned into the result: verdict, counts, rate, duration, buttons."""
+    state = RunState(run.state)
+    if not state.finished:
+        return status_message(run)
+    if state is RunState.FAILED:
+        return _creation_failed_result(run)
+    blocks = [
+        _title(run, outcome(run)),
+        _section(_result_counts(run)),
+        _run_fields(run, with_duration=True),
+    ]
+    if comparison is not None:
+        blocks.append(_section(comparison_text(run, comparison)))
+    if state is RunState.TIMED_OUT:
+        blocks.append(_context(_timed_out_note(run)))
+    blocks.append(_result_actions(run, has_failures_detail=has_failures_detail))
+    blocks.append(_footer(run))
+    return _message(_result_text(run, comparison), blocks)
+
+
+def _result_counts(run: RunView) -> str:
+    counts = counts_line(run.passed, run.failed, run.errored)
+    return f"{counts} · {run.total} total · *{format_pass_rate(run.passed, run.total)}* pass rate"
+
+
+def _timed_out_note(run: RunView) -> str:
+    after = format_duration(run.duration)
+    check = (
+        f" `/retell-test status {_safe(run.batch_id, NAME_CHARS)}` checks it now."
+        if run.batch_id
+        else ""
+    )
+    return (
+        f"⏱️ Stopped following this batch after {after}; these are the last counts Retell "
+        f"reported. The batch may still finish at Retell.{check}"
+    )
+
+
+def _result_text(run: RunView, comparison: Comparison | None) -> str:
+    batch = _safe(run.batch_id, NAME_CHARS) if run.batch_id else "(no batch id)"
+    engine = _safe(run.engine.label, NAME_CHARS)
+    counts = counts_phrases(run.passed, run.failed, run.errored, run.total)
+    rate = format_pass_rate(run.passed, run.total)
+    if RunState(run.state) is RunState.TIMED_OUT:
+        return f"Retell batch {batch} on {engine} timed out; last counts: {counts} ({rate})"
+    text = f"Retell batch {batch} on {engine}: {counts} ({rate})"
+    if comparison is not None and comparison.newly_failing:
+        text += f"; {len(comparison.newly_failing)} newly failing"
+    return text
+
+
+def _result_actions(run: RunView, *, has_failures_detail: bool) -> Block:
+    value = str(run.id)
+    cases = _case_total(run)
+    rerun_confirm = _confirm(
+        "Rerun this batch?",
+        f"Runs {plural(cases, 'test case')} again on the same engine at Retell.",
+        "Rerun",
+    )
+    buttons = [_button("🔁 Rerun", ACTION_RERUN, value, confirm=rerun_confirm)]
+    bad = _bad(run)
+    if bad > 0:
+        failed_confirm = _confirm(
+            "Rerun the failed cases?",
+            f"Runs the {plural(bad, 'failed or errored case')} again on the same engine.",
+            "Rerun failed",
+        )
+        buttons.append(
+            _button(
+                "🔁 Rerun failed",
+                ACTION_RERUN_FAILED,
+                value,
+                style="primary",
+                confirm=failed_confirm,
+            )
+        )
+        if has_failures_detail:
+            buttons.append(_button("🔎 Show failures", ACTION_SHOW_FAILURES, value))
+    return {"type": "actions", "elements": buttons}
+
+
+def _creation_failed_result(run: RunView) -> Message:
+    """A status message whose batch was never created says so, and offers to try again."""
+    reason = _quote(run.error or "Retell gave no reason.")
+    blocks = [
+        _title(run, outcome(run)),
+        _section(f"{reason}\nNothing was created at Retell, so there is nothing to follow."),
+        _run_fields(run, with_duration=False),
+        {"type": "actions", "elements": [_button("🔁 Try again", ACTION_RERUN, str(run.id))]},
+        _footer(run),
+    ]
+    text = f"Retell batch test on {_safe(run.engine.label, NAME_CHARS)} could not start: "
+    return _message(text + _safe(run.error or "no reason given", EXPLANATION_CHARS), blocks)
+
+
+def _quote(text: str, limit: int = REASON_CHARS) -> str:
+    """Outside text as a block quote, every line quoted."""
+    return "\n".join(f">{line}" for line in _safe(text.strip(), limit).split("\n"))
+
+
+# -- comparison ----------------------------------------------------------------------------------
+
+
+def comparison_text(run: RunView, comparison: Comparison) -> str:
+    """Pass rate against the previous run and which cases changed, summarised when long."""
+    lines = [_rate_change(run, comparison.previous_pass_rate)]
+    if comparison.newly_failing:
+        lines.append(
+            f"🔴 Newly failing ({len(comparison.newly_failing)}): "
+            + name_list(comparison.newly_failing)
+        )
+    if comparison.fixed:
+        lines.append(f"🟢 Fixed ({len(comparison.fixed)}): " + name_list(comparison.fixed))
+    if not comparison.newly_failing and not comparison.fixed:
+        lines.append("Same cases failing as the previous run.")
+    return "\n".join(line for line in lines if line)
+
+
+def _rate_change(run: RunView, previous: float | None) -> str:
+    current = pass_rate(run.passed, run.total)
+    if previous is None or current is None:
+        return "No previous run of this suite in this channel to compare with."
+    now = format_pass_rate(run.passed, run.total)
+    delta = float(now.rstrip("%")) - round(previous, 1)
+    emoji = "📈" if delta > 0 else "📉" if delta < 0 else "➡️"
+    return f"{emoji} Pass rate {previous:.1f}% → {now} ({delta:+.1f} pts)"
+
+
+def name_list(names: Sequence[str], limit: int = LISTED_NAMES) -> str:
+    """`a, b, c …and 940 more`: escaped, each name bounded, the list bounded."""
+    shown = ", ".join(_safe(name, 80) for name in names[:limit])
+    rest = len(names) - limit
+    return f"{shown} …and {rest} more" if rest > 0 else shown
+
+
+# -- requester, errors, help ---------------------------------------------------------------------
+
+
+def requester_mention(run: RunView) -> Message:
+    """A thread reply that notifies whoever asked, with the verdict in one line."""
+    batch = f" · batch {_code(run.batch_id)}" if run.batch_id else ""
+    rate = ""
+    if RunState(run.state) in (RunState.COMPLETE, RunState.TIMED_OUT) and run.total:
+        rate = f" ({format_pass_rate(run.passed, run.total)} passed)"
+    line = (
+        f"{mention(run.user_id)} your Retell batch test on {_engine(run.engine)} "
+        f"{_finished_verb(run)}: {outcome(run)}{rate}{batch}"
+    )
+    return _message(line, [_section(line)])
+
+
+def _finished_verb(run: RunView) -> str:
+    state = RunState(run.state)
+    if state is RunState.TIMED_OUT:
+        return "stopped being followed after the timeout"
+    if state is RunState.FAILED:
+        return "could not start"
+    return "finished" if state.finished else "is running"
+
+
+def ack_text(engine: Engine, case_count: int | None) -> str:
+    """The instant ephemeral ack: Slack needs an answer within 3 s, before Retell is asked."""
+    on = f"Starting a Retell batch test on {_engine(engine)}"
+    if case_count is None:
+        return f"{on}, resolving test cases…"
+    return f"{on} with {plural(case_count, 'test case')}…"
+
+
+def start_failed(suite: Suite, reason: str) -> Message:
+    """Ephemeral: the batch could not be created, why, and that nothing was left behind."""
+    cases = plural(suite.size, "test case")
+    title = f"⚠️ *Couldn't start the Retell batch test* on {_engine(suite.engine)} with {cases}."
+    blocks = [
+        _section(f"{title}\n{_quote(reason or 'Retell gave no reason.')}"),
+        _context("Nothing was created at Retell: no batch was started and none will be followed."),
+    ]
+    text = (
+        f"Couldn't start a Retell batch test on {_safe(suite.engine.label, NAME_CHARS)} ({cases}): "
+        f"{_safe(reason, EXPLANATION_CHARS)} Nothing was created."
+    )
+    return _message(text, blocks)
+
+
+def help_message(usage: str) -> Message:
+    """Ephemeral help: what the bot is for, then the usage."""
+    intro = (
+        "*Retell batch tests from Slack.* Run your Retell test cases as a batch against an "
+        "engine; progress is updated here as Retell works.\nThe result posts to the channel "
+        "with pass rate, what changed since the last run, and buttons to rerun or see failures."
+    )
+    return _message(
+        "Retell batch tests from Slack: /retell-test help",
+        [_section(intro), *_code_block_sections(usage)],
+    )
+
+
+def command_error(message: str, usage: str) -> Message:
+    """Ephemeral: what was wrong with the command, then the usage (when there is one)."""
+    problem = f"⚠️ {_safe(message, REASON_CHARS)}"
+    return _message(problem, [_section(problem), *_code_block_sections(usage)])
+
+
+# -- status command ------------------------------------------------------------------------------
+
+
+def in_flight_list(runs: Sequence[RunView]) -> Message:
+    """`/retell-test status`: this channel's runs in flight, summarised past what fits."""
+    if not runs:
+        text = "No Retell batch tests are running in this channel."
+        return _message(text, [_section(text)])
+    title = f"*{plural(len(runs), 'Retell batch test')} in flight in this channel*"
+    blocks = [_section(title)]
+    budget = MESSAGE_TEXT_BUDGET - len(title) - 100
+    for run in runs[:LISTED_RUNS]:
+        line = _in_flight_line(run)
+        if len(line) > budget:
+            break
+        blocks.append(_section(line))
+        budget -= len(line)
+    hidden = len(runs) - (len(blocks) - 1)
+    if hidden > 0:
+        blocks.append(_context(f"…and {hidden} more"))
+    text = f"{plural(len(runs), 'Retell batch test')} in flight in this channel"
+    return _message(text, blocks)
+
+
+def _in_flight_line(run: RunView) -> str:
+    started = slack_date(run.created_at, "started {ago}")
+    return (
+        f"{_progress(run)}\n{_engine(run.engine)} · {plural(_case_total(run), 'case')} · "
+        f"batch {_batch(run.batch_id)} · {mention(run.user_id)} · {started}"
+    )
+
+
+def batch_status(batch: BatchJob, run: RunView | None) -> Message:
+    """`/retell-test status <batch_id>`: Retell's view of one batch, and whether it is followed."""
+    state = "✅ Complete" if batch.is_complete else "🔄 In progress"
+    counts = counts_line(batch.passed, batch.failed, batch.errored)
+    rate = format_pass_rate(batch.passed, batch.total)
+    lines = [
+        f"*Retell batch* {_code(batch.batch_id)} on {_engine(batch.engine)}",
+        f"{state} · {progress_bar(batch.completed, batch.total)}",
+        f"{counts} · {batch.total} total · *{rate}* pass rate",
+    ]
+    blocks = [_section("\n".join(lines)), _context(_followed_note(batch, run))]
+    engine = _safe(batch.engine.label, NAME_CHARS)
+    text = (
+        f"Retell batch {_safe(batch.batch_id, NAME_CHARS)} on {engine}: "
+        f"{'complete' if batch.is_complete else 'in progress'}, "
+        f"{counts_phrases(batch.passed, batch.failed, batch.errored, batch.total)}"
+    )
+    return _message(text, blocks)
+
+
+def _followed_note(batch: BatchJob, run: RunView | None) -> str:
+    if run is None:
+        watch = f"`/retell-test watch {_safe(batch.batch_id, NAME_CHARS)}`"
+        return f"Not followed by this bot. {watch} reports it in a channel."
+    where = channel_link(run.channel_id)
+    return f"Followed as run #{run.id} in {where}, asked by {mention(run.user_id)}."
+
+
+# -- failures ------------------------------------------------------------------------------------
+
+
+def failures_replies(run: RunView, failures: Sequence[TestRun]) -> list[Message]:
+    """Thread replies for **Show failures**: every failed, then errored, case with Retell's why.
+
+    Split over as many replies as needed so each stays inside Slack's limits.
+    """
+    failed = [t for t in failures if t.status == "fail"]
+    errored = [t for t in failures if t.status == "error"]
+    if not failed and not errored:
+        where = f"batch {_code(run.batch_id)}" if run.batch_id else "this batch"
+        text = f"No failed or errored test cases in {where}."
+        return [_message(text, [_section(text)])]
+    pages = _paginate([failure_entry(t) for t in (*failed, *errored)])
+    return [
+        _failures_page(run, _pack(page, sep="\n\n"), i + 1, len(pages), len(failed), len(errored))
+        for i, page in enumerate(pages)
+    ]
+
+
+def failure_entry(test_run: TestRun) -> str:
+    """One case: name (and id when it differs), verdict, and the explanation quoted."""
+    icon, verdict = ("❌", "failed") if test_run.status == "fail" else ("⚠️", "errored")
+    case = f" {_code(test_run.case_id, 80)}" if test_run.case_id != test_run.name else ""
+    why = trim_explanation(test_run.explanation or "")
+    detail = f">{escape(why)}" if why else "_Retell gave no explanation._"
+    return f"{icon} *{_safe(test_run.name, NAME_CHARS)}*{case} {verdict}\n{detail}"
+
+
+def _paginate(entries: list[str]) -> list[list[str]]:
+    """Group entries into replies below the total-text limit (header and footer need ~600).
+
+    Each entry is at most one section long, so a page packs into a handful of sections and
+    the 50-block limit is never the one that binds.
+    """
+    budget = MESSAGE_TEXT_BUDGET - 600
+    pages: list[list[str]] = [[]]
+    used = 0
+    for entry in entries:
+        if pages[-1] and used + len(entry) + 2 > budget:
+            pages.append([])
+            used = 0
+        pages[-1].append(entry)
+        used += len(entry) + 2
+    return pages
+
+
+def _failures_page(
+    run: RunView, sections: list[str], part: int, parts: int, failed: int, errored: int
+) -> Message:
+    summary = f"{failed} failed, {errored} errored"
+    where = _code(run.batch_id) if run.batch_id else "this batch"
+    of = f" (part {part}/{parts})" if parts > 1 else ""
+    note = _context(f"Batch {where} on {_engine(run.engine)} · run #{run.id}{of}")
+    blocks: list[Block] = []
+    if part == 1:
+        blocks.append(_header(_failures_header(summary, run.batch_id)))
+    blocks.extend(_section(text) for text in sections)
+    blocks.append(note)
+    batch = _safe(run.batch_id, NAME_CHARS) if run.batch_id else "this batch"
+    text = f"{summary} in Retell batch {batch}{of}"
+    return _message(text, blocks)
+
+
+def _failures_header(summary: str, batch_id: str | None) -> str:
+    """Header text is plain, so only ids that need no escaping go in; long ones are left out."""
+    if batch_id and _PLAIN_ID.fullmatch(batch_id):
+        full = f"{summary} in batch {batch_id}"
+        if len(full) <= MAX_HEADER_TEXT:
+            return full
+    return summary

@@ -1,0 +1,15 @@
+"""Alembic environment: migrations run on the connection the bot hands over (see Store.upgrade)."""
+
+from alembic import context
+
+from bot.store import Base
+
+connection = context.config.attributes["connection"]
+context.configure(
+    connection=connection,
+    target_metadata=Base.metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+    version_table="bot_alembic_version",
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,275 @@
+"""The Retell gateway: every call to Retell goes through here, over the official `AsyncRetell`.
+
+The SDK already retries 408/409/429/5xx and connection errors with backoff that honours
+`Retry-After`; this module adds only what the product needs on top: Retell's objects mapped to the
+bot's own (`BatchJob`, `TestRun`, `CaseDefinition`), pagination walked to the end, and every
+failure turned into a `RetellProblem` whose text a Slack user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import httpx
+import retell
+from retell import AsyncRetell, omit
+
+from bot.suite import Engine, Suite
+
+BatchStatus = Literal["in_progress", "complete"]
+TestRunStatus = Literal["pending", "in_progress", "pass", "fail", "error"]
+ProblemKind = Literal[
+    "not_found", "unauthorized", "invalid", "payment", "rate_limited", "unavailable", "unexpected"
+]
+
+LIST_PAGE_SIZE = 1000  # Retell's documented maximum for the /v2/list-* calls
+
+
+@dataclass(frozen=True, slots=True)
+class BatchJob:
+    """A Retell batch test as the bot follows it."""
+
+    batch_id: str
+    engine: Engine
+    status: BatchStatus
+    passed: int
+    failed: int
+    errored: int
+    total: int
+    created_ms: int
+    modified_ms: int
+
+    @property
+    def completed(self) -> int:
+        return self.passed + self.failed + self.errored
+
+    @property
+    def is_complete(self) -> bool:
+        return self.status == "complete"
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        return (self.passed, self.failed, self.errored, self.total)
+
+
+@dataclass(frozen=True, slots=True)
+class TestRun:
+    """One test case's run inside a batch."""
+
+    __test__ = False  # not a pytest class
+
+    job_id: str
+    case_id: str
+    name: str
+    status: TestRunStatus
+    explanation: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class CaseDefinition:
+    case_id: str
+    name: str
+
+
+class RetellProblem(Exception):
+    """A Retell call failed; `message` says why in words a Slack user understands."""
+
+    def __init__(self, kind: ProblemKind, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.kind = kind
+        self.message = message
+        self.status = status
+
+
+def _detail(exc: retell.APIStatusError) -> str:
+    body = exc.body
+    if isinstance(body, dict):
+        text = body.get("message") or body.get("error_message") or body.get("error")
+        if isinstance(text, str) and text.strip():
+            return text.strip()[:300]
+    return ""
+
+
+def explain(exc: Exception, *, what: str) -> RetellProblem:
+    """Translate an SDK exception into a `RetellProblem` (`what` names the call, e.g. 'create')."""
+    if isinstance(exc, RetellProblem):
+        return exc
+    if isinstance(exc, retell.APIStatusError):
+        detail = _detail(exc)
+        suffix = f" Retell said: “{detail}”" if detail else ""
+        code = exc.status_code
+        if code == 401:
+            return RetellProblem(
+                "unauthorized",
+                "Retell rejected the API key (401). Ask the bot's admin to check RETELL_API_KEY.",
+                code,
+            )
+        if code == 402:
+            return RetellProblem(
+                "payment",
+                "Retell refused for billing reasons (402): the account may be out of credits."
+                + suffix,
+                code,
+            )
+        if code == 404:
+            return RetellProblem(
+                "not_found",
+                f"Retell could not find the {what} (404): check the engine id, its version "
+                f"and the test case ids.{suffix}",
+                code,
+            )
+        if code in (400, 422):
+            return RetellProblem(
+                "invalid", f"Retell refused the request as invalid ({code}).{suffix}", code
+            )
+        if code == 429:
+            return RetellProblem(
+                "rate_limited",
+                "Retell is rate limiting this account (429) and kept doing so after retries. "
+                "Try again in a minute.",
+                code,
+            )
+        if code >= 500:
+            return RetellProblem(
+                "unavailable",
+                f"Retell is having trouble ({code}) and kept failing after retries. "
+                "Try again in a few minutes.",
+                code,
+            )
+        return RetellProblem("unexpected", f"Retell answered {code}.{suffix}", code)
+    if isinstance(exc, retell.APITimeoutError | httpx.TimeoutException):
+        return RetellProblem(
+            "unavailable", "Retell did not answer in time, even after retries. Try again soon."
+        )
+    if isinstance(exc, retell.APIConnectionError | httpx.TransportError):
+        return RetellProblem(
+            "unavailable", "Could not reach Retell, even after retries. Try again soon."
+        )
+    return RetellProblem("unexpected", f"Unexpected error talking to Retell: {type(exc).__name__}")
+
+
+def _batch(data: Any) -> BatchJob:
+    engine = data.response_engine
+    return BatchJob(
+        batch_id=data.test_case_batch_job_id,
+        engine=Engine.from_response_engine(engine.model_dump()),
+        status=data.status,
+        passed=data.pass_count,
+        failed=data.fail_count,
+        errored=data.error_count,
+        total=data.total_count,
+        created_ms=data.creation_timestamp,
+        modified_ms=data.user_modified_timestamp,
+    )
+
+
+def _test_run(data: Any) -> TestRun:
+    snapshot = data.test_case_definition_snapshot
+    name = getattr(snapshot, "name", None) or data.test_case_definition_id
+    return TestRun(
+        job_id=data.test_case_job_id,
+        case_id=data.test_case_definition_id,
+        name=name,
+        status=data.status,
+        explanation=data.result_explanation,
+    )
+
+
+class RetellGateway:
+    """The bot's only door to Retell."""
+
+    def __init__(self, client: AsyncRetell) -> None:
+        self._client = client
+
+    @classmethod
+    def connect(
+        cls, *, api_key: str, base_url: str, timeout: float = 30.0, max_retries: int = 4
+    ) -> RetellGateway:
+        client = AsyncRetell(
+            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+        )
+        return cls(client)
+
+    async def close(self) -> None:
+        await self._client.close()
+
+    async def create_batch(self, suite: Suite) -> BatchJob:
+        try:
+            created = await self._client.tests.create_batch_test(
+                response_engine=suite.engine.response_engine(),  # type: ignore[arg-type]
+                test_case_definition_ids=list(suite.case_ids),
+            )
+        except Exception as exc:
+            raise explain(exc, what="engine or one of the test cases") from exc
+        return _batch(created)
+
+    async def get_batch(self, batch_id: str) -> BatchJob:
+        try:
+            return _batch(await self._client.tests.get_batch_test(batch_id))
+        except Exception as exc:
+            raise explain(exc, what=f"batch {batch_id}") from exc
+
+    async def list_batches(
+        self, engine: Engine, *, pagination_key: str | None = None, limit: int = LIST_PAGE_SIZE
+    ) -> tuple[list[BatchJob], str | None]:
+        """One page of an engine's batches, newest first, and the key of the next page (if any).
+
+        One call refreshes every batch of the engine on the page: this is what lets the bot
+        follow a thousand batches without a thousand requests.
+        """
+        try:
+            page = await self._client.tests.list_batch_tests(
+                type=engine.type,
+                llm_id=engine.id if engine.type == "retell-llm" else omit,
+                conversation_flow_id=engine.id if engine.type == "conversation-flow" else omit,
+                version=engine.version if engine.version is not None else omit,
+                limit=limit,
+                pagination_key=pagination_key or omit,
+            )
+        except Exception as exc:
+            raise explain(exc, what=f"engine {engine.label}") from exc
+        next_key = page.pagination_key if page.has_more else None
+        return [_batch(item) for item in page.items], next_key
+
+    async def test_runs(self, batch_id: str) -> list[TestRun]:
+        """Every test run of a batch, all pages."""
+        return [run async for run in self._iter_test_runs(batch_id)]
+
+    async def _iter_test_runs(self, batch_id: str) -> AsyncIterator[TestRun]:
+        key: str | None = None
+        while True:
+            try:
+                page = await self._client.tests.list_test_runs(
+                    batch_id, limit=LIST_PAGE_SIZE, pagination_key=key or omit
+                )
+            except Exception as exc:
+                raise explain(exc, what=f"batch {batch_id}") from exc
+            for item in page.items:
+                yield _test_run(item)
+            if not page.has_more or not page.pagination_key:
+                return
+            key = page.pagination_key
+
+    async def definitions(self, engine: Engine) -> list[CaseDefinition]:
+        """Every test case definition of an engine, all pages."""
+        found: list[CaseDefinition] = []
+        key: str | None = None
+        while True:
+            try:
+                page = await self._client.tests.list_test_case_definitions(
+                    type=engine.type,
+                    llm_id=engine.id if engine.type == "retell-llm" else omit,
+                    conversation_flow_id=engine.id if engine.type == "conversation-flow" else omit,
+                    limit=LIST_PAGE_SIZE,
+                    pagination_key=key or omit,
+                )
+            except Exception as exc:
+                raise explain(exc, what=f"engine {engine.label}") from exc
+            found.extend(
+                CaseDefinition(item.test_case_definition_id, item.name) for item in page.items
+            )
+            if not page.has_more or not page.pagination_key:
+                return found
+            key = page.pagination_key

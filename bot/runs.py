@@ -1,0 +1,387 @@
+"""The run workflow: start a batch, follow it up, finish it, deliver its result, rerun it.
+
+This module owns the state machine of a run (see `RunState`) and nothing else: parsing happens
+before it, rendering is `bot.blocks`, I/O goes through the Retell and Slack gateways and the store.
+Every step that must happen once is guarded by a conditional update in the store, so that the
+sweep can be run by any replica, and again after a crash, without posting a result twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from slack_sdk.errors import SlackApiError
+
+from bot import blocks
+from bot.blocks import Message
+from bot.commands import CommandError, TestSelection, needs_definitions, resolve_tests
+from bot.followup import BatchRefresher, Followed, Refresh
+from bot.retell import BatchJob, CaseDefinition, RetellGateway, RetellProblem
+from bot.settings import Settings
+from bot.slackapi import UNREACHABLE_CHANNEL, SlackGateway, error_code
+from bot.store import Run, RunState, Store, utcnow
+from bot.suite import Engine, Suite
+
+log = logging.getLogger(__name__)
+
+MAX_DELIVERY_ATTEMPTS = 8
+CLAIM_LEASE = timedelta(seconds=90)
+SWEEP_BATCH_LIMIT = 500  # engines per sweep; the rest wait for the next tick
+BACKOFF_FACTOR = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Requester:
+    """Who asked, where, and how to answer them privately."""
+
+    team_id: str
+    channel_id: str
+    user_id: str
+    response_url: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RunRequest:
+    requester: Requester
+    engine: Engine
+    tests: TestSelection
+    source: str = "command"
+    rerun_of: int | None = None
+
+
+class RunWorkflow:
+    """Start, follow up, finish and rerun Retell batch tests on behalf of Slack users."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        store: Store,
+        retell: RetellGateway,
+        slack: SlackGateway,
+        *,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self._settings = settings
+        self._store = store
+        self._retell = retell
+        self._slack = slack
+        self._clock = clock
+        self._refresher = BatchRefresher(retell)
+        self._slack_calls = asyncio.Semaphore(8)
+
+    # -- starting -------------------------------------------------------------------------------
+
+    async def start(self, request: RunRequest) -> Run | None:
+        """Resolve the test cases, create the batch and post the status message."""
+        who = request.requester
+        suite = await self._resolve(request)
+        if suite is None:
+            return None
+        refusal = await self._refusal(who.user_id, suite)
+        if refusal:
+            await self._tell(who, blocks.start_failed(suite, refusal))
+            return None
+        run = await self._store.add_run(
+            team_id=who.team_id,
+            channel_id=who.channel_id,
+            user_id=who.user_id,
+            suite=suite,
+            source=request.source,
+            rerun_of=request.rerun_of,
+        )
+        try:
+            batch = await self._retell.create_batch(suite)
+        except RetellProblem as problem:
+            log.info("run %s: batch not created: %s", run.id, problem.message)
+            await self._store.mark_failed(run.id, problem.message, now=self._clock())
+            await self._tell(who, blocks.start_failed(suite, problem.message))
+            return None
+        claim = await self._store.mark_started(
+            run.id,
+            batch,
+            first_check_in=self._settings.poll_initial_seconds,
+            now=self._clock(),
+            lease=CLAIM_LEASE,
+        )
+        _apply(run, batch, RunState.RUNNING, started_at=self._clock())
+        log.info("run %s: batch %s created (%d cases)", run.id, batch.batch_id, suite.size)
+        await self._post_status(run, who)
+        await self._store.release(run.id, claim)
+        return run
+
+    async def _resolve(self, request: RunRequest) -> Suite | None:
+        tests = request.tests
+        definitions: tuple[CaseDefinition, ...] = ()
+        if needs_definitions(tests):
+            try:
+                definitions = tuple(await self._retell.definitions(request.engine))
+            except RetellProblem as problem:
+                await self._tell(request.requester, blocks.command_error(problem.message, ""))
+                return None
+        resolved = resolve_tests(tests, definitions, max_cases=self._settings.max_cases_per_run)
+        if isinstance(resolved, CommandError):
+            await self._tell(
+                request.requester, blocks.command_error(resolved.message, resolved.usage)
+            )
+            return None
+        return Suite(request.engine, resolved)
+
+    async def _refusal(self, user_id: str, suite: Suite) -> str | None:
+        limit = self._settings.max_runs_per_user_per_hour
+        if (
+            limit
+            and await self._store.runs_by_user_since(user_id, self._clock() - timedelta(hours=1))
+            >= limit
+        ):
+            return (
+                f"You have started {limit} runs in the last hour, the most this workspace allows "
+                "(MAX_RUNS_PER_USER_PER_HOUR). Try again later or ask an admin to raise it."
+            )
+        return None
+
+    async def _post_status(self, run: Run, who: Requester) -> None:
+        message = blocks.status_message(run)
+        try:
+            ts = await self._slack.post(run.channel_id, message)
+        except SlackApiError as exc:
+            log.warning("run %s: status message not posted: %s", run.id, error_code(exc))
+            if error_code(exc) in UNREACHABLE_CHANNEL:
+                await self._tell(who, _cannot_post(run.channel_id, error_code(exc)))
+            return
+        run.status_ts = ts
+        run.shown_counts = run.counts_key
+        await self._store.set_status_message(run.id, ts, run.counts_key)
+
+    # -- reruns and triage ------------------------------------------------------------------------
+
+    async def rerun(self, run_id: int, who: Requester, *, only_failed: bool) -> Run | None:
+        """A new batch with the same engine and cases (or only those that failed or errored)."""
+        original = await self._authorized_run(run_id, who)
+        if original is None:
+            return None
+        if await self._store.rerun_in_progress(run_id):
+            await self._tell(
+                who, blocks.command_error("A rerun of this batch is already under way.", "")
+            )
+            return None
+        case_ids: Sequence[str] = original.case_ids
+        if only_failed:
+            try:
+                runs = await self._retell.test_runs(original.batch_id or "")
+            except RetellProblem as problem:
+                await self._tell(who, blocks.command_error(problem.message, ""))
+                return None
+            case_ids = [r.case_id for r in runs if r.status in ("fail", "error")]
+            if not case_ids:
+                await self._tell(
+                    who, blocks.command_error("No case failed or errored in that batch.", "")
+                )
+                return None
+        tests = TestSelection(ids=tuple(case_ids), names=(), everything=False)
+        request = RunRequest(who, original.engine, tests, source="rerun", rerun_of=original.id)
+        return await self.start(request)
+
+    async def show_failures(self, run_id: int, who: Requester) -> None:
+        """Thread replies listing each failed and errored case with Retell's explanation."""
+        run = await self._authorized_run(run_id, who)
+        if run is None or run.batch_id is None:
+            return
+        try:
+            test_runs = await self._retell.test_runs(run.batch_id)
+        except RetellProblem as problem:
+            await self._tell(who, blocks.command_error(problem.message, ""))
+            return
+        failures = [r for r in test_runs if r.status in ("fail", "error")]
+        for message in blocks.failures_replies(run, failures):
+            await self._slack.post(run.channel_id, message, thread_ts=run.status_ts)
+
+    async def _authorized_run(self, run_id: int, who: Requester) -> Run | None:
+        run = await self._store.get(run_id)
+        if run is None or run.team_id != who.team_id or run.channel_id != who.channel_id:
+            await self._tell(
+                who, blocks.command_error("That run is not one of this channel's.", "")
+            )
+            return None
+        return run
+
+    # -- status -----------------------------------------------------------------------------------
+
+    async def status(self, who: Requester, batch_id: str | None) -> Message:
+        if batch_id is None:
+            return blocks.in_flight_list(await self._store.in_flight(who.channel_id))
+        run = await self._store.by_batch(batch_id)
+        if run is not None and run.team_id != who.team_id:
+            run = None
+        try:
+            batch = await self._retell.get_batch(batch_id)
+        except RetellProblem as problem:
+            return blocks.command_error(problem.message, "")
+        return blocks.batch_status(batch, run)
+
+    # -- following up ------------------------------------------------------------------------
+
+    async def sweep(self) -> None:
+        """One follow-up pass (an APScheduler job): refresh what is due, finish what is done."""
+        now = self._clock()
+        claim, runs = await self._store.claim_due(
+            now=now, lease=CLAIM_LEASE, limit=SWEEP_BATCH_LIMIT
+        )
+        if not runs:
+            return
+        running = [r for r in runs if r.state == RunState.RUNNING.value and r.batch_id]
+        refresh = await self._refresher.refresh(
+            Followed(r.batch_id or "", r.engine, due=_due(r, now)) for r in running
+        )
+        steps: list[Awaitable[None]] = [self._after_check(r, claim, refresh, now) for r in running]
+        steps += [self._deliver(r, claim) for r in runs if r.run_state.finished]
+        await asyncio.gather(*steps)
+
+    async def _after_check(self, run: Run, claim: str, refresh: Refresh, now: datetime) -> None:
+        batch = refresh.batches.get(run.batch_id or "")
+        if batch is None and not _due(run, now):
+            await self._store.release(run.id, claim)
+            return
+        if run.batch_id in refresh.problems:
+            log.warning("run %s: check failed: %s", run.id, refresh.problems[run.batch_id].message)
+        if batch is not None and batch.is_complete:
+            await self._finish(run, claim, RunState.COMPLETE, batch, now)
+        elif self._timed_out(run, now):
+            await self._finish(run, claim, RunState.TIMED_OUT, batch, now)
+        else:
+            await self._progress(run, claim, batch, now)
+
+    def _timed_out(self, run: Run, now: datetime) -> bool:
+        started = run.started_at or run.created_at
+        return now - started >= timedelta(minutes=self._settings.batch_timeout_minutes)
+
+    async def _progress(self, run: Run, claim: str, batch: BatchJob | None, now: datetime) -> None:
+        moved = batch is not None and batch.counts != (
+            run.passed,
+            run.failed,
+            run.errored,
+            run.total,
+        )
+        interval = (
+            self._settings.poll_initial_seconds
+            if moved
+            else min(
+                max(run.check_interval, 0.001) * BACKOFF_FACTOR, self._settings.poll_max_seconds
+            )
+        )
+        if batch is not None:
+            _apply(run, batch, RunState.RUNNING)
+        if run.status_ts is None:
+            await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
+        elif run.counts_key != run.shown_counts and await self._edit(
+            run, blocks.status_message(run)
+        ):
+            await self._store.set_shown(run.id, run.counts_key)
+        await self._store.record_check(run.id, claim, batch, interval=interval, now=now)
+
+    async def _edit(self, run: Run, message: Message) -> bool:
+        async with self._slack_calls:
+            try:
+                await self._slack.update(run.channel_id, run.status_ts or "", message)
+            except SlackApiError as exc:
+                log.warning("run %s: status not updated: %s", run.id, error_code(exc))
+                return False
+        return True
+
+    async def _finish(
+        self, run: Run, claim: str, state: RunState, batch: BatchJob | None, now: datetime
+    ) -> None:
+        if not await self._store.finish(run.id, state, batch, now=now):
+            return  # someone else finished it
+        if batch is not None:
+            _apply(run, batch, state)
+        run.state = state.value
+        run.finished_at = now
+        log.info("run %s: batch %s %s (%s)", run.id, run.batch_id, state.value, run.counts_key)
+        await self._deliver(run, claim)
+
+    async def _deliver(self, run: Run, claim: str) -> None:
+        """Turn the status message into the result; retried by later sweeps until it lands."""
+        message = blocks.result_message(run)
+        try:
+            async with self._slack_calls:
+                if run.status_ts:
+                    await self._slack.update(run.channel_id, run.status_ts, message)
+                else:
+                    run.status_ts = await self._slack.post(run.channel_id, message)
+                    await self._store.set_status_message(run.id, run.status_ts, run.counts_key)
+        except SlackApiError as exc:
+            await self._delivery_failed(run, claim, message, error_code(exc))
+            return
+        if await self._store.mark_reported(run.id, claim, now=self._clock()):
+            await self._mention_requester(run)
+
+    async def _delivery_failed(self, run: Run, claim: str, message: Message, code: str) -> None:
+        now = self._clock()
+        if code in UNREACHABLE_CHANNEL:
+            log.warning("run %s: channel unusable (%s); result sent to requester", run.id, code)
+            await self._slack.direct_message(run.user_id, message)
+            await self._store.mark_reported(run.id, claim, now=now)
+            return
+        attempts = run.delivery_attempts + 1
+        if attempts >= MAX_DELIVERY_ATTEMPTS:
+            log.error("run %s: result not delivered after %d attempts: %s", run.id, attempts, code)
+            await self._store.give_up_delivery(run.id, claim, now=now)
+            return
+        retry_in = min(
+            self._settings.poll_initial_seconds * 2**attempts, self._settings.poll_max_seconds
+        )
+        log.warning("run %s: result not delivered (%s); retry in %.1fs", run.id, code, retry_in)
+        await self._store.delivery_failed(run.id, claim, retry_in=retry_in, now=now)
+
+    async def _mention_requester(self, run: Run) -> None:
+        try:
+            await self._slack.post(
+                run.channel_id, blocks.requester_mention(run), thread_ts=run.status_ts
+            )
+        except SlackApiError as exc:
+            log.warning("run %s: requester not mentioned: %s", run.id, error_code(exc))
+
+    # -- private replies ------------------------------------------------------------------------
+
+    async def _tell(self, who: Requester, message: Message) -> None:
+        try:
+            if who.response_url:
+                await self._slack.respond(who.response_url, message)
+            else:
+                await self._slack.tell(who.channel_id, who.user_id, message)
+        except SlackApiError as exc:
+            log.warning("could not tell %s: %s", who.user_id, error_code(exc))
+
+
+def _due(run: Run, now: datetime) -> bool:
+    return run.next_check_at is None or run.next_check_at <= now
+
+
+def _apply(
+    run: Run, batch: BatchJob, state: RunState, *, started_at: datetime | None = None
+) -> None:
+    """Mirror what the store just recorded onto the in-memory run used for rendering."""
+    run.passed, run.failed, run.errored, run.total = batch.counts
+    run.batch_id = batch.batch_id
+    run.state = state.value
+    if started_at is not None:
+        run.started_at = started_at
+
+
+def _cannot_post(channel_id: str, code: str) -> Message:
+    reasons = {
+        "channel_not_found": "I can't see that channel (is it private? invite me with `/invite`).",
+        "is_archived": "That channel is archived.",
+        "not_in_channel": "I'm not in that channel and could not join it: `/invite` me.",
+    }
+    text = (
+        f"Your batch is running, but I could not post its status in <#{channel_id}>: "
+        f"{reasons.get(code, code)} I'll send you the result directly."
+    )
+    return Message(
+        text=text, blocks=[{"type": "section", "text": {"type": "mrkdwn", "text": text}}]
+    )

@@ -1,0 +1,71 @@
+"""APScheduler 4 set-up: one `AsyncScheduler` on the bot's own database.
+
+The data store is APScheduler's `SQLAlchemyDataStore` on the same engine as the bot's tables
+(aiosqlite with WAL and a busy timeout by default; asyncpg on PostgreSQL, where
+`AsyncpgEventBroker` lets replicas wake each other). Jobs carry plain ids only (the JSON
+serializer enforces it); the callables behind task ids are bound at start-up, so no job ever
+needs a global to find the application.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+
+from apscheduler import AsyncScheduler, ConflictPolicy, ScheduleLookupError
+from apscheduler.abc import EventBroker
+from apscheduler.datastores.sqlalchemy import SQLAlchemyDataStore
+from apscheduler.eventbrokers.asyncpg import AsyncpgEventBroker
+from apscheduler.eventbrokers.local import LocalEventBroker
+from apscheduler.serializers.json import JSONSerializer
+from apscheduler.triggers.interval import IntervalTrigger
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+SWEEP_TASK = "runs.sweep"
+SWEEP_SCHEDULE = "runs.sweep"
+
+
+def build_scheduler(engine: AsyncEngine, *, identity: str = "") -> AsyncScheduler:
+    data_store = SQLAlchemyDataStore(engine, serializer=JSONSerializer())
+    broker: EventBroker
+    if engine.dialect.name == "postgresql":
+        broker = AsyncpgEventBroker.from_async_sqla_engine(engine)
+    else:
+        broker = LocalEventBroker()
+    return AsyncScheduler(
+        data_store,
+        broker,
+        identity=identity,
+        cleanup_interval=timedelta(minutes=5),
+        lease_duration=timedelta(seconds=30),
+    )
+
+
+async def install_sweep(
+    scheduler: AsyncScheduler, sweep: Callable[[], Awaitable[None]], *, every_seconds: float
+) -> None:
+    """Bind the follow-up sweep and make sure exactly one recurring schedule drives it.
+
+    Replicas starting together all call this; the schedule is only replaced when its interval
+    changed, so a running schedule is never reset by a peer's start-up.
+    """
+    await scheduler.configure_task(
+        SWEEP_TASK, func=sweep, max_running_jobs=1, misfire_grace_time=max(every_seconds * 4, 5)
+    )
+    trigger = IntervalTrigger(seconds=every_seconds)
+    try:
+        existing = await scheduler.get_schedule(SWEEP_SCHEDULE)
+    except ScheduleLookupError:
+        existing = None
+    if existing is not None and _same_interval(existing.trigger, trigger):
+        return
+    await scheduler.add_schedule(
+        SWEEP_TASK,
+        trigger,
+        id=SWEEP_SCHEDULE,
+        conflict_policy=ConflictPolicy.replace if existing else ConflictPolicy.do_nothing,
+    )
+
+
+def _same_interval(current: object, wanted: IntervalTrigger) -> bool:
+    return isinstance(current, IntervalTrigger) and current._interval == wanted._interval

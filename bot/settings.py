@@ -1,0 +1,112 @@
+"""Configuration from the environment and `.env` (SPEC §5), parsed by pydantic-settings.
+
+Secrets are `SecretStr` so that printing or logging a `Settings` never shows them.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+def _id_list(value: object) -> object:
+    if isinstance(value, str):
+        return frozenset(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+class Settings(BaseSettings):
+    """Everything the bot reads from its environment."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    slack_bot_token: SecretStr
+    slack_signing_secret: SecretStr | None = None
+    slack_app_token: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+
+    retell_api_key: SecretStr
+    retell_base_url: str = "https://api.retellai.com"
+
+    database_url: str = "sqlite:///./retell-bot.db"
+    port: int = Field(default=3000, ge=1, le=65535)
+
+    poll_initial_seconds: float = Field(default=10.0, gt=0)
+    poll_max_seconds: float = Field(default=120.0, gt=0)
+    batch_timeout_minutes: float = Field(default=180.0, gt=0)
+    schedule_min_interval_minutes: float = Field(default=15.0, ge=0)
+
+    allowed_user_ids: frozenset[str] = frozenset()
+    allowed_channel_ids: frozenset[str] = frozenset()
+    admin_user_ids: frozenset[str] = frozenset()
+
+    max_cases_per_run: int = Field(default=1000, ge=1, le=1000)
+    max_runs_per_user_per_hour: int = Field(default=30, ge=0)
+
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    _parse_ids = field_validator(
+        "allowed_user_ids", "allowed_channel_ids", "admin_user_ids", mode="before"
+    )(_id_list)
+
+    @field_validator("log_level", "log_format", mode="before")
+    @classmethod
+    def _case_insensitive(cls, value: object) -> object:
+        if not isinstance(value, str):
+            return value
+        return (
+            value.upper()
+            if value.lower() in {"debug", "info", "warning", "error"}
+            else value.lower()
+        )
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    @property
+    def socket_mode(self) -> bool:
+        return self.slack_app_token is not None and bool(self.slack_app_token.get_secret_value())
+
+    @property
+    def poll_tick_seconds(self) -> float:
+        """How often the follow-up sweep wakes: fine enough for the first check, never busy."""
+        return min(max(self.poll_initial_seconds / 4, 0.05), 2.0)
+
+
+class SettingsError(Exception):
+    """Start-up cannot go on; `lines` says what to fix, one line per problem."""
+
+    def __init__(self, lines: list[str]) -> None:
+        super().__init__("\n".join(lines))
+        self.lines = lines
+
+
+def load_settings(*, http_mode: bool = True, **overrides: object) -> Settings:
+    """Read settings, turning pydantic's errors into one plain line per variable."""
+    try:
+        settings = Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError([_line(error) for error in exc.errors()]) from None
+    if http_mode and not settings.socket_mode and settings.slack_signing_secret is None:
+        raise SettingsError(
+            [
+                "SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN "
+                "to use Socket Mode)"
+            ]
+        )
+    return settings
+
+
+def _line(error: object) -> str:
+    details = error if isinstance(error, dict) else {}
+    location = details.get("loc") or ("?",)
+    variable = str(location[0]).upper()
+    if details.get("type") == "missing":
+        return f"{variable} is required but not set"
+    # Never echo the offending value: it may be a secret.
+    return f"{variable}: {details.get('msg', 'invalid value')}"

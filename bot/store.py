@@ -1,0 +1,479 @@
+"""The bot's own tables (SQLAlchemy 2 async) and the queries the workflow needs.
+
+The `runs` table is the source of truth for every run. State changes that must happen once (a
+batch finishing, its result being delivered) are conditional UPDATEs, so that two replicas, or a
+replica and its restarted self, can never both win. Schema changes go through Alembic
+(`bot/migrations`); `Store.upgrade()` applies them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import enum
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    DateTime,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    TypeDecorator,
+    and_,
+    event,
+    func,
+    or_,
+    select,
+    text,
+    update,
+)
+from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.sql.elements import ColumnElement
+
+from bot.retell import BatchJob
+from bot.suite import Engine, Suite
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Timezone-aware datetimes on every backend (SQLite stores naive values)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTCDateTime column")
+        value = value.astimezone(UTC)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class RunState(enum.StrEnum):
+    STARTING = "starting"  # asked for; the batch is being created at Retell
+    RUNNING = "running"  # the batch exists; the bot follows it up
+    COMPLETE = "complete"  # Retell reported it complete
+    TIMED_OUT = "timed_out"  # still running after BATCH_TIMEOUT_MINUTES; last counts kept
+    FAILED = "failed"  # the batch could not be created; `error` says why
+
+    @property
+    def finished(self) -> bool:
+        return self in (RunState.COMPLETE, RunState.TIMED_OUT, RunState.FAILED)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Run(Base):
+    """One batch test the bot started or follows, and what the channel has been shown of it."""
+
+    __tablename__ = "runs"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    source: Mapped[str] = mapped_column(String(16), default="command")
+    rerun_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), default=None)
+
+    engine_type: Mapped[str] = mapped_column(String(32))
+    engine_id: Mapped[str] = mapped_column(String(128))
+    engine_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    case_ids: Mapped[list[str]] = mapped_column(JSON)
+    case_count: Mapped[int] = mapped_column(Integer)
+
+    state: Mapped[str] = mapped_column(String(16), default=RunState.STARTING.value)
+    batch_id: Mapped[str | None] = mapped_column(String(128), unique=True, default=None)
+    error: Mapped[str | None] = mapped_column(Text, default=None)
+    passed: Mapped[int] = mapped_column(Integer, default=0)
+    failed: Mapped[int] = mapped_column(Integer, default=0)
+    errored: Mapped[int] = mapped_column(Integer, default=0)
+    total: Mapped[int] = mapped_column(Integer, default=0)
+
+    status_ts: Mapped[str | None] = mapped_column(String(32), default=None)
+    shown_counts: Mapped[str | None] = mapped_column(String(64), default=None)
+
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+    next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    check_interval: Mapped[float] = mapped_column(default=0.0)
+    checks: Mapped[int] = mapped_column(Integer, default=0)
+    claim: Mapped[str | None] = mapped_column(String(36), default=None)
+    claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+
+    __table_args__ = (
+        Index("ix_runs_due", "state", "next_check_at"),
+        Index("ix_runs_channel", "channel_id", "created_at"),
+    )
+
+    @property
+    def engine(self) -> Engine:
+        return Engine(self.engine_type, self.engine_id, self.engine_version)  # type: ignore[arg-type]
+
+    @property
+    def suite(self) -> Suite:
+        return Suite(self.engine, tuple(self.case_ids))
+
+    @property
+    def run_state(self) -> RunState:
+        return RunState(self.state)
+
+    @property
+    def completed(self) -> int:
+        return self.passed + self.failed + self.errored
+
+    @property
+    def counts_key(self) -> str:
+        return f"{self.passed}/{self.failed}/{self.errored}/{self.total}"
+
+    @property
+    def duration(self) -> timedelta | None:
+        if self.started_at is None:
+            return None
+        return (self.finished_at or utcnow()) - self.started_at
+
+
+def async_database_url(url: str) -> str:
+    """Map the URL users and PaaS write to the async driver the bot uses."""
+    for prefix, replacement in (
+        ("postgres://", "postgresql+asyncpg://"),
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(prefix):
+            return replacement + url[len(prefix) :]
+    return url
+
+
+def create_engine(url: str, *, sqlite_busy_timeout_ms: int = 30_000) -> AsyncEngine:
+    """An async engine; SQLite gets WAL and a busy timeout so the scheduler and the bot share it."""
+    engine = create_async_engine(async_database_url(url), pool_pre_ping=True)
+    if engine.dialect.name == "sqlite":
+
+        @event.listens_for(engine.sync_engine, "connect")
+        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+            cursor = dbapi_connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute(f"PRAGMA busy_timeout={sqlite_busy_timeout_ms}")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute("PRAGMA foreign_keys=ON")
+            cursor.close()
+
+    return engine
+
+
+def _upgrade(connection: Connection) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    config.attributes["connection"] = connection
+    command.upgrade(config, "head")
+
+
+class Store:
+    """Queries over the bot's tables. One instance per process, built by the application."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self._sessions = async_sessionmaker(engine, expire_on_commit=False)
+        self._upgrade_lock = asyncio.Lock()
+
+    async def upgrade(self) -> None:
+        """Apply pending migrations (safe to call from several replicas: Alembic locks on PG)."""
+        async with self._upgrade_lock, self.engine.begin() as conn:
+            if self.engine.dialect.name == "postgresql":
+                await conn.execute(text("SELECT pg_advisory_xact_lock(727_001)"))
+            await conn.run_sync(_upgrade)
+
+    async def ping(self) -> None:
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
+
+    # -- creating and reading ---------------------------------------------------------------
+
+    async def add_run(
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        user_id: str,
+        suite: Suite,
+        source: str = "command",
+        rerun_of: int | None = None,
+        batch_id: str | None = None,
+    ) -> Run:
+        run = Run(
+            team_id=team_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            source=source,
+            rerun_of=rerun_of,
+            engine_type=suite.engine.type,
+            engine_id=suite.engine.id,
+            engine_version=suite.engine.version,
+            case_ids=list(suite.case_ids),
+            case_count=suite.size,
+            batch_id=batch_id,
+            created_at=utcnow(),
+        )
+        async with self._sessions.begin() as session:
+            session.add(run)
+        return run
+
+    async def get(self, run_id: int) -> Run | None:
+        async with self._sessions() as session:
+            return await session.get(Run, run_id)
+
+    async def by_batch(self, batch_id: str) -> Run | None:
+        async with self._sessions() as session:
+            result = await session.execute(select(Run).where(Run.batch_id == batch_id))
+            return result.scalar_one_or_none()
+
+    async def in_flight(self, channel_id: str) -> Sequence[Run]:
+        states = [RunState.STARTING.value, RunState.RUNNING.value]
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Run)
+                .where(Run.channel_id == channel_id, Run.state.in_(states))
+                .order_by(Run.created_at)
+            )
+            return result.scalars().all()
+
+    async def runs_by_user_since(self, user_id: str, since: datetime) -> int:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(func.count())
+                .select_from(Run)
+                .where(Run.user_id == user_id, Run.created_at >= since)
+            )
+            return int(result.scalar_one())
+
+    async def rerun_in_progress(self, run_id: int) -> bool:
+        """Whether a rerun of this run is still being started (double clicks, two people)."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(func.count())
+                .select_from(Run)
+                .where(Run.rerun_of == run_id, Run.state == RunState.STARTING.value)
+            )
+            return bool(result.scalar_one())
+
+    async def count_in_flight(self) -> int:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(func.count()).select_from(Run).where(Run.state == RunState.RUNNING.value)
+            )
+            return int(result.scalar_one())
+
+    async def recent_runs(self, limit: int = 100) -> Sequence[Run]:
+        async with self._sessions() as session:
+            result = await session.execute(select(Run).order_by(Run.id.desc()).limit(limit))
+            return result.scalars().all()
+
+    # -- state changes ----------------------------------------------------------------------
+
+    async def _update(self, run_id: int, *conditions: Any, **values: Any) -> bool:
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(Run).where(Run.id == run_id, *conditions).values(**values)
+            )
+            return bool(getattr(result, "rowcount", 0))
+
+    async def set_status_message(self, run_id: int, ts: str, shown_counts: str | None) -> None:
+        await self._update(run_id, status_ts=ts, shown_counts=shown_counts)
+
+    async def set_shown(self, run_id: int, shown_counts: str) -> None:
+        await self._update(run_id, shown_counts=shown_counts)
+
+    async def mark_started(
+        self,
+        run_id: int,
+        batch: BatchJob,
+        *,
+        first_check_in: float,
+        now: datetime,
+        lease: timedelta,
+    ) -> str:
+        """Record the created batch; the run stays claimed by the caller while it posts status.
+
+        Returns the claim. Should the caller die before releasing it, the lease runs out and
+        the next sweep takes the run over, status message included.
+        """
+        token = str(uuid.uuid4())
+        await self._update(
+            run_id,
+            Run.state == RunState.STARTING.value,
+            state=RunState.RUNNING.value,
+            batch_id=batch.batch_id,
+            passed=batch.passed,
+            failed=batch.failed,
+            errored=batch.errored,
+            total=batch.total,
+            started_at=now,
+            next_check_at=now + timedelta(seconds=first_check_in),
+            check_interval=first_check_in,
+            claim=token,
+            claimed_until=now + lease,
+        )
+        return token
+
+    async def mark_failed(self, run_id: int, error: str, *, now: datetime) -> bool:
+        """A run whose batch could not be created: nothing follows it, nothing is left to post."""
+        return await self._update(
+            run_id,
+            Run.state == RunState.STARTING.value,
+            state=RunState.FAILED.value,
+            error=error,
+            finished_at=now,
+            reported_at=now,
+        )
+
+    async def record_check(
+        self, run_id: int, claim: str, batch: BatchJob | None, *, interval: float, now: datetime
+    ) -> None:
+        """Store what a follow-up check saw and when the next one is due; release the claim."""
+        values: dict[str, Any] = {
+            "next_check_at": now + timedelta(seconds=interval),
+            "check_interval": interval,
+            "checks": Run.checks + 1,
+            "claim": None,
+            "claimed_until": None,
+        }
+        if batch is not None:
+            values.update(
+                passed=batch.passed, failed=batch.failed, errored=batch.errored, total=batch.total
+            )
+        await self._update(run_id, Run.claim == claim, **values)
+
+    async def finish(
+        self, run_id: int, state: RunState, batch: BatchJob | None, *, now: datetime
+    ) -> bool:
+        """Move a running run to its final state; True for exactly one caller."""
+        values: dict[str, Any] = {
+            "state": state.value,
+            "finished_at": now,
+            "next_check_at": now,
+            "check_interval": 0.0,
+        }
+        if batch is not None:
+            values.update(
+                passed=batch.passed, failed=batch.failed, errored=batch.errored, total=batch.total
+            )
+        return await self._update(run_id, Run.state == RunState.RUNNING.value, **values)
+
+    async def mark_reported(self, run_id: int, claim: str | None, *, now: datetime) -> bool:
+        conditions: list[ColumnElement[bool]] = [Run.reported_at.is_(None)]
+        if claim is not None:
+            conditions.append(Run.claim == claim)
+        return await self._update(
+            run_id,
+            *conditions,
+            reported_at=now,
+            next_check_at=None,
+            claim=None,
+            claimed_until=None,
+        )
+
+    async def delivery_failed(
+        self, run_id: int, claim: str | None, *, retry_in: float, now: datetime
+    ) -> None:
+        conditions = [] if claim is None else [Run.claim == claim]
+        await self._update(
+            run_id,
+            *conditions,
+            delivery_attempts=Run.delivery_attempts + 1,
+            next_check_at=now + timedelta(seconds=retry_in),
+            claim=None,
+            claimed_until=None,
+        )
+
+    async def give_up_delivery(self, run_id: int, claim: str | None, *, now: datetime) -> None:
+        conditions = [] if claim is None else [Run.claim == claim]
+        await self._update(
+            run_id,
+            *conditions,
+            delivery_attempts=Run.delivery_attempts + 1,
+            reported_at=now,
+            error="final result could not be posted to Slack",
+            next_check_at=None,
+            claim=None,
+            claimed_until=None,
+        )
+
+    # -- follow-up claims ----------------------------------------------------------------------
+
+    async def claim_due(
+        self, *, now: datetime, lease: timedelta, limit: int
+    ) -> tuple[str, list[Run]]:
+        """Claim runs that need attention now, for one follow-up sweep.
+
+        Due running runs bring along every other unclaimed running run of the same engine: one
+        `list-batch-tests` page refreshes them all at no extra cost. Finished runs whose result
+        has not reached Slack yet are claimed for another delivery attempt.
+        """
+        token = str(uuid.uuid4())
+        free = or_(Run.claimed_until.is_(None), Run.claimed_until < now)
+        running = Run.state == RunState.RUNNING.value
+        async with self._sessions.begin() as session:
+            due_engines = (
+                select(Run.engine_type, Run.engine_id, Run.engine_version)
+                .where(running, Run.next_check_at <= now, free)
+                .distinct()
+                .limit(limit)
+            )
+            engines = (await session.execute(due_engines)).all()
+            engine_match = [
+                and_(
+                    Run.engine_type == e_type,
+                    Run.engine_id == e_id,
+                    Run.engine_version.is_(None)
+                    if e_version is None
+                    else Run.engine_version == e_version,
+                )
+                for e_type, e_id, e_version in engines
+            ]
+            undelivered = and_(
+                Run.state.in_([RunState.COMPLETE.value, RunState.TIMED_OUT.value]),
+                Run.reported_at.is_(None),
+                Run.next_check_at <= now,
+            )
+            targets = (
+                or_(and_(running, or_(*engine_match)), undelivered) if engine_match else undelivered
+            )
+            await session.execute(
+                update(Run)
+                .where(targets, free)
+                .values(claim=token, claimed_until=now + lease)
+                .execution_options(synchronize_session=False)
+            )
+            result = await session.execute(select(Run).where(Run.claim == token).order_by(Run.id))
+            return token, list(result.scalars().all())
+
+    async def release(self, run_id: int, claim: str) -> None:
+        await self._update(run_id, Run.claim == claim, claim=None, claimed_until=None)

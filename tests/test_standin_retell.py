@@ -1,0 +1,402 @@
+"""The Retell stand-in, driven through the official SDK exactly as the bot drives Retell."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import aiohttp
+import pytest
+import retell
+from retell import AsyncRetell
+
+from bot.standins.retell import FakeRetell, RetellStandInError
+
+API_KEY = "key_standin_test"
+LLM = "llm_support"
+
+
+class FakeClock:
+    """A clock the test moves by hand, so batches progress without sleeping."""
+
+    def __init__(self, start: float = 1_000.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def fake(clock: FakeClock) -> AsyncIterator[FakeRetell]:
+    async with FakeRetell(api_key=API_KEY, clock=clock, batch_seconds=10.0) as server:
+        yield server
+
+
+@pytest.fixture
+async def client(fake: FakeRetell) -> AsyncIterator[AsyncRetell]:
+    sdk = AsyncRetell(api_key=API_KEY, base_url=fake.base_url, max_retries=0)
+    yield sdk
+    await sdk.close()
+
+
+def llm(engine_id: str = LLM, version: float | None = None) -> Any:
+    engine: dict[str, Any] = {"type": "retell-llm", "llm_id": engine_id}
+    if version is not None:
+        engine["version"] = version
+    return engine
+
+
+async def test_batch_counts_move_to_complete_as_the_clock_advances(
+    fake: FakeRetell, client: AsyncRetell, clock: FakeClock
+) -> None:
+    ids = fake.seed(LLM, 4)
+    fake.add_definition(LLM, "tc_fail_refund", "Refund request")
+    fake.set_outcome(ids[3], "error", "The simulated caller hung up immediately.")
+
+    created = await client.tests.create_batch_test(
+        response_engine=llm(), test_case_definition_ids=[*ids, "tc_fail_refund"]
+    )
+    assert created.test_case_batch_job_id.startswith("test_case_batch_job_")
+    assert (created.status, created.total_count, created.pass_count) == ("in_progress", 5, 0)
+    assert created.response_engine.model_dump(exclude_none=True) == llm()
+
+    clock.advance(5.0)  # half of the 10 s: 2 of 5 cases done
+    half = await client.tests.get_batch_test(created.test_case_batch_job_id)
+    assert (half.status, half.pass_count, half.fail_count, half.error_count) == (
+        "in_progress",
+        2,
+        0,
+        0,
+    )
+    assert half.user_modified_timestamp == created.creation_timestamp + 4_000
+
+    clock.advance(5.0)
+    done = await client.tests.get_batch_test(created.test_case_batch_job_id)
+    assert (done.status, done.pass_count, done.fail_count, done.error_count) == (
+        "complete",
+        3,
+        1,
+        1,
+    )
+    assert done.user_modified_timestamp == created.creation_timestamp + 10_000
+
+    runs = await client.tests.list_test_runs(created.test_case_batch_job_id)
+    by_case = {run.test_case_definition_id: run for run in runs.items}
+    failed = by_case["tc_fail_refund"]
+    assert failed.status == "fail"
+    assert failed.test_case_definition_snapshot.name == "Refund request"
+    assert failed.result_explanation and failed.result_explanation.endswith(".")
+    assert by_case[ids[3]].result_explanation == "The simulated caller hung up immediately."
+    assert by_case[ids[0]].status == "pass" and by_case[ids[0]].result_explanation is None
+    one = await client.tests.get_test_run(failed.test_case_job_id)
+    assert one.model_dump() == failed.model_dump()
+
+
+async def test_runs_are_pending_then_in_progress_then_resolved(
+    fake: FakeRetell, client: AsyncRetell, clock: FakeClock
+) -> None:
+    ids = fake.seed(LLM, 25)
+    batch = await client.tests.create_batch_test(
+        response_engine=llm(), test_case_definition_ids=ids
+    )
+    page = await client.tests.list_test_runs(batch.test_case_batch_job_id, limit=1000)
+    assert [run.status for run in page.items] == ["in_progress"] * 20 + ["pending"] * 5
+    clock.advance(2.0)  # 5 of 25 done
+    page = await client.tests.list_test_runs(batch.test_case_batch_job_id, limit=1000)
+    assert [run.status for run in page.items] == ["pass"] * 5 + ["in_progress"] * 20
+
+
+async def test_list_batch_tests_pages_newest_first(
+    fake: FakeRetell, client: AsyncRetell, clock: FakeClock
+) -> None:
+    ids = fake.seed(LLM, 2)
+    created = []
+    for _ in range(5):
+        batch = await client.tests.create_batch_test(
+            response_engine=llm(), test_case_definition_ids=ids
+        )
+        created.append(batch.test_case_batch_job_id)
+        clock.advance(1.0)
+
+    seen: list[list[str]] = []
+    key: str | None = None
+    while True:
+        page = await client.tests.list_batch_tests(
+            type="retell-llm", llm_id=LLM, limit=2, pagination_key=key or retell.omit
+        )
+        seen.append([item.test_case_batch_job_id for item in page.items])
+        if not page.has_more:
+            assert page.pagination_key is None
+            break
+        key = page.pagination_key
+    newest_first = created[::-1]
+    assert seen == [newest_first[0:2], newest_first[2:4], newest_first[4:5]]
+
+
+async def test_list_batch_tests_defaults_to_the_latest_version(
+    fake: FakeRetell, client: AsyncRetell
+) -> None:
+    fake.add_engine("retell-llm", LLM, versions=3)
+    ids = fake.seed(LLM, 1)
+    old = await client.tests.create_batch_test(
+        response_engine=llm(version=0), test_case_definition_ids=ids
+    )
+    unpinned = await client.tests.create_batch_test(
+        response_engine=llm(), test_case_definition_ids=ids
+    )
+    pinned = await client.tests.create_batch_test(
+        response_engine=llm(version=2.0), test_case_definition_ids=ids
+    )
+    assert unpinned.response_engine.model_dump(exclude_none=True) == llm()  # echoed as sent
+    assert fake.batches[unpinned.test_case_batch_job_id].version == 2
+
+    latest = await client.tests.list_batch_tests(type="retell-llm", llm_id=LLM)
+    assert {b.test_case_batch_job_id for b in latest.items} == {
+        unpinned.test_case_batch_job_id,
+        pinned.test_case_batch_job_id,
+    }
+    v0 = await client.tests.list_batch_tests(type="retell-llm", llm_id=LLM, version=0)
+    assert [b.test_case_batch_job_id for b in v0.items] == [old.test_case_batch_job_id]
+
+    fake.add_engine("retell-llm", LLM, versions=4)  # publishing v3 hides v2's batches by default
+    after = await client.tests.list_batch_tests(type="retell-llm", llm_id=LLM)
+    assert after.items == [] and after.has_more is False
+
+
+async def test_list_test_case_definitions_pages_in_creation_order(
+    fake: FakeRetell, client: AsyncRetell
+) -> None:
+    flow = "conversation_flow_billing"
+    ids = fake.seed(flow, 7)
+    fake.seed(LLM, 3)  # another engine's definitions stay out
+    names: list[str] = []
+    pages = 0
+    key: str | None = None
+    while True:
+        page = await client.tests.list_test_case_definitions(
+            type="conversation-flow",
+            conversation_flow_id=flow,
+            limit=3,
+            pagination_key=key or retell.omit,
+        )
+        pages += 1
+        names.extend(item.name for item in page.items)
+        if not page.has_more:
+            break
+        key = page.pagination_key
+    assert pages == 3
+    assert names == [f"Case {n}" for n in range(1, 8)]
+    one = await client.tests.get_test_case_definition(ids[0])
+    assert one.response_engine.model_dump(exclude_none=True) == {
+        "type": "conversation-flow",
+        "conversation_flow_id": flow,
+    }
+
+
+async def test_invalid_requests_are_refused_like_retell(
+    fake: FakeRetell, client: AsyncRetell
+) -> None:
+    fake.add_engine("retell-llm", LLM, versions=2)
+    ids = fake.seed(LLM, 2)
+    fake.seed("llm_other", 1, prefix="other_")
+    create = client.tests.create_batch_test
+
+    with pytest.raises(retell.BadRequestError, match="Custom LLM is not supported"):
+        custom: Any = {"type": "custom-llm", "llm_websocket_url": "wss://example.test"}
+        await create(response_engine=custom, test_case_definition_ids=ids)
+    with pytest.raises(retell.UnprocessableEntityError, match="1001"):
+        await create(response_engine=llm(), test_case_definition_ids=ids * 500 + ["x"])
+    with pytest.raises(retell.BadRequestError, match="version"):
+        await create(response_engine=llm(version=1.5), test_case_definition_ids=ids)
+    with pytest.raises(retell.NotFoundError, match="tc_missing, other_1"):
+        await create(
+            response_engine=llm(), test_case_definition_ids=[*ids, "tc_missing", "other_1"]
+        )
+    with pytest.raises(retell.NotFoundError, match="llm_nope"):
+        await create(response_engine=llm("llm_nope"), test_case_definition_ids=ids)
+    with pytest.raises(retell.NotFoundError, match="Version 5 of llm_support"):
+        await create(response_engine=llm(version=5), test_case_definition_ids=ids)
+    with pytest.raises(retell.BadRequestError, match="llm_id is required"):
+        await client.tests.list_batch_tests(type="retell-llm")
+    with pytest.raises(retell.BadRequestError, match="limit"):
+        await client.tests.list_batch_tests(type="retell-llm", llm_id=LLM, limit=1001)
+    with pytest.raises(retell.BadRequestError, match="pagination_key"):
+        await client.tests.list_batch_tests(type="retell-llm", llm_id=LLM, pagination_key="zz")
+    with pytest.raises(retell.NotFoundError):
+        await client.tests.get_batch_test("test_case_batch_job_unknown")
+    with pytest.raises(retell.NotFoundError):
+        await client.tests.get_test_run("test_case_job_unknown")
+    assert fake.batches == {}
+
+    async with AsyncRetell(api_key="wrong", base_url=fake.base_url, max_retries=0) as stranger:
+        with pytest.raises(retell.AuthenticationError) as refused:
+            await stranger.tests.get_batch_test("test_case_batch_job_unknown")
+    assert refused.value.body == {"status": "error", "message": "API key is missing or invalid."}
+
+
+async def test_raw_errors_have_retells_json_body(fake: FakeRetell) -> None:
+    headers = {"Authorization": f"Bearer {API_KEY}"}
+    async with aiohttp.ClientSession(base_url=fake.base_url, headers=headers) as http:
+        async with http.post("/create-batch-test", data="not json") as answer:
+            assert answer.status == 400
+            assert await answer.json() == {
+                "status": "error",
+                "message": "Request body must be valid JSON.",
+            }
+        async with http.get("/no-such-endpoint") as answer:
+            assert answer.status == 404
+            assert (await answer.json())["status"] == "error"
+    assert [r.status for r in fake.requests] == [400, 404]
+
+
+async def test_retry_after_is_honoured_by_the_sdk(fake: FakeRetell) -> None:
+    ids = fake.seed(LLM, 1)
+    fake.fail_next("/create-batch-test", 429, times=2, retry_after=0.05)
+    async with AsyncRetell(api_key=API_KEY, base_url=fake.base_url, max_retries=2) as sdk:
+        started = time.perf_counter()
+        batch = await sdk.tests.create_batch_test(
+            response_engine=llm(), test_case_definition_ids=ids
+        )
+        elapsed = time.perf_counter() - started
+    assert batch.total_count == 1
+    assert fake.count("/create-batch-test", "POST") == 3
+    assert [r.status for r in fake.requests] == [429, 429, 201]
+    assert len(fake.batches) == 1
+    assert elapsed < 1.0  # the SDK's own backoff would wait at least 1.1 s for two retries
+
+
+async def test_fault_outlasting_retries_surfaces_as_the_sdk_error(
+    fake: FakeRetell, client: AsyncRetell
+) -> None:
+    fake.fail_next("/get-batch-test", 500, message="Retell is down")
+    with pytest.raises(retell.InternalServerError, match="Retell is down"):
+        await client.tests.get_batch_test("test_case_batch_job_whatever")
+    with pytest.raises(retell.NotFoundError):  # the fault was used up
+        await client.tests.get_batch_test("test_case_batch_job_whatever")
+
+
+async def test_delay_makes_the_sdk_time_out(fake: FakeRetell) -> None:
+    fake.delay("/get-batch-test", 0.15, times=1)
+    async with AsyncRetell(
+        api_key=API_KEY, base_url=fake.base_url, max_retries=0, timeout=0.05
+    ) as sdk:
+        with pytest.raises(retell.APITimeoutError):
+            await sdk.tests.get_batch_test("test_case_batch_job_slow")
+
+
+async def test_wait_for_wakes_on_requests_and_times_out_helpfully(
+    fake: FakeRetell, client: AsyncRetell
+) -> None:
+    call = asyncio.create_task(client.tests.get_batch_test("test_case_batch_job_x"))
+    await fake.wait_for(lambda: fake.count("/get-batch-test") == 1, timeout=2.0)
+    with pytest.raises(retell.NotFoundError):
+        await call
+    with pytest.raises(TimeoutError, match="GET /get-batch-test/test_case_batch_job_x -> 404"):
+        await fake.wait_for(lambda: False, timeout=0.05)
+
+
+async def test_stalled_batches_and_finish_now(
+    fake: FakeRetell, client: AsyncRetell, clock: FakeClock
+) -> None:
+    ids = fake.seed(LLM, 3)
+    fake.complete_never = True
+    stuck = fake.create_batch_directly(llm(), ids)
+    fake.complete_never = False
+    fake.next_batch_durations.append(100.0)
+    slow = fake.create_batch_directly(llm(), ids)
+    quick = fake.create_batch_directly(llm(), ids, duration=1.0)
+
+    clock.advance(20.0)
+    assert (fake.progress(stuck).completed, fake.progress(stuck).status) == (2, "in_progress")
+    assert fake.progress(slow).completed == 0
+    assert fake.progress(quick).status == "complete"
+
+    fake.finish_now(stuck)
+    listed = await client.tests.list_batch_tests(type="retell-llm", llm_id=LLM)
+    statuses = {b.test_case_batch_job_id: b.status for b in listed.items}
+    assert statuses == {stuck: "complete", slow: "in_progress", quick: "complete"}
+
+    with pytest.raises(RetellStandInError, match="not found"):
+        fake.create_batch_directly(llm(), ["tc_missing"])
+
+
+async def test_time_scale_compresses_batches(clock: FakeClock) -> None:
+    fake = FakeRetell(clock=clock, batch_seconds=600.0, time_scale=60.0)
+    ids = fake.seed(LLM, 2)
+    batch_id = fake.create_batch_directly(llm(), ids)
+    clock.advance(5.0)  # 5 real seconds are 300 simulated ones
+    assert fake.progress(batch_id).completed == 1
+    clock.advance(5.0)
+    assert fake.progress(batch_id).status == "complete"
+
+
+async def test_many_batches_page_through_in_large_pages(
+    fake: FakeRetell, client: AsyncRetell
+) -> None:
+    ids = fake.seed(LLM, 3)
+    for _ in range(2_500):
+        fake.create_batch_directly(llm(), ids)
+    first = await client.tests.list_batch_tests(type="retell-llm", llm_id=LLM, limit=1000)
+    assert len(first.items) == 1000 and first.has_more and first.pagination_key
+    rest = await client.tests.list_batch_tests(
+        type="retell-llm", llm_id=LLM, limit=1000, pagination_key=first.pagination_key
+    )
+    last = await client.tests.list_batch_tests(
+        type="retell-llm", llm_id=LLM, limit=1000, pagination_key=rest.pagination_key or ""
+    )
+    assert (len(rest.items), len(last.items), last.has_more) == (1000, 500, False)
+
+
+async def test_standalone_process_serves_and_is_steered_by_control_endpoints() -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot.standins.retell",
+        "--port",
+        "0",
+        "--api-key",
+        API_KEY,
+        "--batch-seconds",
+        "0",
+        stdout=asyncio.subprocess.PIPE,
+    )
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), timeout=10)
+        ready, base_url = line.decode().split()
+        assert ready == "READY" and base_url.startswith("http://127.0.0.1:")
+
+        async with aiohttp.ClientSession(base_url=base_url) as http:
+            async with http.post("/_control/seed", json={"engine_id": LLM, "count": 2}) as seeded:
+                ids = (await seeded.json())["ids"]
+            async with http.post(
+                "/_control/fail_next", json={"path_prefix": "/create", "status": 503}
+            ) as answer:
+                assert answer.status == 200
+            async with AsyncRetell(api_key=API_KEY, base_url=base_url, max_retries=1) as sdk:
+                batch = await sdk.tests.create_batch_test(
+                    response_engine=llm(), test_case_definition_ids=ids
+                )
+                assert (await sdk.tests.get_batch_test(batch.test_case_batch_job_id)).status == (
+                    "complete"
+                )
+            async with http.get("/_control/stats") as answer:
+                stats = await answer.json()
+        assert stats["requests"]["by_path"] == {"/create-batch-test": 2, "/get-batch-test": 1}
+        completed_ms = stats["batches"][batch.test_case_batch_job_id]["completed_ms"]
+        assert completed_ms == batch.creation_timestamp
+    finally:
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), timeout=10) == 0
