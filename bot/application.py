@@ -39,7 +39,10 @@ class Application:
     def build(cls, settings: Settings) -> Application:
         store = Store(create_engine(settings.database_url))
         retell = RetellGateway.connect(
-            api_key=settings.retell_api_key.get_secret_value(), base_url=settings.retell_base_url
+            api_key=settings.retell_api_key.get_secret_value(),
+            base_url=settings.retell_base_url,
+            timeout=settings.retell_timeout_seconds,
+            max_retries=settings.retell_max_retries,
         )
         client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
         slack = SlackGateway(client)

@@ -9,11 +9,13 @@ sweep can be run by any replica, and again after a crash, without posting a resu
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+import anyio
 from slack_sdk.errors import SlackApiError
 
 from bot import blocks
@@ -29,7 +31,6 @@ from bot.suite import Engine, Suite
 log = logging.getLogger(__name__)
 
 MAX_DELIVERY_ATTEMPTS = 8
-CLAIM_LEASE = timedelta(seconds=90)
 SWEEP_BATCH_LIMIT = 500  # engines per sweep; the rest wait for the next tick
 BACKOFF_FACTOR = 2.0
 
@@ -72,6 +73,29 @@ class RunWorkflow:
         self._clock = clock
         self._refresher = BatchRefresher(retell)
         self._slack_calls = asyncio.Semaphore(8)
+        self._lease = timedelta(seconds=settings.follow_up_lease_seconds)
+        self._sweeping = asyncio.Lock()
+
+    @contextlib.asynccontextmanager
+    async def _holding(self, claim: str) -> AsyncIterator[None]:
+        """Keep a claim alive while working under it; whatever is left is released at the end.
+
+        A holder that is cancelled (the process shutting down) gives its runs back at once, so
+        a restarted process or a peer picks them up on its next sweep instead of waiting for
+        the lease to run out. Only a process that dies outright leaves them to the lease.
+        """
+        keeper = asyncio.create_task(self._keep_claim(claim))
+        try:
+            yield
+        finally:
+            keeper.cancel()
+            with anyio.CancelScope(shield=True):
+                await self._store.release_claim(claim)
+
+    async def _keep_claim(self, claim: str) -> None:
+        while True:
+            await asyncio.sleep(self._lease.total_seconds() / 3)
+            await self._store.extend_claim(claim, until=self._clock() + self._lease)
 
     # -- starting -------------------------------------------------------------------------------
 
@@ -105,12 +129,12 @@ class RunWorkflow:
             batch,
             first_check_in=self._settings.poll_initial_seconds,
             now=self._clock(),
-            lease=CLAIM_LEASE,
+            lease=self._lease,
         )
         _apply(run, batch, RunState.RUNNING, started_at=self._clock())
         log.info("run %s: batch %s created (%d cases)", run.id, batch.batch_id, suite.size)
-        await self._post_status(run, who)
-        await self._store.release(run.id, claim)
+        async with self._holding(claim):
+            await self._post_status(run, who)
         return run
 
     async def _resolve(self, request: RunRequest) -> Suite | None:
@@ -226,12 +250,22 @@ class RunWorkflow:
 
     async def sweep(self) -> None:
         """One follow-up pass (an APScheduler job): refresh what is due, finish what is done."""
+        if self._sweeping.locked():
+            return  # this process is still on the previous pass; the next tick will do
+        async with self._sweeping:
+            await self._sweep()
+
+    async def _sweep(self) -> None:
         now = self._clock()
         claim, runs = await self._store.claim_due(
-            now=now, lease=CLAIM_LEASE, limit=SWEEP_BATCH_LIMIT
+            now=now, lease=self._lease, limit=SWEEP_BATCH_LIMIT
         )
         if not runs:
             return
+        async with self._holding(claim):
+            await self._follow_up(claim, runs, now)
+
+    async def _follow_up(self, claim: str, runs: Sequence[Run], now: datetime) -> None:
         running = [r for r in runs if r.state == RunState.RUNNING.value and r.batch_id]
         refresh = await self._refresher.refresh(
             Followed(r.batch_id or "", r.engine, due=_due(r, now)) for r in running

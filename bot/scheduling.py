@@ -49,8 +49,12 @@ async def install_sweep(
     Replicas starting together all call this; the schedule is only replaced when its interval
     changed, so a running schedule is never reset by a peer's start-up.
     """
+    # No max_running_jobs: APScheduler 4.0.0a6 never gives back the running-job slot of a job
+    # whose scheduler was killed or cancelled, and a limit of 1 would then stop the sweep for
+    # good. Overlapping sweeps are safe anyway (runs are claimed), and each process runs at
+    # most one at a time (RunWorkflow.sweep).
     await scheduler.configure_task(
-        SWEEP_TASK, func=sweep, max_running_jobs=1, misfire_grace_time=max(every_seconds * 4, 5)
+        SWEEP_TASK, func=sweep, max_running_jobs=None, misfire_grace_time=max(every_seconds * 4, 5)
     )
     trigger = IntervalTrigger(seconds=every_seconds)
     try:

@@ -29,6 +29,8 @@ class Settings(BaseSettings):
 
     retell_api_key: SecretStr
     retell_base_url: str = "https://api.retellai.com"
+    retell_timeout_seconds: float = Field(default=30.0, gt=0)
+    retell_max_retries: int = Field(default=4, ge=0, le=10)
 
     database_url: str = "sqlite:///./retell-bot.db"
     port: int = Field(default=3000, ge=1, le=65535)
@@ -36,6 +38,7 @@ class Settings(BaseSettings):
     poll_initial_seconds: float = Field(default=10.0, gt=0)
     poll_max_seconds: float = Field(default=120.0, gt=0)
     batch_timeout_minutes: float = Field(default=180.0, gt=0)
+    follow_up_lease_seconds: float = Field(default=15.0, gt=0)
     schedule_min_interval_minutes: float = Field(default=15.0, ge=0)
 
     allowed_user_ids: frozenset[str] = frozenset()

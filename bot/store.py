@@ -42,6 +42,7 @@ from bot.retell import BatchJob
 from bot.suite import Engine, Suite
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock: one replica migrates at a time
 
 
 def utcnow() -> datetime:
@@ -208,7 +209,9 @@ class Store:
         """Apply pending migrations (safe to call from several replicas: Alembic locks on PG)."""
         async with self._upgrade_lock, self.engine.begin() as conn:
             if self.engine.dialect.name == "postgresql":
-                await conn.execute(text("SELECT pg_advisory_xact_lock(727_001)"))
+                await conn.execute(
+                    text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
+                )
             await conn.run_sync(_upgrade)
 
     async def ping(self) -> None:
@@ -477,3 +480,15 @@ class Store:
 
     async def release(self, run_id: int, claim: str) -> None:
         await self._update(run_id, Run.claim == claim, claim=None, claimed_until=None)
+
+    async def extend_claim(self, claim: str, *, until: datetime) -> None:
+        """Keep a claim alive while its holder is still working on it."""
+        async with self._sessions.begin() as session:
+            await session.execute(update(Run).where(Run.claim == claim).values(claimed_until=until))
+
+    async def release_claim(self, claim: str) -> None:
+        """Give back every run still held under a claim (work interrupted by a shutdown)."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Run).where(Run.claim == claim).values(claim=None, claimed_until=None)
+            )

@@ -1,0 +1,186 @@
+"""Shared fixtures: the stand-ins of Slack and Retell, a database, and the real bot between them.
+
+Every end-to-end test talks to the bot the way Slack does (signed HTTP to `/slack/events`, or
+the Socket Mode socket) and watches what reaches the stand-ins. Poll intervals are configured
+short so the suite runs in seconds without skipping any step of the real flow.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.application import Application
+from bot.settings import Settings, load_settings
+from bot.standins.retell import FakeRetell
+from bot.standins.slack import FakeSlack, Message, SlackUser
+from bot.store import async_database_url
+from bot.web import start_http
+
+CHANNEL = "C0001"
+USER = "U0001"
+ENGINE = "llm_abc"
+FLOW = "conversation_flow_xyz"
+
+POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "")
+BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """In CI the PostgreSQL tests are not optional: fail if none of them ran."""
+    if os.environ.get("REQUIRE_POSTGRES_TESTS") and not POSTGRES_URL:
+        print("\nREQUIRE_POSTGRES_TESTS is set but TEST_DATABASE_URL is not")
+        session.exitstatus = 1
+
+
+@pytest.fixture(autouse=True)
+def _clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Keep a developer's own bot configuration (or .env) out of the tests."""
+    for name in Settings.model_fields:
+        monkeypatch.delenv(name.upper(), raising=False)
+    monkeypatch.chdir(Path(__file__).parent)
+
+
+@pytest.fixture
+async def slack() -> AsyncIterator[FakeSlack]:
+    async with FakeSlack() as fake:
+        yield fake
+
+
+@pytest.fixture
+async def retell() -> AsyncIterator[FakeRetell]:
+    async with FakeRetell(batch_seconds=0.4) as fake:
+        fake.add_engine("retell-llm", ENGINE, versions=4)
+        for number in range(1, 6):
+            fake.add_definition(ENGINE, f"tc_{number}", f"Case {number}")
+        fake.add_definition(ENGINE, "tc_fail_1", "Refund request")
+        fake.add_definition(ENGINE, "tc_error_1", "Angry caller")
+        fake.add_engine("conversation-flow", FLOW)
+        fake.add_definition(FLOW, "tc_flow_1", "Flow case")
+        yield fake
+
+
+@pytest.fixture(params=BACKENDS)
+async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[str]:
+    """A fresh, empty database: a file for SQLite, a new database on the CI PostgreSQL."""
+    if request.param == "sqlite":
+        yield f"sqlite:///{tmp_path / 'bot.db'}"
+        return
+    name = f"retell_bot_test_{uuid.uuid4().hex[:12]}"
+    server = make_url(async_database_url(POSTGRES_URL))
+    admin = create_async_engine(server, isolation_level="AUTOCOMMIT")
+    async with admin.connect() as conn:
+        await conn.execute(text(f"CREATE DATABASE {name}"))
+    yield server.set(database=name).render_as_string(hide_password=False)
+    async with admin.connect() as conn:
+        await conn.execute(text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+    await admin.dispose()
+
+
+def settings_for(slack: FakeSlack, retell: FakeRetell, database_url: str, **overrides: Any) -> Settings:
+    values: dict[str, Any] = {
+        "slack_bot_token": "xoxb-test",
+        "slack_signing_secret": "secret",
+        "slack_api_url": slack.api_url,
+        "retell_api_key": "key_test",
+        "retell_base_url": retell.base_url,
+        "retell_timeout_seconds": 5.0,
+        "database_url": database_url,
+        "poll_initial_seconds": 0.05,
+        "poll_max_seconds": 0.2,
+        "follow_up_lease_seconds": 1.0,
+        "_env_file": None,
+    }
+    values.update(overrides)
+    return load_settings(**values)
+
+
+@dataclass
+class RunningBot:
+    app: Application
+    url: str
+
+    @property
+    def events_url(self) -> str:
+        return f"{self.url}/slack/events"
+
+
+BotFactory = Callable[..., AbstractAsyncContextManager[RunningBot]]
+
+
+@pytest.fixture
+def start_bot(slack: FakeSlack, retell: FakeRetell, database_url: str) -> BotFactory:
+    """`async with start_bot(**settings) as bot:` runs the real application on a free port."""
+
+    @asynccontextmanager
+    async def running(**overrides: Any) -> AsyncIterator[RunningBot]:
+        app = Application.build(settings_for(slack, retell, database_url, **overrides))
+        ready: asyncio.Future[RunningBot] = asyncio.get_running_loop().create_future()
+        stop = asyncio.Event()
+
+        async def host() -> None:
+            # The scheduler's task group must be entered and left by the same task, and
+            # pytest-asyncio may run a fixture's set-up and tear-down in different ones.
+            async with app.running():
+                runner, port = await start_http(app, "127.0.0.1", 0)
+                ready.set_result(RunningBot(app, f"http://127.0.0.1:{port}"))
+                await stop.wait()
+                await runner.cleanup()
+
+        task = asyncio.create_task(host())
+        await asyncio.wait([ready, task], return_when=asyncio.FIRST_COMPLETED)
+        if not ready.done():
+            await task  # start-up failed: raise its error
+        try:
+            yield ready.result()
+        finally:
+            stop.set()
+            await task
+
+    return running
+
+
+@pytest.fixture
+async def bot(start_bot: BotFactory) -> AsyncIterator[RunningBot]:
+    async with start_bot() as running:
+        yield running
+
+
+@pytest.fixture
+def user(slack: FakeSlack) -> SlackUser:
+    return SlackUser(slack=slack, user_id=USER, user_name="alice", channel_id=CHANNEL)
+
+
+# -- reading the channel ---------------------------------------------------------------------
+
+
+def top_level(slack: FakeSlack, channel: str = CHANNEL) -> list[Message]:
+    return [m for m in slack.channel_messages(channel) if not m.is_reply]
+
+
+def results(slack: FakeSlack, channel: str = CHANNEL) -> list[Message]:
+    """Status messages that have become final results (their fallback text has the counts)."""
+    return [m for m in top_level(slack, channel) if " total" in m.text]
+
+
+def button_value(message: Message, action_id: str) -> str | None:
+    for block in message.blocks:
+        for element in block.get("elements", []):
+            if isinstance(element, dict) and element.get("action_id") == action_id:
+                return str(element.get("value"))
+    return None
+
+
+@pytest.fixture
+def anyio_backend() -> Iterator[str]:
+    yield "asyncio"

@@ -1,0 +1,147 @@
+"""The slash command flow end to end, over real HTTP: ack, create, status, updates, result, rerun."""
+
+from __future__ import annotations
+
+import pytest
+
+from bot.standins.retell import FakeRetell
+from bot.standins.slack import FakeSlack, SlackUser
+from bot.store import RunState
+
+from .conftest import (
+    CHANNEL,
+    ENGINE,
+    FLOW,
+    USER,
+    BotFactory,
+    RunningBot,
+    button_value,
+    results,
+    top_level,
+)
+
+
+async def test_command_to_final_result_then_rerun(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    reply = await user.command(bot.events_url, f"run {ENGINE} tc_1 tc_2 tc_fail_1 tc_error_1")
+
+    assert reply.status == 200
+    assert "Starting a Retell batch test" in reply.text
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+
+    [create] = [r for r in retell.requests if r.path == "/create-batch-test"]
+    assert create.body == {
+        "response_engine": {"type": "retell-llm", "llm_id": ENGINE},
+        "test_case_definition_ids": ["tc_1", "tc_2", "tc_fail_1", "tc_error_1"],
+    }
+    [batch_id] = retell.batches
+    [status] = top_level(slack)
+    assert status.update_count >= 2, "the status message is edited in place, not re-posted"
+    progress_texts = [version.text for version in status.updates]
+    assert any("/4" in text for text in progress_texts)
+    for phrase in ("2 passed", "1 failed", "1 errored", "4 total", batch_id):
+        assert phrase in status.text
+    assert button_value(status, "rerun") is not None
+    assert button_value(status, "rerun_failed") is not None
+    await slack.wait_for(lambda: len(slack.thread(CHANNEL, status.ts)) == 1)
+    [mention] = slack.thread(CHANNEL, status.ts)
+    assert f"<@{USER}>" in mention.text
+
+    run_id = button_value(status, "rerun")
+    assert run_id is not None
+    pressed = await user.press(
+        bot.events_url, action_id="rerun", value=run_id, message_ts=status.ts
+    )
+    assert pressed.status == 200
+    await slack.wait_for(lambda: len(results(slack)) == 2)
+    second_create = [r for r in retell.requests if r.path == "/create-batch-test"][1]
+    assert second_create.body == create.body
+    assert len(retell.batches) == 2
+    assert len(top_level(slack)) == 2, "the rerun has a status message of its own"
+
+
+@pytest.mark.parametrize(
+    ("text", "response_engine", "case_ids"),
+    [
+        (f"{ENGINE} tc_1,tc_2", {"type": "retell-llm", "llm_id": ENGINE}, ["tc_1", "tc_2"]),
+        (
+            f"run {ENGINE}@2 tc_3 tc_3",
+            {"type": "retell-llm", "llm_id": ENGINE, "version": 2},
+            ["tc_3"],
+        ),
+        (
+            f"{FLOW} tc_flow_1",
+            {"type": "conversation-flow", "conversation_flow_id": FLOW},
+            ["tc_flow_1"],
+        ),
+        (f'{ENGINE} "refund REQUEST" tc_1', {"type": "retell-llm", "llm_id": ENGINE}, ["tc_1", "tc_fail_1"]),
+    ],
+)
+async def test_command_forms_create_the_right_batch(
+    bot: RunningBot,
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    text: str,
+    response_engine: dict[str, object],
+    case_ids: list[str],
+) -> None:
+    await user.command(bot.events_url, text)
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+    [create] = [r for r in retell.requests if r.path == "/create-batch-test"]
+    assert create.body == {"response_engine": response_engine, "test_case_definition_ids": case_ids}
+
+
+async def test_status_and_help(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.complete_never = True
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+    await slack.wait_for(lambda: len(top_level(slack)) == 1)
+    [batch_id] = retell.batches
+
+    listing = await user.command(bot.events_url, "status")
+    await slack.wait_for(lambda: bool(slack.responses_to(listing.response_url)))
+    [answer] = slack.responses_to(listing.response_url)
+    assert batch_id in answer["text"] or batch_id in str(answer["blocks"])
+
+    one = await user.command(bot.events_url, f"status {batch_id}")
+    await slack.wait_for(lambda: bool(slack.responses_to(one.response_url)))
+    [detail] = slack.responses_to(one.response_url)
+    assert batch_id in str(detail)
+
+    helped = await user.command(bot.events_url, "help")
+    assert "/retell-test" in str(helped.json())
+
+
+async def test_timed_out_batch_shows_its_last_counts(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.complete_never = True
+    async with start_bot(batch_timeout_minutes=0.02) as bot:
+        await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2 tc_3")
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=15)
+        [result] = results(slack)
+        assert "timed out" in result.text
+        assert "2 passed" in result.text, "the last counts Retell reported are kept"
+        [run] = await bot.app.store.recent_runs()
+        assert run.state == RunState.TIMED_OUT.value
+
+
+async def test_restart_resumes_follow_up_and_reports_once(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.set_batch_duration(1.5)
+    async with start_bot() as first:
+        await user.command(first.events_url, f"{ENGINE} tc_1 tc_2 tc_3 tc_4")
+        await slack.wait_for(lambda: len(top_level(slack)) == 1)
+    assert not results(slack), "stopped before the batch completed"
+    async with start_bot() as second:
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=15)
+        [status] = top_level(slack)
+        await slack.wait_for(lambda: len(slack.thread(CHANNEL, status.ts)) == 1)
+        [run] = await second.app.store.recent_runs()
+        assert run.reported_at is not None
+    assert len(top_level(slack)) == 1
+    assert len(slack.thread(CHANNEL, status.ts)) == 1, "the requester is mentioned once"
