@@ -6,6 +6,7 @@ is the whole life cycle: migrate, start the scheduler, serve, and shut down in o
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
 from collections.abc import AsyncIterator
@@ -17,7 +18,7 @@ from slack_bolt.async_app import AsyncApp
 from bot import listeners
 from bot.retell import RetellGateway
 from bot.runs import RunWorkflow
-from bot.scheduling import build_scheduler, install_sweep
+from bot.scheduling import build_scheduler, install_sweep, wake_periodically
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
 from bot.store import Store, create_engine
@@ -61,7 +62,7 @@ class Application:
             store=store,
             retell=retell,
             slack=slack,
-            scheduler=build_scheduler(store.engine),
+            scheduler=build_scheduler(store.engine, lease_seconds=settings.follow_up_lease_seconds),
             workflow=workflow,
             bolt=bolt,
         )
@@ -78,11 +79,19 @@ class Application:
                     every_seconds=self.settings.poll_tick_seconds,
                 )
                 await self.scheduler.start_in_background()
+                nudger = asyncio.create_task(
+                    wake_periodically(
+                        self.scheduler, every_seconds=self.settings.follow_up_lease_seconds
+                    )
+                )
                 log.info(
                     "scheduler started; follow-up sweep every %.2fs",
                     self.settings.poll_tick_seconds,
                 )
-                yield self
+                try:
+                    yield self
+                finally:
+                    nudger.cancel()
         finally:
             await self.retell.close()
             await self.store.engine.dispose()

@@ -9,10 +9,11 @@ needs a global to find the application.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
-from apscheduler import AsyncScheduler, ConflictPolicy, ScheduleLookupError
+from apscheduler import AsyncScheduler, ConflictPolicy, ScheduleLookupError, ScheduleUpdated
 from apscheduler.abc import EventBroker
 from apscheduler.datastores.sqlalchemy import SQLAlchemyDataStore
 from apscheduler.eventbrokers.asyncpg import AsyncpgEventBroker
@@ -25,7 +26,12 @@ SWEEP_TASK = "runs.sweep"
 SWEEP_SCHEDULE = "runs.sweep"
 
 
-def build_scheduler(engine: AsyncEngine, *, identity: str = "") -> AsyncScheduler:
+def build_scheduler(
+    engine: AsyncEngine, *, lease_seconds: float = 30.0, identity: str = ""
+) -> AsyncScheduler:
+    """A scheduler whose leases are short: a replica that dies (or stops while holding the
+    sweep schedule) delays its successor by at most `lease_seconds`; live holders renew theirs.
+    """
     data_store = SQLAlchemyDataStore(engine, serializer=JSONSerializer())
     broker: EventBroker
     if engine.dialect.name == "postgresql":
@@ -37,7 +43,7 @@ def build_scheduler(engine: AsyncEngine, *, identity: str = "") -> AsyncSchedule
         broker,
         identity=identity,
         cleanup_interval=timedelta(minutes=5),
-        lease_duration=timedelta(seconds=30),
+        lease_duration=timedelta(seconds=lease_seconds),
     )
 
 
@@ -69,6 +75,23 @@ async def install_sweep(
         id=SWEEP_SCHEDULE,
         conflict_policy=ConflictPolicy.replace if existing else ConflictPolicy.do_nothing,
     )
+
+
+async def wake_periodically(scheduler: AsyncScheduler, *, every_seconds: float) -> None:
+    """Nudge the scheduler's schedule loop every lease period, for as long as it runs.
+
+    APScheduler 4.0.0a6 computes its next wake-up only from schedules nobody holds; a schedule
+    still held by a replica that died (or stopped mid-way) is not retried when that lease runs
+    out, so without a nudge the sweep would stay silent until some other schedule changed. A
+    local `ScheduleUpdated` event wakes the loop, which then takes over the expired lease.
+    """
+    while True:
+        await asyncio.sleep(every_seconds)
+        await scheduler.event_broker.publish_local(
+            ScheduleUpdated(
+                schedule_id=SWEEP_SCHEDULE, task_id=SWEEP_TASK, next_fire_time=datetime.now(UTC)
+            )
+        )
 
 
 def _same_interval(current: object, wanted: IntervalTrigger) -> bool:
