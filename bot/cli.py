@@ -61,10 +61,23 @@ def _db_upgrade(_args: argparse.Namespace) -> int:
     return 0
 
 
+def _start(args: argparse.Namespace) -> int:
+    """Serve for real when Slack and Retell credentials are configured, else show the demo."""
+    try:
+        load_settings(http_mode=True)
+    except SettingsError as exc:
+        print("retell-bot: no usable Slack/Retell configuration found:", file=sys.stderr)
+        for line in exc.lines:
+            print(f"  {line}", file=sys.stderr)
+        print("retell-bot: running the demo against local stand-ins instead\n", file=sys.stderr)
+        return _demo(argparse.Namespace(verbose=False))
+    return _serve(args)
+
+
 def _demo(args: argparse.Namespace) -> int:
     from bot.demo import run_demo
 
-    return asyncio.run(run_demo(verbose=args.verbose))
+    return int(asyncio.run(run_demo(verbose=args.verbose)))
 
 
 def parser() -> argparse.ArgumentParser:
@@ -77,6 +90,13 @@ def parser() -> argparse.ArgumentParser:
     serve.add_argument("--host", default="0.0.0.0")
     serve.add_argument("--port", type=int, default=None, help="default: $PORT or 3000")
     serve.set_defaults(handler=_serve)
+
+    start = commands.add_parser(
+        "start", help="serve when Slack and Retell are configured, otherwise run the demo"
+    )
+    start.add_argument("--host", default="0.0.0.0")
+    start.add_argument("--port", type=int, default=None, help="default: $PORT or 3000")
+    start.set_defaults(handler=_start)
 
     demo = commands.add_parser(
         "demo", help="run the whole flow against local stand-ins of Slack and Retell"

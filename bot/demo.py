@@ -49,7 +49,7 @@ def as_text(blocks: list[dict[str, Any]], fallback: str) -> list[str]:
     for block in blocks:
         kind = block.get("type")
         if kind == "header":
-            lines.append(_plain(block["text"]["text"]).upper())
+            lines.append("▌ " + _plain(block["text"]["text"]))
         elif kind == "section":
             if "text" in block:
                 lines.extend(_plain(block["text"]["text"]).splitlines())

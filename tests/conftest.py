@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -87,7 +87,9 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     await admin.dispose()
 
 
-def settings_for(slack: FakeSlack, retell: FakeRetell, database_url: str, **overrides: Any) -> Settings:
+def settings_for(
+    slack: FakeSlack, retell: FakeRetell, database_url: str, **overrides: Any
+) -> Settings:
     values: dict[str, Any] = {
         "slack_bot_token": "xoxb-test",
         "slack_signing_secret": "secret",
@@ -179,8 +181,3 @@ def button_value(message: Message, action_id: str) -> str | None:
             if isinstance(element, dict) and element.get("action_id") == action_id:
                 return str(element.get("value"))
     return None
-
-
-@pytest.fixture
-def anyio_backend() -> Iterator[str]:
-    yield "asyncio"

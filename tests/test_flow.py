@@ -1,4 +1,4 @@
-"""The slash command flow end to end, over real HTTP: ack, create, status, updates, result, rerun."""
+"""The slash command end to end over real HTTP: ack, create, status, updates, result, rerun."""
 
 from __future__ import annotations
 
@@ -75,7 +75,11 @@ async def test_command_to_final_result_then_rerun(
             {"type": "conversation-flow", "conversation_flow_id": FLOW},
             ["tc_flow_1"],
         ),
-        (f'{ENGINE} "refund REQUEST" tc_1', {"type": "retell-llm", "llm_id": ENGINE}, ["tc_1", "tc_fail_1"]),
+        (
+            f'{ENGINE} "refund REQUEST" tc_1',
+            {"type": "retell-llm", "llm_id": ENGINE},
+            ["tc_1", "tc_fail_1"],
+        ),
     ],
 )
 async def test_command_forms_create_the_right_batch(
