@@ -187,11 +187,18 @@ class RunWorkflow:
         original = await self._authorized_run(run_id, who)
         if original is None:
             return None
-        if await self._store.rerun_in_progress(run_id):
-            await self._tell(
-                who, blocks.command_error("A rerun of this batch is already under way.", "")
-            )
+        if not await self._store.lock_rerun(run_id, now=self._clock(), lease=self._lease):
+            await self._tell(who, _rerun_under_way())
             return None
+        try:
+            if await self._store.rerun_in_flight(run_id):
+                await self._tell(who, _rerun_under_way())
+                return None
+            return await self._rerun(original, who, only_failed=only_failed)
+        finally:
+            await self._store.unlock_rerun(run_id)
+
+    async def _rerun(self, original: Run, who: Requester, *, only_failed: bool) -> Run | None:
         case_ids: Sequence[str] = original.case_ids
         if only_failed:
             try:
@@ -201,9 +208,8 @@ class RunWorkflow:
                 return None
             case_ids = [r.case_id for r in runs if r.status in ("fail", "error")]
             if not case_ids:
-                await self._tell(
-                    who, blocks.command_error("No case failed or errored in that batch.", "")
-                )
+                message = "No case failed or errored in that batch: nothing to rerun."
+                await self._tell(who, blocks.command_error(message, ""))
                 return None
         tests = TestSelection(ids=tuple(case_ids), names=(), everything=False)
         request = RunRequest(who, original.engine, tests, source="rerun", rerun_of=original.id)
@@ -404,6 +410,12 @@ def _apply(
     run.state = state.value
     if started_at is not None:
         run.started_at = started_at
+
+
+def _rerun_under_way() -> Message:
+    return blocks.command_error(
+        "A rerun of this batch is already under way: its status message is in the channel.", ""
+    )
 
 
 def _cannot_post(channel_id: str, code: str) -> Message:

@@ -125,10 +125,12 @@ class Run(Base):
     claim: Mapped[str | None] = mapped_column(String(36), default=None)
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
+    rerun_lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     __table_args__ = (
         Index("ix_runs_due", "state", "next_check_at"),
         Index("ix_runs_channel", "channel_id", "created_at"),
+        Index("ix_runs_rerun_of", "rerun_of"),
     )
 
     @property
@@ -277,15 +279,24 @@ class Store:
             )
             return int(result.scalar_one())
 
-    async def rerun_in_progress(self, run_id: int) -> bool:
-        """Whether a rerun of this run is still being started (double clicks, two people)."""
+    async def rerun_in_flight(self, run_id: int) -> bool:
+        """Whether a rerun of this run is still being started or followed."""
+        in_flight = [RunState.STARTING.value, RunState.RUNNING.value]
         async with self._sessions() as session:
             result = await session.execute(
                 select(func.count())
                 .select_from(Run)
-                .where(Run.rerun_of == run_id, Run.state == RunState.STARTING.value)
+                .where(Run.rerun_of == run_id, Run.state.in_(in_flight))
             )
             return bool(result.scalar_one())
+
+    async def lock_rerun(self, run_id: int, *, now: datetime, lease: timedelta) -> bool:
+        """Let one press at a time start a rerun of a run (double clicks, two people)."""
+        free = or_(Run.rerun_lock_until.is_(None), Run.rerun_lock_until < now)
+        return await self._update(run_id, free, rerun_lock_until=now + lease)
+
+    async def unlock_rerun(self, run_id: int) -> None:
+        await self._update(run_id, rerun_lock_until=None)
 
     async def count_in_flight(self) -> int:
         async with self._sessions() as session:
