@@ -657,6 +657,14 @@ def command_error(message: str, usage: str) -> Message:
     return _message(problem, [_section(problem), *_code_block_sections(usage)])
 
 
+def not_allowed(reason: str, admin_ids: Iterable[str]) -> Message:
+    """Ephemeral: a polite refusal that names who to ask (the admins, mentioned)."""
+    admins = ", ".join(mention(admin) for admin in sorted(admin_ids))
+    ask = f"Ask {admins} if you need it." if admins else "Ask the bot's admin if you need it."
+    text = f"🔒 {_safe(reason, REASON_CHARS)} {ask}"
+    return _message(text, [_section(text)])
+
+
 # -- status command ------------------------------------------------------------------------------
 
 

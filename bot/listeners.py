@@ -43,6 +43,8 @@ def register(app: AsyncApp, workflow: RunWorkflow) -> None:
             await ack(**blocks.command_error(parsed.message, parsed.usage).as_kwargs())
         elif isinstance(parsed, HelpCommand):
             await ack(**blocks.help_message(USAGE).as_kwargs())
+        elif isinstance(parsed, RunCommand) and (refusal := workflow.not_allowed(who)):
+            await ack(**refusal.as_kwargs())
         elif isinstance(parsed, RunCommand):
             case_count = (
                 None if parsed.tests.names or parsed.tests.everything else len(parsed.tests.ids)

@@ -102,12 +102,12 @@ class RunWorkflow:
     async def start(self, request: RunRequest) -> Run | None:
         """Resolve the test cases, create the batch and post the status message."""
         who = request.requester
+        refusal = await self._refusal(who)
+        if refusal is not None:
+            await self._tell(who, refusal)
+            return None
         suite = await self._resolve(request)
         if suite is None:
-            return None
-        refusal = await self._refusal(who.user_id, suite)
-        if refusal:
-            await self._tell(who, blocks.start_failed(suite, refusal))
             return None
         run = await self._store.add_run(
             team_id=who.team_id,
@@ -154,18 +154,36 @@ class RunWorkflow:
             return None
         return Suite(request.engine, resolved)
 
-    async def _refusal(self, user_id: str, suite: Suite) -> str | None:
-        limit = self._settings.max_runs_per_user_per_hour
-        if (
-            limit
-            and await self._store.runs_by_user_since(user_id, self._clock() - timedelta(hours=1))
-            >= limit
-        ):
-            return (
-                f"You have started {limit} runs in the last hour, the most this workspace allows "
-                "(MAX_RUNS_PER_USER_PER_HOUR). Try again later or ask an admin to raise it."
+    def not_allowed(self, who: Requester) -> Message | None:
+        """Why this person may not run tests here (ALLOWED_* settings), if they may not.
+
+        No I/O: listeners call it before acking, so a refusal arrives as the ack itself.
+        """
+        settings = self._settings
+        if settings.allowed_channel_ids and who.channel_id not in settings.allowed_channel_ids:
+            return blocks.not_allowed(
+                "Retell tests can't be run from this channel.", settings.admin_user_ids
+            )
+        if settings.allowed_user_ids and who.user_id not in settings.allowed_user_ids:
+            return blocks.not_allowed(
+                "You are not on the list of people who can run Retell tests.",
+                settings.admin_user_ids,
             )
         return None
+
+    async def _refusal(self, who: Requester) -> Message | None:
+        """`not_allowed`, plus the per-user hourly limit on runs (MAX_RUNS_PER_USER_PER_HOUR)."""
+        refusal = self.not_allowed(who)
+        limit = self._settings.max_runs_per_user_per_hour
+        if refusal is None and limit:
+            since = self._clock() - timedelta(hours=1)
+            if await self._store.runs_by_user_since(who.user_id, since) >= limit:
+                refusal = blocks.not_allowed(
+                    f"You have started {limit} runs in the last hour, the most this workspace "
+                    "allows (MAX_RUNS_PER_USER_PER_HOUR). Try again later.",
+                    self._settings.admin_user_ids,
+                )
+        return refusal
 
     async def _post_status(self, run: Run, who: Requester) -> None:
         message = blocks.status_message(run)

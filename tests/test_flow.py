@@ -149,3 +149,30 @@ async def test_restart_resumes_follow_up_and_reports_once(
         assert run.reported_at is not None
     assert len(top_level(slack)) == 1
     assert len(slack.thread(CHANNEL, status.ts)) == 1, "the requester is mentioned once"
+
+
+async def test_allow_lists_refuse_in_the_ack_and_create_nothing(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    async with start_bot(allowed_channel_ids="C0OTHER", admin_user_ids="UADMIN") as bot:
+        reply = await user.command(bot.events_url, f"{ENGINE} tc_1")
+        assert "can't be run from this channel" in reply.text
+        assert "<@UADMIN>" in reply.text, "the refusal says who to ask"
+    async with start_bot(allowed_user_ids="U0SOMEONE") as bot:
+        reply = await user.command(bot.events_url, f"{ENGINE} tc_1")
+        assert "not on the list" in reply.text
+    assert retell.count("/create-batch-test") == 0
+    assert not slack.messages
+
+
+async def test_hourly_run_limit_per_user(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    async with start_bot(max_runs_per_user_per_hour=1) as bot:
+        await user.command(bot.events_url, f"{ENGINE} tc_1")
+        await slack.wait_for(lambda: len(results(slack)) == 1)
+        second = await user.command(bot.events_url, f"{ENGINE} tc_2")
+        await slack.wait_for(lambda: bool(slack.responses_to(second.response_url)))
+        [refusal] = slack.responses_to(second.response_url)
+        assert "MAX_RUNS_PER_USER_PER_HOUR" in refusal["text"]
+    assert retell.count("/create-batch-test") == 1
