@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from bot.commands import CommandError
 from bot.retell import BatchJob, TestRun
 from bot.store import RunState
 from bot.suite import Engine, Suite
@@ -326,7 +327,7 @@ def _code_block_sections(text: str) -> list[Block]:
     """Usage text as code blocks, split at line ends when it is too long for one section."""
     if not text.strip():
         return []
-    lines = escape(text.strip("\n")).split("\n")
+    lines = text.strip("\n").split("\n")  # the project's own usage text: already mrkdwn-safe
     sections: list[Block] = []
     budget = MESSAGE_TEXT_BUDGET - 1000  # room for the message around the usage
     for chunk in _pack(lines, MAX_SECTION_TEXT - len("```\n\n```")):
@@ -623,17 +624,28 @@ def ack_text(engine: Engine, case_count: int | None) -> str:
     return f"{on} with {plural(case_count, 'test case')}…"
 
 
-def start_failed(suite: Suite, reason: str) -> Message:
-    """Ephemeral: the batch could not be created, why, and that nothing was left behind."""
+def start_failed(suite: Suite, reason: str, *, maybe_created: bool = False) -> Message:
+    """Ephemeral: the batch could not be created, why, and what was (or may have been) left.
+
+    `maybe_created` is for a request that got no answer at all: Retell may have created the
+    batch anyway, and saying "nothing was created" would then be wrong.
+    """
     cases = plural(suite.size, "test case")
     title = f"⚠️ *Couldn't start the Retell batch test* on {_engine(suite.engine)} with {cases}."
+    aftermath = (
+        "Retell may still have created the batch (no answer came back); the bot is not following "
+        "it. Check the Retell dashboard before running it again."
+        if maybe_created
+        else "Nothing was created at Retell: no batch was started and none will be followed."
+    )
     blocks = [
         _section(f"{title}\n{_quote(reason or 'Retell gave no reason.')}"),
-        _context("Nothing was created at Retell: no batch was started and none will be followed."),
+        _context(aftermath),
     ]
     text = (
         f"Couldn't start a Retell batch test on {_safe(suite.engine.label, NAME_CHARS)} ({cases}): "
-        f"{_safe(reason, EXPLANATION_CHARS)} Nothing was created."
+        f"{_safe(reason, EXPLANATION_CHARS)} "
+        + ("Retell may still have created it." if maybe_created else "Nothing was created.")
     )
     return _message(text, blocks)
 
@@ -651,10 +663,20 @@ def help_message(usage: str) -> Message:
     )
 
 
-def command_error(message: str, usage: str) -> Message:
-    """Ephemeral: what was wrong with the command, then the usage (when there is one)."""
-    problem = f"⚠️ {_safe(message, REASON_CHARS)}"
-    return _message(problem, [_section(problem), *_code_block_sections(usage)])
+def command_error(error: CommandError) -> Message:
+    """Ephemeral: what was wrong with the command, then the usage that applies.
+
+    The parser writes its messages as mrkdwn with the user's input already escaped, so they
+    are shown as they are (escaping again would print `&lt;` to the user).
+    """
+    problem = f"⚠️ {shorten(error.message, REASON_CHARS)}"
+    return _message(problem, [_section(problem), *_code_block_sections(error.usage)])
+
+
+def problem(text: str) -> Message:
+    """Ephemeral: something could not be done, in plain words (escaped: it may quote Retell)."""
+    line = f"⚠️ {_safe(text, REASON_CHARS)}"
+    return _message(line, [_section(line)])
 
 
 def not_allowed(reason: str, admin_ids: Iterable[str]) -> Message:

@@ -76,11 +76,15 @@ class CaseDefinition:
 class RetellProblem(Exception):
     """A Retell call failed; `message` says why in words a Slack user understands."""
 
-    def __init__(self, kind: ProblemKind, message: str, status: int | None = None) -> None:
+    def __init__(
+        self, kind: ProblemKind, message: str, status: int | None = None, *, uncertain: bool = False
+    ) -> None:
         super().__init__(message)
         self.kind = kind
         self.message = message
         self.status = status
+        # No answer came back (timeout, dropped connection): Retell may have done it anyway.
+        self.uncertain = uncertain
 
 
 def _detail(exc: retell.APIStatusError) -> str:
@@ -141,11 +145,15 @@ def explain(exc: Exception, *, what: str) -> RetellProblem:
         return RetellProblem("unexpected", f"Retell answered {code}.{suffix}", code)
     if isinstance(exc, retell.APITimeoutError | httpx.TimeoutException):
         return RetellProblem(
-            "unavailable", "Retell did not answer in time, even after retries. Try again soon."
+            "unavailable",
+            "Retell did not answer in time, even after retries. Try again soon.",
+            uncertain=True,
         )
     if isinstance(exc, retell.APIConnectionError | httpx.TransportError):
         return RetellProblem(
-            "unavailable", "Could not reach Retell, even after retries. Try again soon."
+            "unavailable",
+            "Could not reach Retell, even after retries. Try again soon.",
+            uncertain=True,
         )
     return RetellProblem("unexpected", f"Unexpected error talking to Retell: {type(exc).__name__}")
 

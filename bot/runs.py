@@ -122,7 +122,8 @@ class RunWorkflow:
         except RetellProblem as problem:
             log.info("run %s: batch not created: %s", run.id, problem.message)
             await self._store.mark_failed(run.id, problem.message, now=self._clock())
-            await self._tell(who, blocks.start_failed(suite, problem.message))
+            message = blocks.start_failed(suite, problem.message, maybe_created=problem.uncertain)
+            await self._tell(who, message)
             return None
         claim = await self._store.mark_started(
             run.id,
@@ -144,13 +145,11 @@ class RunWorkflow:
             try:
                 definitions = tuple(await self._retell.definitions(request.engine))
             except RetellProblem as problem:
-                await self._tell(request.requester, blocks.command_error(problem.message, ""))
+                await self._tell(request.requester, blocks.problem(problem.message))
                 return None
         resolved = resolve_tests(tests, definitions, max_cases=self._settings.max_cases_per_run)
         if isinstance(resolved, CommandError):
-            await self._tell(
-                request.requester, blocks.command_error(resolved.message, resolved.usage)
-            )
+            await self._tell(request.requester, blocks.command_error(resolved))
             return None
         return Suite(request.engine, resolved)
 
@@ -190,9 +189,12 @@ class RunWorkflow:
         try:
             ts = await self._slack.post(run.channel_id, message)
         except SlackApiError as exc:
-            log.warning("run %s: status message not posted: %s", run.id, error_code(exc))
-            if error_code(exc) in UNREACHABLE_CHANNEL:
-                await self._tell(who, _cannot_post(run.channel_id, error_code(exc)))
+            code = error_code(exc)
+            log.warning("run %s: status message not posted: %s", run.id, code)
+            if code in UNREACHABLE_CHANNEL:
+                run.channel_error = code
+                await self._store.set_channel_error(run.id, code)
+                await self._tell(who, _cannot_post(run.channel_id, code))
             return
         run.status_ts = ts
         run.shown_counts = run.counts_key
@@ -222,12 +224,12 @@ class RunWorkflow:
             try:
                 runs = await self._retell.test_runs(original.batch_id or "")
             except RetellProblem as problem:
-                await self._tell(who, blocks.command_error(problem.message, ""))
+                await self._tell(who, blocks.problem(problem.message))
                 return None
             case_ids = [r.case_id for r in runs if r.status in ("fail", "error")]
             if not case_ids:
                 message = "No case failed or errored in that batch: nothing to rerun."
-                await self._tell(who, blocks.command_error(message, ""))
+                await self._tell(who, blocks.problem(message))
                 return None
         tests = TestSelection(ids=tuple(case_ids), names=(), everything=False)
         request = RunRequest(who, original.engine, tests, source="rerun", rerun_of=original.id)
@@ -241,7 +243,7 @@ class RunWorkflow:
         try:
             test_runs = await self._retell.test_runs(run.batch_id)
         except RetellProblem as problem:
-            await self._tell(who, blocks.command_error(problem.message, ""))
+            await self._tell(who, blocks.problem(problem.message))
             return
         failures = [r for r in test_runs if r.status in ("fail", "error")]
         for message in blocks.failures_replies(run, failures):
@@ -250,9 +252,7 @@ class RunWorkflow:
     async def _authorized_run(self, run_id: int, who: Requester) -> Run | None:
         run = await self._store.get(run_id)
         if run is None or run.team_id != who.team_id or run.channel_id != who.channel_id:
-            await self._tell(
-                who, blocks.command_error("That run is not one of this channel's.", "")
-            )
+            await self._tell(who, blocks.problem("That run is not one of this channel's."))
             return None
         return run
 
@@ -267,7 +267,7 @@ class RunWorkflow:
         try:
             batch = await self._retell.get_batch(batch_id)
         except RetellProblem as problem:
-            return blocks.command_error(problem.message, "")
+            return blocks.problem(problem.message)
         return blocks.batch_status(batch, run)
 
     # -- following up ------------------------------------------------------------------------
@@ -332,7 +332,7 @@ class RunWorkflow:
         )
         if batch is not None:
             _apply(run, batch, RunState.RUNNING)
-        if run.status_ts is None:
+        if run.status_ts is None and run.channel_error is None:
             await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
         elif run.counts_key != run.shown_counts and await self._edit(
             run, blocks.status_message(run)
@@ -366,24 +366,33 @@ class RunWorkflow:
         message = blocks.result_message(run)
         try:
             async with self._slack_calls:
-                if run.status_ts:
+                if run.channel_error:
+                    await self._slack.direct_message(run.user_id, message)
+                elif run.status_ts:
                     await self._slack.update(run.channel_id, run.status_ts, message)
                 else:
                     run.status_ts = await self._slack.post(run.channel_id, message)
                     await self._store.set_status_message(run.id, run.status_ts, run.counts_key)
         except SlackApiError as exc:
-            await self._delivery_failed(run, claim, message, error_code(exc))
+            code = error_code(exc)
+            if code in UNREACHABLE_CHANNEL and not run.channel_error:
+                log.warning(
+                    "run %s: channel unusable (%s); result goes to the requester", run.id, code
+                )
+                run.channel_error = code
+                await self._store.set_channel_error(run.id, code)
+                await self._deliver(run, claim)
+                return
+            await self._delivery_failed(run, claim, code)
             return
-        if await self._store.mark_reported(run.id, claim, now=self._clock()):
+        if (
+            await self._store.mark_reported(run.id, claim, now=self._clock())
+            and not run.channel_error
+        ):
             await self._mention_requester(run)
 
-    async def _delivery_failed(self, run: Run, claim: str, message: Message, code: str) -> None:
+    async def _delivery_failed(self, run: Run, claim: str, code: str) -> None:
         now = self._clock()
-        if code in UNREACHABLE_CHANNEL:
-            log.warning("run %s: channel unusable (%s); result sent to requester", run.id, code)
-            await self._slack.direct_message(run.user_id, message)
-            await self._store.mark_reported(run.id, claim, now=now)
-            return
         attempts = run.delivery_attempts + 1
         if attempts >= MAX_DELIVERY_ATTEMPTS:
             log.error("run %s: result not delivered after %d attempts: %s", run.id, attempts, code)
@@ -431,8 +440,8 @@ def _apply(
 
 
 def _rerun_under_way() -> Message:
-    return blocks.command_error(
-        "A rerun of this batch is already under way: its status message is in the channel.", ""
+    return blocks.problem(
+        "A rerun of this batch is already under way: its status message is in the channel."
     )
 
 

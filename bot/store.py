@@ -126,6 +126,9 @@ class Run(Base):
     claimed_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     delivery_attempts: Mapped[int] = mapped_column(Integer, default=0)
     rerun_lock_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Set when Slack refused the status message (channel_not_found, is_archived, ...): the
+    # result then goes to the requester by DM and the channel is not tried again.
+    channel_error: Mapped[str | None] = mapped_column(String(64), default=None)
 
     __table_args__ = (
         Index("ix_runs_due", "state", "next_check_at"),
@@ -321,6 +324,9 @@ class Store:
 
     async def set_status_message(self, run_id: int, ts: str, shown_counts: str | None) -> None:
         await self._update(run_id, status_ts=ts, shown_counts=shown_counts)
+
+    async def set_channel_error(self, run_id: int, code: str) -> None:
+        await self._update(run_id, channel_error=code)
 
     async def set_shown(self, run_id: int, shown_counts: str) -> None:
         await self._update(run_id, shown_counts=shown_counts)

@@ -12,6 +12,7 @@ import pytest
 
 from bot import blocks
 from bot.blocks import Comparison, Message, RunView
+from bot.commands import USAGE, CommandError, parse
 from bot.retell import BatchJob, TestRun
 from bot.store import Run
 from bot.suite import Engine, Suite
@@ -392,23 +393,32 @@ def test_a_user_id_that_is_not_one_is_not_a_mention() -> None:
     assert "&lt;!channel&gt;" in message.text
 
 
-def test_help_message_escapes_the_usage() -> None:
-    message = check_limits(blocks.help_message("/retell-test [run] <engine> <tests>"))
+def test_help_message_shows_the_usage_as_written() -> None:
+    message = check_limits(blocks.help_message(USAGE))
     text = _all_text(message)
-    assert "```\n/retell-test [run] &lt;engine&gt; &lt;tests&gt;\n```" in text
+    assert "/retell-test [run] &lt;engine&gt; &lt;tests&gt;" in text, "escaped once, by the parser"
+    assert "&amp;lt;" not in text
     assert "Retell" in message.text
 
 
-def test_command_error_then_usage() -> None:
-    message = check_limits(blocks.command_error(f"Unknown engine {EVIL}", "/retell-test help"))
-    assert message.text.startswith("⚠️ Unknown engine &lt;!channel&gt;")
-    assert len(message.blocks) == 2
-    bare = check_limits(blocks.command_error("No such run.", ""))
-    assert len(bare.blocks) == 1
+def test_command_error_shows_the_parser_message_then_the_usage() -> None:
+    error = parse("run agent_1 tc_1")
+    assert isinstance(error, CommandError)
+    message = check_limits(blocks.command_error(error))
+    assert message.text.startswith("⚠️ ")
+    assert "agent_1" in message.text
+    assert "&amp;lt;" not in _all_text(message), "never escaped twice"
+    assert len(message.blocks) >= 2
+
+
+def test_problem_escapes_what_it_quotes() -> None:
+    message = check_limits(blocks.problem(f"Retell said: {EVIL}"))
+    assert message.text.startswith("⚠️ Retell said: &lt;!channel&gt;")
+    assert len(message.blocks) == 1
 
 
 def test_long_usage_is_split_into_sections() -> None:
-    usage = "\n".join(f"/retell-test line {i} <engine>" for i in range(400))
+    usage = "\n".join(f"/retell-test line {i} &lt;engine&gt;" for i in range(400))
     check_limits(blocks.help_message(usage))
 
 

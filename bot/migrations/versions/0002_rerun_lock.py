@@ -1,4 +1,4 @@
-"""Runs remember while a rerun of them is being started.
+"""Runs remember while a rerun of them is being started, and why their channel refused them.
 
 Revision ID: 0002
 Revises: 0001
@@ -19,10 +19,12 @@ depends_on = None
 def upgrade() -> None:
     with op.batch_alter_table("runs") as batch:
         batch.add_column(sa.Column("rerun_lock_until", UTCDateTime(), nullable=True))
+        batch.add_column(sa.Column("channel_error", sa.String(64), nullable=True))
     op.create_index("ix_runs_rerun_of", "runs", ["rerun_of"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_runs_rerun_of", table_name="runs")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("channel_error")
         batch.drop_column("rerun_lock_until")
