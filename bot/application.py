@@ -25,6 +25,8 @@ from bot.store import Store, create_engine
 
 log = logging.getLogger(__name__)
 
+SHUTDOWN_DRAIN_SECONDS = 15.0  # PaaS allow 30 s after SIGTERM; the rest is for the scheduler
+
 
 @dataclass
 class Application:
@@ -92,6 +94,12 @@ class Application:
                     yield self
                 finally:
                     nudger.cancel()
+                    await self.workflow.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
+                    # Stopping APScheduler cancels its loops, possibly mid-query; SQLAlchemy then
+                    # discards those connections and logs each as an ERROR with a traceback.
+                    # Nothing is lost (the process is exiting, the transactions roll back), so
+                    # the pool's log is quieted for the shutdown only.
+                    logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
         finally:
             await self.retell.close()
             await self.store.engine.dispose()

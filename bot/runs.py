@@ -75,6 +75,21 @@ class RunWorkflow:
         self._slack_calls = asyncio.Semaphore(8)
         self._lease = timedelta(seconds=settings.follow_up_lease_seconds)
         self._sweeping = asyncio.Lock()
+        self._starting: set[asyncio.Task[object]] = set()
+        # Longer than any start can take (every Retell try timing out, twice over), so only a
+        # start whose process died is taken for interrupted.
+        attempts = settings.retell_max_retries + 1
+        self._stale_start = timedelta(seconds=2 * attempts * settings.retell_timeout_seconds + 60)
+
+    async def drain(self, *, timeout: float) -> None:
+        """Let runs being started finish (batch created, status posted) before shutdown.
+
+        A run interrupted anyway is picked up by a later sweep (`_recover`).
+        """
+        pending = {task for task in self._starting if not task.done()}
+        if pending:
+            log.info("waiting for %d run(s) being started", len(pending))
+            await asyncio.wait(pending, timeout=timeout)
 
     @contextlib.asynccontextmanager
     async def _holding(self, claim: str) -> AsyncIterator[None]:
@@ -101,6 +116,10 @@ class RunWorkflow:
 
     async def start(self, request: RunRequest) -> Run | None:
         """Resolve the test cases, create the batch and post the status message."""
+        task = asyncio.current_task()
+        if task is not None:
+            self._starting.add(task)
+            task.add_done_callback(self._starting.discard)
         who = request.requester
         refusal = await self._refusal(who)
         if refusal is not None:
@@ -282,7 +301,7 @@ class RunWorkflow:
     async def _sweep(self) -> None:
         now = self._clock()
         claim, runs = await self._store.claim_due(
-            now=now, lease=self._lease, limit=SWEEP_BATCH_LIMIT
+            now=now, lease=self._lease, limit=SWEEP_BATCH_LIMIT, stale_start=self._stale_start
         )
         if not runs:
             return
@@ -290,13 +309,26 @@ class RunWorkflow:
             await self._follow_up(claim, runs, now)
 
     async def _follow_up(self, claim: str, runs: Sequence[Run], now: datetime) -> None:
+        stale = [r for r in runs if r.state == RunState.STARTING.value]
         running = [r for r in runs if r.state == RunState.RUNNING.value and r.batch_id]
         refresh = await self._refresher.refresh(
             Followed(r.batch_id or "", r.engine, due=_due(r, now)) for r in running
         )
         steps: list[Awaitable[None]] = [self._after_check(r, claim, refresh, now) for r in running]
         steps += [self._deliver(r, claim) for r in runs if r.run_state.finished]
+        steps += [self._recover(r) for r in stale]
         await asyncio.gather(*steps)
+
+    async def _recover(self, run: Run) -> None:
+        """A run left `starting` by a process that died while creating its batch."""
+        reason = (
+            "The bot was interrupted while creating this batch at Retell. Retell may or may not "
+            "have created it; check the Retell dashboard before running it again."
+        )
+        if await self._store.mark_failed(run.id, reason, now=self._clock()):
+            log.warning("run %s: start was interrupted; requester told", run.id)
+            who = Requester(run.team_id, run.channel_id, run.user_id)
+            await self._tell(who, blocks.start_failed(run.suite, reason, maybe_created=True))
 
     async def _after_check(self, run: Run, claim: str, refresh: Refresh, now: datetime) -> None:
         batch = refresh.batches.get(run.batch_id or "")

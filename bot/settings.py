@@ -5,8 +5,10 @@ Secrets are `SecretStr` so that printing or logging a `Settings` never shows the
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
+from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
@@ -90,19 +92,41 @@ class SettingsError(Exception):
 
 
 def load_settings(*, http_mode: bool = True, **overrides: object) -> Settings:
-    """Read settings, turning pydantic's errors into one plain line per variable."""
+    """Read settings, turning pydantic's errors into one plain line per variable.
+
+    Every problem is reported at once, the signing secret included, so a first deployment
+    is fixed in one round rather than one variable at a time.
+    """
+    lines: list[str] = []
+    settings: Settings | None = None
     try:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
-        raise SettingsError([_line(error) for error in exc.errors()]) from None
-    if http_mode and not settings.socket_mode and settings.slack_signing_secret is None:
-        raise SettingsError(
-            [
-                "SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN "
-                "to use Socket Mode)"
-            ]
+        lines = [_line(error) for error in exc.errors()]
+    needs_secret = http_mode and not _has("slack_app_token", settings, overrides)
+    if needs_secret and not _has("slack_signing_secret", settings, overrides):
+        lines.append(
+            "SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN "
+            "to use Socket Mode)"
         )
+    if lines or settings is None:
+        raise SettingsError(lines)
     return settings
+
+
+def _has(field: str, settings: Settings | None, overrides: dict[str, object]) -> bool:
+    """Whether a setting has a value, even when other settings failed to validate."""
+    if settings is not None:
+        value = getattr(settings, field)
+        return value is not None and bool(value.get_secret_value())
+    if overrides.get(field):
+        return True
+    if os.environ.get(field.upper()):
+        return True
+    env_file = overrides.get("_env_file", Settings.model_config.get("env_file"))
+    if isinstance(env_file, str | os.PathLike) and os.path.exists(env_file):
+        return bool(dotenv_values(env_file).get(field.upper()))
+    return False
 
 
 def _line(error: object) -> str:

@@ -449,9 +449,12 @@ class Store:
     # -- follow-up claims ----------------------------------------------------------------------
 
     async def claim_due(
-        self, *, now: datetime, lease: timedelta, limit: int
+        self, *, now: datetime, lease: timedelta, limit: int, stale_start: timedelta
     ) -> tuple[str, list[Run]]:
         """Claim runs that need attention now, for one follow-up sweep.
+
+        Runs still `starting` after `stale_start` were left by a process that died while
+        creating their batch; they are claimed so the requester can be told.
 
         Due running runs bring along every other unclaimed running run of the same engine: one
         `list-batch-tests` page refreshes them all at no extra cost. Finished runs whose result
@@ -483,9 +486,12 @@ class Store:
                 Run.reported_at.is_(None),
                 Run.next_check_at <= now,
             )
-            targets = (
-                or_(and_(running, or_(*engine_match)), undelivered) if engine_match else undelivered
+            interrupted = and_(
+                Run.state == RunState.STARTING.value, Run.created_at < now - stale_start
             )
+            targets = or_(undelivered, interrupted)
+            if engine_match:
+                targets = or_(targets, and_(running, or_(*engine_match)))
             await session.execute(
                 update(Run)
                 .where(targets, free)

@@ -20,7 +20,11 @@ def test_missing_required_settings_are_listed_one_per_line() -> None:
     assert caught.value.lines == [
         "SLACK_BOT_TOKEN is required but not set",
         "RETELL_API_KEY is required but not set",
+        "SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN to use Socket Mode)",
     ]
+    with pytest.raises(SettingsError) as socket_mode:
+        load_settings(_env_file=None, slack_app_token="xapp-1")
+    assert len(socket_mode.value.lines) == 2, "Socket Mode needs no signing secret"
 
 
 def test_http_mode_needs_a_signing_secret_socket_mode_does_not() -> None:

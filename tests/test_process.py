@@ -1,0 +1,380 @@
+"""The real `retell-bot` in a child process: crashes, graceful stops, start-up, the CLI.
+
+Slack and Retell are the in-process stand-ins; the bot is `python -m bot.cli serve` started by
+`BotProcess`, so it can be killed with SIGKILL or stopped with SIGTERM like on a platform, and
+its successor (a new process on the same database) must finish what it left behind.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import socket
+import sqlite3
+import sys
+import time
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.standins.process import BotProcess, bot_environment
+from bot.standins.retell import FakeRetell
+from bot.standins.slack import FakeSlack, SlackUser
+from bot.store import async_database_url
+
+from .conftest import CHANNEL, ENGINE, USER, results, top_level
+
+SECRET_NAMES = ("SLACK_", "RETELL_", "DATABASE_URL")
+RETELL_BOT = Path(sys.executable).with_name("retell-bot")
+
+
+def process_environment(slack: FakeSlack, retell: FakeRetell, database_url: str) -> dict[str, str]:
+    """A bot on the stand-ins with short follow-up intervals and a one-second claim lease."""
+    return bot_environment(
+        slack_api_url=slack.api_url,
+        retell_base_url=retell.base_url,
+        database_url=database_url,
+        poll_initial_seconds="0.1",
+        poll_max_seconds="0.3",
+        follow_up_lease_seconds="1",
+    )
+
+
+@asynccontextmanager
+async def running(environment: dict[str, str], log_path: Path) -> AsyncIterator[BotProcess]:
+    """A started bot process, stopped at the end; its log is attached to any failure."""
+    process = BotProcess(environment, log_path=log_path)
+    try:
+        await process.start()
+        yield process
+    except BaseException as exc:
+        exc.add_note(log_tail(log_path))
+        raise
+    finally:
+        await process.stop()
+
+
+def log_tail(log_path: Path, size: int = 4000) -> str:
+    text = log_path.read_text() if log_path.exists() else "(no log)"
+    return f"--- {log_path.name} (tail) ---\n{text[-size:]}"
+
+
+def log_problems(log_path: Path, *, until_shutdown: bool = False) -> list[str]:
+    """ERROR, Traceback and "database is locked" lines (before "shutting down", if asked)."""
+    lines = log_path.read_text().splitlines()
+    if until_shutdown:
+        ends = [n for n, line in enumerate(lines) if "shutting down" in line]
+        lines = lines[: ends[0]] if ends else lines
+    return [
+        line
+        for line in lines
+        if " ERROR " in line or "Traceback" in line or "database is locked" in line
+    ]
+
+
+def thread_wait_channels(pid: int) -> list[str]:
+    """What each thread of a process is blocked in (Linux `/proc/<pid>/task/*/wchan`)."""
+    channels = []
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError):
+            channels.append((task / "wchan").read_text())
+    return channels
+
+
+def port_open(port: int) -> bool:
+    with socket.socket() as probe:
+        return probe.connect_ex(("127.0.0.1", port)) == 0
+
+
+async def eventually(predicate: Callable[[], bool], timeout: float = 10.0) -> None:
+    """Poll a condition on another process (there is nothing to subscribe to)."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{predicate} still false after {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+def scrubbed_environment(**values: str) -> dict[str, str]:
+    """This environment without any bot configuration, plus `values`."""
+    base = {k: v for k, v in os.environ.items() if not k.upper().startswith(SECRET_NAMES)}
+    return {**base, **values}
+
+
+async def run_cli(
+    *args: str, env: dict[str, str], cwd: Path, timeout: float = 60.0
+) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        *args,
+        env=env,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        stdout, stderr = await asyncio.wait_for(process.communicate(), timeout)
+    except TimeoutError:
+        process.kill()
+        await process.wait()
+        raise
+    assert process.returncode is not None
+    return process.returncode, stdout.decode(), stderr.decode()
+
+
+def assert_reported_once(slack: FakeSlack, batch_id: str, passed: int, total: int) -> None:
+    """One status message, turned into the result in place, and one mention under it."""
+    [status] = top_level(slack)
+    assert status.update_count >= 1, "the status message is edited in place, not re-posted"
+    for phrase in (f"{passed} passed", "0 failed", "0 errored", f"{total} total", batch_id):
+        assert phrase in status.text, f"{phrase!r} missing from {status.text!r}"
+    [mention] = slack.thread(CHANNEL, status.ts)
+    assert f"<@{USER}>" in mention.text
+
+
+# -- crashes and restarts ------------------------------------------------------------------------
+
+
+async def test_kill_9_mid_batch_then_a_new_process_finishes_it(
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    retell.set_batch_duration(3.0)
+    environment = process_environment(slack, retell, database_url)
+
+    async with running(environment, tmp_path / "first.log") as first:
+        reply = await user.command(first.events_url, f"{ENGINE} tc_1 tc_2 tc_3")
+        assert reply.status == 200
+        assert "Starting a Retell batch test" in reply.text
+        await slack.wait_for(lambda: any(m.update_count >= 1 for m in top_level(slack)))
+        first.kill()
+        assert await first.wait() == -9
+
+    [batch_id] = retell.batches
+    assert retell.progress(batch_id).status == "in_progress", "killed before the batch completed"
+    assert not results(slack)
+
+    async with running(environment, tmp_path / "second.log"):
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=60)
+        [status] = top_level(slack)
+        await slack.wait_for(lambda: len(slack.thread(CHANNEL, status.ts)) >= 1)
+
+    assert_reported_once(slack, batch_id, passed=3, total=3)
+    assert retell.count("/create-batch-test") == 1, "the successor does not create a new batch"
+    assert not log_problems(tmp_path / "second.log", until_shutdown=True)
+
+
+async def test_sigterm_with_a_batch_in_flight_exits_0_and_a_successor_finishes_it(
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    retell.set_batch_duration(3.0)
+    environment = process_environment(slack, retell, database_url)
+
+    first = BotProcess(environment, log_path=tmp_path / "first.log")
+    await first.start()
+    await user.command(first.events_url, f"{ENGINE} tc_1 tc_2 tc_3")
+    await slack.wait_for(lambda: any(m.update_count >= 1 for m in top_level(slack)))
+    asked = time.monotonic()
+    code = await first.stop(timeout=25)
+    stopped_in = time.monotonic() - asked
+
+    [batch_id] = retell.batches
+    assert retell.progress(batch_id).status == "in_progress"
+    assert not results(slack)
+    assert "shutting down" in (tmp_path / "first.log").read_text()
+    assert not log_problems(tmp_path / "first.log", until_shutdown=True)
+
+    async with running(environment, tmp_path / "second.log"):
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=30)
+        [status] = top_level(slack)
+        await slack.wait_for(lambda: len(slack.thread(CHANNEL, status.ts)) >= 1)
+
+    assert_reported_once(slack, batch_id, passed=3, total=3)
+    assert not log_problems(tmp_path / "second.log", until_shutdown=True)
+    assert code == 0, log_tail(tmp_path / "first.log")
+    assert stopped_in < 25
+
+
+async def test_sigterm_while_the_database_is_busy_exits_0_without_errors(
+    slack: FakeSlack, retell: FakeRetell, tmp_path: Path
+) -> None:
+    """Another process (a peer, a backup, `db upgrade`) holds SQLite's write lock at SIGTERM.
+
+    The scheduler's queries are then still running when the bot shuts down, which is what
+    happens by chance in a fair share of ordinary shutdowns; here it happens every time.
+    """
+    database = tmp_path / "bot.db"
+    environment = process_environment(slack, retell, f"sqlite:///{database}")
+    bot = BotProcess(environment, log_path=tmp_path / "bot.log")
+    await bot.start()
+    peer = sqlite3.connect(database, isolation_level=None, timeout=30)
+    try:
+        peer.execute("BEGIN IMMEDIATE")
+        # A bot thread sleeping in SQLite's busy handler: a query is waiting on the lock.
+        await eventually(lambda: "hrtimer_nanosleep" in thread_wait_channels(bot.pid))
+        await asyncio.sleep(0.5)  # the database stays busy: the scheduler's loops queue up
+        asked = time.monotonic()
+        os.kill(bot.pid, signal.SIGTERM)
+        await eventually(lambda: not port_open(bot.port))  # the scheduler is stopped next
+        await asyncio.sleep(0.5)  # and the database stays busy while it stops
+    finally:
+        peer.execute("ROLLBACK")
+        peer.close()
+    code = await bot.stop(timeout=25)
+
+    assert code == 0, log_tail(tmp_path / "bot.log")
+    assert time.monotonic() - asked < 25
+    assert not log_problems(tmp_path / "bot.log"), log_tail(tmp_path / "bot.log")
+
+
+async def test_sigterm_while_the_batch_is_being_created_still_tells_the_requester(
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    database_url: str,
+    tmp_path: Path,
+) -> None:
+    environment = process_environment(slack, retell, database_url)
+    retell.delay("/create-batch-test", 2.0, times=1)
+
+    first = BotProcess(environment, log_path=tmp_path / "first.log")
+    await first.start()
+    reply = await user.command(first.events_url, f"{ENGINE} tc_1 tc_2")
+    assert reply.status == 200
+    # The delay rule is used up when the create request arrives: it is now held at Retell.
+    await retell.wait_for(lambda: not retell._delays)
+    assert await first.stop(timeout=25) == 0
+
+    async with running(environment, tmp_path / "second.log"):
+        # Either the batch gets created and reported, or the requester is told it was not.
+        await slack.wait_for(
+            lambda: bool(results(slack) or slack.responses_to(reply.response_url)), timeout=10
+        )
+
+
+# -- start-up and the HTTP surface -----------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("given", "missing"),
+    [
+        pytest.param(
+            {},
+            ["SLACK_BOT_TOKEN", "RETELL_API_KEY", "SLACK_SIGNING_SECRET"],
+            id="nothing-set",
+        ),
+        pytest.param(
+            {"SLACK_SIGNING_SECRET": "signing-secret-8f3a1c"},
+            ["SLACK_BOT_TOKEN", "RETELL_API_KEY"],
+            id="tokens-missing",
+        ),
+        pytest.param(
+            {"SLACK_BOT_TOKEN": "xoxb-bot-token-5d21e9", "RETELL_API_KEY": "key_retell_77ab20"},
+            ["SLACK_SIGNING_SECRET"],
+            id="signing-secret-missing",
+        ),
+    ],
+)
+async def test_missing_settings_stop_start_up_with_one_line_each(
+    tmp_path: Path, given: dict[str, str], missing: list[str]
+) -> None:
+    env = scrubbed_environment(**given, DATABASE_URL=f"sqlite:///{tmp_path / 'bot.db'}")
+
+    code, stdout, stderr = await run_cli(
+        sys.executable, "-m", "bot.cli", "serve", "--port", "0", env=env, cwd=tmp_path
+    )
+
+    assert code != 0
+    lines = [line for line in stderr.splitlines() if line.strip()]
+    for variable in missing:
+        assert sum(variable in line for line in lines) == 1, f"{variable}: {stderr!r}"
+    assert len(lines) == len(missing), f"one line per missing variable, got {stderr!r}"
+    for secret in given.values():
+        assert secret not in stderr + stdout
+    assert "Traceback" not in stderr
+    assert not (tmp_path / "bot.db").exists(), "nothing is started before the settings are valid"
+
+
+async def test_healthz_answers_200_with_json(
+    slack: FakeSlack, retell: FakeRetell, database_url: str, tmp_path: Path
+) -> None:
+    environment = process_environment(slack, retell, database_url)
+    async with (
+        running(environment, tmp_path / "bot.log") as bot,
+        aiohttp.ClientSession() as session,
+        session.get(f"{bot.url}/healthz") as response,
+    ):
+        assert response.status == 200
+        assert response.content_type == "application/json"
+        assert await response.json() == {"status": "ok"}
+
+
+async def test_unsigned_request_is_refused_by_the_process(
+    slack: FakeSlack, retell: FakeRetell, database_url: str, tmp_path: Path
+) -> None:
+    environment = process_environment(slack, retell, database_url)
+    forger = SlackUser(slack=slack, signing_secret="not-the-secret")
+    async with running(environment, tmp_path / "bot.log") as bot:
+        reply = await forger.command(bot.events_url, f"{ENGINE} tc_1")
+        stale = await SlackUser(slack=slack).post_signed(
+            bot.events_url, "command=%2Fretell-test&text=help", timestamp=int(time.time()) - 600
+        )
+    assert reply.status == 401
+    assert stale.status == 401, "a signature older than five minutes is refused"
+    assert not retell.batches
+
+
+# -- the CLI -------------------------------------------------------------------------------------
+
+
+async def test_db_upgrade_creates_the_schema_and_is_idempotent(
+    database_url: str, tmp_path: Path
+) -> None:
+    env = scrubbed_environment(
+        DATABASE_URL=database_url, SLACK_BOT_TOKEN="xoxb-test", RETELL_API_KEY="key_test"
+    )
+    command = [str(RETELL_BOT)] if RETELL_BOT.exists() else [sys.executable, "-m", "bot.cli"]
+
+    outcomes = [await run_cli(*command, "db", "upgrade", env=env, cwd=tmp_path) for _ in range(2)]
+
+    for code, stdout, stderr in outcomes:
+        assert code == 0, stderr
+        assert "database is up to date" in stdout
+        assert "Traceback" not in stderr
+    engine = create_async_engine(async_database_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            versions = (
+                await conn.execute(text("SELECT version_num FROM bot_alembic_version"))
+            ).all()
+            runs = (await conn.execute(text("SELECT count(*) FROM runs"))).scalar_one()
+    finally:
+        await engine.dispose()
+    assert len(versions) == 1, "one schema version recorded, not one per upgrade"
+    assert runs == 0
+
+
+async def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
+    command = [str(RETELL_BOT)] if RETELL_BOT.exists() else [sys.executable, "-m", "bot.cli"]
+
+    code, stdout, stderr = await run_cli(
+        *command, "demo", env=scrubbed_environment(), cwd=tmp_path, timeout=60
+    )
+
+    assert code == 0, stderr[-3000:]
+    output = stdout.lower()
+    for word in ("passed", "failed", "errored", "total"):
+        assert word in output, f"{word!r} missing from the demo output"
