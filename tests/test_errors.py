@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -23,31 +22,22 @@ from bot.standins.retell import FakeRetell
 from bot.standins.slack import FakeSlack, SlackUser
 from bot.store import Run, RunState, create_engine
 
-from .conftest import CHANNEL, ENGINE, USER, BotFactory, RunningBot, results, top_level
+from .conftest import (
+    CHANNEL,
+    ENGINE,
+    USER,
+    BotFactory,
+    RunningBot,
+    results,
+    top_level,
+    visible_text,
+)
 
 QUICK_RETRY = 0.01  # Retry-After the stand-ins send, in seconds
 DM_CHANNEL = "D" + USER[1:]  # where FakeSlack puts chat.postMessage(channel=<user id>)
 
 
 # -- helpers -----------------------------------------------------------------------------------
-
-
-def visible_text(message: Mapping[str, Any]) -> str:
-    """The fallback text plus every text object of the blocks, one per line."""
-    parts = [str(message.get("text") or "")]
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") in ("mrkdwn", "plain_text") and isinstance(node.get("text"), str):
-                parts.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.get("blocks") or [])
-    return "\n".join(parts)
 
 
 async def failed_privately(bot: RunningBot, slack: FakeSlack, response_url: str) -> tuple[str, Run]:

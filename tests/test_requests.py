@@ -28,6 +28,7 @@ from .conftest import (
     button_value,
     results,
     top_level,
+    visible_text,
 )
 
 OTHER_CHANNEL = "C0002"
@@ -47,24 +48,6 @@ def ack_content(text: str) -> tuple[str, dict[str, Any] | None]:
     if not isinstance(data, dict):
         return text, None
     return visible_text(data), data
-
-
-def visible_text(message: Mapping[str, Any]) -> str:
-    """The fallback text plus every text object of the blocks, one per line."""
-    parts = [str(message.get("text") or "")]
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") in ("mrkdwn", "plain_text") and isinstance(node.get("text"), str):
-                parts.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.get("blocks") or [])
-    return "\n".join(parts)
 
 
 def private_replies(slack: FakeSlack, response_url: str) -> list[str]:
