@@ -23,6 +23,7 @@ from bot.commands import (
     HelpCommand,
     RunCommand,
     StatusCommand,
+    WatchCommand,
     parse,
 )
 from bot.runs import Requester, RunRequest, RunWorkflow
@@ -57,6 +58,11 @@ def register(app: AsyncApp, workflow: RunWorkflow) -> None:
             )
             await ack(text=blocks.ack_text(parsed.engine, case_count))
             await workflow.start(RunRequest(who, parsed.engine, parsed.tests))
+        elif isinstance(parsed, WatchCommand) and (refusal := workflow.not_allowed(who)):
+            await ack(**refusal.as_kwargs())
+        elif isinstance(parsed, WatchCommand):
+            await ack(text=f"Following Retell batch `{parsed.batch_id}` here…")
+            await workflow.watch(who, parsed.batch_id)
         elif isinstance(parsed, StatusCommand):
             await ack()
             message = await workflow.status(who, parsed.batch_id)

@@ -13,7 +13,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 
 import anyio
 from slack_sdk.errors import SlackApiError
@@ -144,18 +144,53 @@ class RunWorkflow:
             message = blocks.start_failed(suite, problem.message, maybe_created=problem.uncertain)
             await self._tell(who, message)
             return None
+        log.info("run %s: batch %s created (%d cases)", run.id, batch.batch_id, suite.size)
+        await self._follow(run, batch, who, started_at=self._clock())
+        return run
+
+    async def watch(self, who: Requester, batch_id: str) -> Run | None:
+        """Follow a batch created elsewhere (the dashboard, a CI job) and report it here."""
+        refusal = await self._refusal(who)
+        if refusal is not None:
+            await self._tell(who, refusal)
+            return None
+        if await self._store.by_batch(batch_id) is not None:
+            await self._tell(who, blocks.problem(f"Batch {batch_id} is already being followed."))
+            return None
+        try:
+            batch = await self._retell.get_batch(batch_id)
+            test_runs = await self._retell.test_runs(batch_id)
+        except RetellProblem as problem:
+            await self._tell(who, blocks.problem(problem.message))
+            return None
+        case_ids = tuple(dict.fromkeys(test_run.case_id for test_run in test_runs))
+        run = await self._store.add_run(
+            team_id=who.team_id,
+            channel_id=who.channel_id,
+            user_id=who.user_id,
+            suite=Suite(batch.engine, case_ids),
+            source="watch",
+        )
+        created = datetime.fromtimestamp(batch.created_ms / 1000, UTC)
+        log.info("run %s: following batch %s created elsewhere", run.id, batch.batch_id)
+        await self._follow(run, batch, who, started_at=min(created, self._clock()))
+        return run
+
+    async def _follow(
+        self, run: Run, batch: BatchJob, who: Requester, *, started_at: datetime
+    ) -> None:
+        """Hand a run with a batch to the sweep, and post its status message meanwhile."""
         claim = await self._store.mark_started(
             run.id,
             batch,
             first_check_in=self._settings.poll_initial_seconds,
             now=self._clock(),
+            started_at=started_at,
             lease=self._lease,
         )
-        _apply(run, batch, RunState.RUNNING, started_at=self._clock())
-        log.info("run %s: batch %s created (%d cases)", run.id, batch.batch_id, suite.size)
+        _apply(run, batch, RunState.RUNNING, started_at=started_at)
         async with self._holding(claim):
             await self._post_status(run, who)
-        return run
 
     async def _resolve(self, request: RunRequest) -> Suite | None:
         tests = request.tests

@@ -339,6 +339,7 @@ class Store:
         first_check_in: float,
         now: datetime,
         lease: timedelta,
+        started_at: datetime | None = None,
     ) -> str:
         """Record the created batch; the run stays claimed by the caller while it posts status.
 
@@ -355,7 +356,7 @@ class Store:
             failed=batch.failed,
             errored=batch.errored,
             total=batch.total,
-            started_at=now,
+            started_at=started_at or now,
             next_check_at=now + timedelta(seconds=first_check_in),
             check_interval=first_check_in,
             claim=token,

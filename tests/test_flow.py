@@ -176,3 +176,29 @@ async def test_hourly_run_limit_per_user(
         [refusal] = slack.responses_to(second.response_url)
         assert "MAX_RUNS_PER_USER_PER_HOUR" in refusal["text"]
     assert retell.count("/create-batch-test") == 1
+
+
+async def test_watch_follows_a_batch_created_elsewhere(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    engine = {"type": "retell-llm", "llm_id": ENGINE}
+    batch_id = retell.create_batch_directly(engine, ["tc_1", "tc_fail_1"], duration=0.5)
+
+    reply = await user.command(bot.events_url, f"watch {batch_id}")
+    assert batch_id in reply.text
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+    [result] = results(slack)
+    for phrase in ("1 passed", "1 failed", "0 errored", "2 total", batch_id):
+        assert phrase in result.text
+    assert retell.count("/create-batch-test") == 0, "watching creates nothing"
+    [run] = await bot.app.store.recent_runs()
+    assert (run.source, run.case_ids) == ("watch", ["tc_1", "tc_fail_1"])
+
+    again = await user.command(bot.events_url, f"watch {batch_id}")
+    await slack.wait_for(lambda: bool(slack.responses_to(again.response_url)))
+    assert "already being followed" in slack.responses_to(again.response_url)[0]["text"]
+
+    unknown = await user.command(bot.events_url, "watch test_case_batch_job_nope")
+    await slack.wait_for(lambda: bool(slack.responses_to(unknown.response_url)))
+    assert "could not find" in slack.responses_to(unknown.response_url)[0]["text"]
+    assert len(top_level(slack)) == 1
