@@ -384,19 +384,10 @@ class RunWorkflow:
         return now - started >= timedelta(minutes=self._settings.batch_timeout_minutes)
 
     async def _progress(self, run: Run, claim: str, batch: BatchJob | None, now: datetime) -> None:
-        moved = batch is not None and batch.counts != (
-            run.passed,
-            run.failed,
-            run.errored,
-            run.total,
-        )
-        interval = (
-            self._settings.poll_initial_seconds
-            if moved
-            else min(
-                max(run.check_interval, 0.001) * BACKOFF_FACTOR, self._settings.poll_max_seconds
-            )
-        )
+        # Back off while the counts stand still; start over as soon as they move.
+        moved = batch is not None and batch.counts != run.counts
+        backed_off = min(run.check_interval * BACKOFF_FACTOR, self._settings.poll_max_seconds)
+        interval = self._settings.poll_initial_seconds if moved else backed_off
         if batch is not None:
             _apply(run, batch, RunState.RUNNING)
         if run.status_ts is None and run.channel_error is None:

@@ -153,6 +153,10 @@ class Run(Base):
         return self.passed + self.failed + self.errored
 
     @property
+    def counts(self) -> tuple[int, int, int, int]:
+        return (self.passed, self.failed, self.errored, self.total)
+
+    @property
     def counts_key(self) -> str:
         return f"{self.passed}/{self.failed}/{self.errored}/{self.total}"
 
