@@ -454,6 +454,9 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
         locked, errors = log_findings(log_path)
         minutes = total / 60
         retell_paths = retell.stats()["requests"]["by_path"]
+        follow_ups = retell_paths.get("/v2/list-batch-tests", 0) + retell_paths.get(
+            "/get-batch-test", 0
+        )
         slack_counts = Counter(call.method for call in slack.calls)
         acks = [c.ack_seconds for c in commands if c.ack_status is not None]
         bad_acks = [c for c in commands if c.ack_status != 200]
@@ -474,6 +477,10 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
             f"{retell_paths.get('/create-batch-test', 0)} / "
             f"{retell_paths.get('/v2/list-batch-tests', 0)} / "
             f"{retell_paths.get('/get-batch-test', 0)}",
+        ),
+        (
+            "  follow-up (list + get) / min",
+            f"{follow_ups / minutes:.0f}",
         ),
         ("Slack calls / min", f"{len(slack.calls) / minutes:.0f}"),
         (
