@@ -8,7 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from bot import logs
-from bot.settings import Settings, SettingsError, load_settings
+from bot.settings import DatabaseSettings, Settings, SettingsError, load_settings
 
 
 def _settings(*, http_mode: bool) -> Settings:
@@ -44,10 +44,13 @@ def _serve(args: argparse.Namespace) -> int:
 
 
 def _db_upgrade(_args: argparse.Namespace) -> int:
+    from sqlalchemy.engine import make_url
+
     from bot.store import Store, create_engine
 
-    settings = _settings(http_mode=False)
-    logs.configure(settings.log_level, settings.log_format, _secrets(settings))
+    settings = DatabaseSettings()
+    password = make_url(settings.database_url).password
+    logs.configure(settings.log_level, settings.log_format, [str(password)] if password else [])
 
     async def upgrade() -> None:
         store = Store(create_engine(settings.database_url))

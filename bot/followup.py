@@ -20,6 +20,7 @@ from bot.suite import Engine
 log = logging.getLogger(__name__)
 
 MAX_LIST_PAGES = 3
+MIN_LIST_PAGE = 50  # Retell's default page size
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,13 +68,17 @@ class BatchRefresher:
         await asyncio.gather(*(self._one(item.batch_id, refresh) for item in leftovers))
 
     async def _from_list_pages(self, engine: Engine, wanted: set[str], refresh: Refresh) -> None:
-        pages = min(MAX_LIST_PAGES, 1 + len(wanted) // LIST_PAGE_SIZE)
+        # Batches come newest first and the ones followed are recent: a page twice their
+        # number covers them without parsing the engine's whole history on every sweep.
+        limit = min(LIST_PAGE_SIZE, max(MIN_LIST_PAGE, 2 * len(wanted)))
         key: str | None = None
-        for _ in range(pages):
+        for _ in range(MAX_LIST_PAGES):
             try:
                 async with self._limit:
                     refresh.requests += 1
-                    page, key = await self._retell.list_batches(engine, pagination_key=key)
+                    page, key = await self._retell.list_batches(
+                        engine, pagination_key=key, limit=limit
+                    )
             except RetellProblem as problem:
                 log.warning("listing batches of %s failed: %s", engine.label, problem.message)
                 return

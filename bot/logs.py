@@ -56,5 +56,5 @@ def configure(level: str, fmt: str, secrets: Iterable[str] = ()) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
-    for noisy in ("apscheduler", "aiohttp.access", "httpx", "httpcore"):
+    for noisy in ("apscheduler", "aiohttp.access", "httpx", "httpcore", "alembic.runtime.plugins"):
         logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))

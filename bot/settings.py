@@ -19,6 +19,14 @@ def _id_list(value: object) -> object:
     return value
 
 
+def _log_option(value: object) -> object:
+    """`LOG_LEVEL=debug` and `LOG_FORMAT=JSON` are what people type; accept them."""
+    if not isinstance(value, str):
+        return value
+    levels = {"debug", "info", "warning", "error"}
+    return value.upper() if value.lower() in levels else value.lower()
+
+
 class Settings(BaseSettings):
     """Everything the bot reads from its environment."""
 
@@ -57,16 +65,7 @@ class Settings(BaseSettings):
         "allowed_user_ids", "allowed_channel_ids", "admin_user_ids", mode="before"
     )(_id_list)
 
-    @field_validator("log_level", "log_format", mode="before")
-    @classmethod
-    def _case_insensitive(cls, value: object) -> object:
-        if not isinstance(value, str):
-            return value
-        return (
-            value.upper()
-            if value.lower() in {"debug", "info", "warning", "error"}
-            else value.lower()
-        )
+    _log_options = field_validator("log_level", "log_format", mode="before")(_log_option)
 
     @field_validator("slack_api_url")
     @classmethod
@@ -81,6 +80,18 @@ class Settings(BaseSettings):
     def poll_tick_seconds(self) -> float:
         """How often the follow-up sweep wakes: fine enough for the first check, never busy."""
         return min(max(self.poll_initial_seconds / 4, 0.05), 2.0)
+
+
+class DatabaseSettings(BaseSettings):
+    """What `retell-bot db upgrade` needs: the database, and how to log; no Slack or Retell."""
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    database_url: str = Settings.model_fields["database_url"].default
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+    log_format: Literal["text", "json"] = "text"
+
+    _log_options = field_validator("log_level", "log_format", mode="before")(_log_option)
 
 
 class SettingsError(Exception):
