@@ -38,7 +38,6 @@ class Refresh:
 
     batches: dict[str, BatchJob] = field(default_factory=dict)
     problems: dict[str, RetellProblem] = field(default_factory=dict)
-    requests: int = 0
 
 
 class BatchRefresher:
@@ -75,7 +74,6 @@ class BatchRefresher:
         for _ in range(MAX_LIST_PAGES):
             try:
                 async with self._limit:
-                    refresh.requests += 1
                     page, key = await self._retell.list_batches(
                         engine, pagination_key=key, limit=limit
                     )
@@ -92,7 +90,6 @@ class BatchRefresher:
     async def _one(self, batch_id: str, refresh: Refresh) -> None:
         try:
             async with self._limit:
-                refresh.requests += 1
                 refresh.batches[batch_id] = await self._retell.get_batch(batch_id)
         except RetellProblem as problem:
             refresh.problems[batch_id] = problem

@@ -305,13 +305,6 @@ class Store:
     async def unlock_rerun(self, run_id: int) -> None:
         await self._update(run_id, rerun_lock_until=None)
 
-    async def count_in_flight(self) -> int:
-        async with self._sessions() as session:
-            result = await session.execute(
-                select(func.count()).select_from(Run).where(Run.state == RunState.RUNNING.value)
-            )
-            return int(result.scalar_one())
-
     async def recent_runs(self, limit: int = 100) -> Sequence[Run]:
         async with self._sessions() as session:
             result = await session.execute(select(Run).order_by(Run.id.desc()).limit(limit))
