@@ -16,6 +16,7 @@ from apscheduler import AsyncScheduler, RunState
 from slack_bolt.async_app import AsyncApp
 
 from bot import listeners
+from bot.metrics import Metrics
 from bot.retell import RetellGateway
 from bot.runs import RunWorkflow
 from bot.scheduling import build_scheduler, install_sweep, wake_periodically
@@ -31,6 +32,7 @@ SHUTDOWN_DRAIN_SECONDS = 15.0  # PaaS allow 30 s after SIGTERM; the rest is for 
 @dataclass
 class Application:
     settings: Settings
+    metrics: Metrics
     store: Store
     retell: RetellGateway
     slack: SlackGateway
@@ -40,16 +42,20 @@ class Application:
 
     @classmethod
     def build(cls, settings: Settings) -> Application:
+        metrics = Metrics()
         store = Store(create_engine(settings.database_url))
         retell = RetellGateway.connect(
             api_key=settings.retell_api_key.get_secret_value(),
             base_url=settings.retell_base_url,
             timeout=settings.retell_timeout_seconds,
             max_retries=settings.retell_max_retries,
+            metrics=metrics,
         )
-        client = web_client(settings.slack_bot_token.get_secret_value(), settings.slack_api_url)
-        slack = SlackGateway(client)
-        workflow = RunWorkflow(settings, store, retell, slack)
+        client = web_client(
+            settings.slack_bot_token.get_secret_value(), settings.slack_api_url, metrics=metrics
+        )
+        slack = SlackGateway(client, edits_per_minute=settings.slack_edits_per_minute)
+        workflow = RunWorkflow(settings, store, retell, slack, metrics=metrics)
         signing_secret = settings.slack_signing_secret
         bolt = AsyncApp(
             client=client,
@@ -61,6 +67,7 @@ class Application:
         listeners.register(bolt, workflow)
         return cls(
             settings=settings,
+            metrics=metrics,
             store=store,
             retell=retell,
             slack=slack,

@@ -627,14 +627,15 @@ def ack_text(engine: Engine, case_count: int | None) -> str:
 def start_failed(suite: Suite, reason: str, *, maybe_created: bool = False) -> Message:
     """Ephemeral: the batch could not be created, why, and what was (or may have been) left.
 
-    `maybe_created` is for a request that got no answer at all: Retell may have created the
-    batch anyway, and saying "nothing was created" would then be wrong.
+    `maybe_created` is for a request whose outcome is unknown (no answer, or a server error
+    after the request arrived): Retell may have created the batch anyway, and saying "nothing
+    was created" would then be wrong.
     """
     cases = plural(suite.size, "test case")
     title = f"⚠️ *Couldn't start the Retell batch test* on {_engine(suite.engine)} with {cases}."
     aftermath = (
-        "Retell may still have created the batch (no answer came back); the bot is not following "
-        "it. Check the Retell dashboard before running it again."
+        "Retell may still have created the batch (its answer never came or was an error); the "
+        "bot is not following it. Check the Retell dashboard before running it again."
         if maybe_created
         else "Nothing was created at Retell: no batch was started and none will be followed."
     )

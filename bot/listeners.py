@@ -57,12 +57,13 @@ def register(app: AsyncApp, workflow: RunWorkflow) -> None:
                 None if parsed.tests.names or parsed.tests.everything else len(parsed.tests.ids)
             )
             await ack(text=blocks.ack_text(parsed.engine, case_count))
-            await workflow.start(RunRequest(who, parsed.engine, parsed.tests))
+            key = _request_key(command)
+            await workflow.start(RunRequest(who, parsed.engine, parsed.tests, request_key=key))
         elif isinstance(parsed, WatchCommand) and (refusal := workflow.not_allowed(who)):
             await ack(**refusal.as_kwargs())
         elif isinstance(parsed, WatchCommand):
             await ack(text=f"Following Retell batch `{parsed.batch_id}` here…")
-            await workflow.watch(who, parsed.batch_id)
+            await workflow.watch(who, parsed.batch_id, request_key=_request_key(command))
         elif isinstance(parsed, StatusCommand):
             await ack()
             message = await workflow.status(who, parsed.batch_id)
@@ -77,13 +78,13 @@ def register(app: AsyncApp, workflow: RunWorkflow) -> None:
     async def on_rerun(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         run_id, who = _button(body)
-        await workflow.rerun(run_id, who, only_failed=False)
+        await workflow.rerun(run_id, who, only_failed=False, request_key=_request_key(body))
 
     @app.action("rerun_failed")
     async def on_rerun_failed(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         run_id, who = _button(body)
-        await workflow.rerun(run_id, who, only_failed=True)
+        await workflow.rerun(run_id, who, only_failed=True, request_key=_request_key(body))
 
     @app.action("show_failures")
     async def on_show_failures(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -122,6 +123,12 @@ def _first_action(body: dict[str, Any]) -> dict[str, Any] | None:
     if isinstance(actions, list) and actions and isinstance(actions[0], dict):
         return actions[0]
     return None
+
+
+def _request_key(payload: dict[str, Any]) -> str | None:
+    """Slack's trigger_id: one per user action, repeated when Slack retries the request."""
+    value = payload.get("trigger_id")
+    return value[:128] if isinstance(value, str) and value else None
 
 
 def _button(body: dict[str, Any]) -> tuple[int, Requester]:

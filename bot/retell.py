@@ -8,15 +8,20 @@ failure turned into a `RetellProblem` whose text a Slack user can act on.
 
 from __future__ import annotations
 
+import asyncio
+import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import httpx
 import retell
-from retell import AsyncRetell, omit
+from retell import AsyncRetell, DefaultAsyncHttpxClient, omit
 
+from bot.metrics import Metrics
 from bot.suite import Engine, Suite
+
+MAX_RETRY_AFTER_SECONDS = 30.0
 
 BatchStatus = Literal["in_progress", "complete"]
 TestRunStatus = Literal["pending", "in_progress", "pass", "fail", "error"]
@@ -138,15 +143,15 @@ def explain(exc: Exception, *, what: str) -> RetellProblem:
         if code >= 500:
             return RetellProblem(
                 "unavailable",
-                f"Retell is having trouble ({code}) and kept failing after retries. "
-                "Try again in a few minutes.",
+                f"Retell is having trouble ({code}). Try again in a few minutes.",
                 code,
+                uncertain=code != 503,
             )
         return RetellProblem("unexpected", f"Retell answered {code}.{suffix}", code)
     if isinstance(exc, retell.APITimeoutError | httpx.TimeoutException):
         return RetellProblem(
             "unavailable",
-            "Retell did not answer in time, even after retries. Try again soon.",
+            "Retell did not answer in time. Try again soon.",
             uncertain=True,
         )
     if isinstance(exc, retell.APIConnectionError | httpx.TransportError):
@@ -156,6 +161,26 @@ def explain(exc: Exception, *, what: str) -> RetellProblem:
             uncertain=True,
         )
     return RetellProblem("unexpected", f"Unexpected error talking to Retell: {type(exc).__name__}")
+
+
+def _nothing_created(exc: Exception) -> bool:
+    """Whether a failed create certainly created nothing at Retell (so it may be retried)."""
+    if isinstance(exc, retell.APIStatusError):
+        return exc.status_code in (429, 503)
+    if isinstance(exc, retell.APIConnectionError) and not isinstance(exc, retell.APITimeoutError):
+        return isinstance(exc.__cause__, httpx.ConnectError)  # the request was never sent
+    return False
+
+
+def _retry_delay(exc: Exception, attempt: int) -> float:
+    """Retell's `Retry-After` when it gave one (capped), else an exponential back-off."""
+    response = getattr(exc, "response", None)
+    header = response.headers.get("retry-after") if response is not None else None
+    try:
+        return min(max(float(str(header)), 0.0), MAX_RETRY_AFTER_SECONDS)
+    except (TypeError, ValueError):
+        backoff: float = min(0.5 * 2**attempt, MAX_RETRY_AFTER_SECONDS)
+        return backoff * random.uniform(0.75, 1.0)
 
 
 def _batch(data: Any) -> BatchJob:
@@ -188,36 +213,71 @@ def _test_run(data: Any) -> TestRun:
 class RetellGateway:
     """The bot's only door to Retell."""
 
-    def __init__(self, client: AsyncRetell) -> None:
+    def __init__(
+        self, client: AsyncRetell, *, metrics: Metrics | None = None, create_retries: int = 4
+    ) -> None:
         self._client = client
+        self._metrics = metrics
+        self._create_retries = create_retries
 
     @classmethod
     def connect(
-        cls, *, api_key: str, base_url: str, timeout: float = 30.0, max_retries: int = 4
+        cls,
+        *,
+        api_key: str,
+        base_url: str,
+        timeout: float = 30.0,
+        max_retries: int = 4,
+        metrics: Metrics | None = None,
     ) -> RetellGateway:
+        hooks = {"response": [metrics.count_retell_response]} if metrics is not None else {}
         client = AsyncRetell(
-            api_key=api_key, base_url=base_url, timeout=timeout, max_retries=max_retries
+            api_key=api_key,
+            base_url=base_url,
+            timeout=timeout,
+            max_retries=max_retries,
+            http_client=DefaultAsyncHttpxClient(event_hooks=hooks),
         )
-        return cls(client)
+        return cls(client, metrics=metrics, create_retries=max_retries)
+
+    def _problem(self, exc: Exception, *, what: str) -> RetellProblem:
+        problem = explain(exc, what=what)
+        if self._metrics is not None:
+            self._metrics.retell_errors.labels(problem.kind).inc()
+        return problem
 
     async def close(self) -> None:
         await self._client.close()
 
     async def create_batch(self, suite: Suite) -> BatchJob:
-        try:
-            created = await self._client.tests.create_batch_test(
-                response_engine=suite.engine.response_engine(),  # type: ignore[arg-type]
-                test_case_definition_ids=list(suite.case_ids),
-            )
-        except Exception as exc:
-            raise explain(exc, what="engine or one of the test cases") from exc
-        return _batch(created)
+        """Create a batch test. Retried only when Retell certainly created nothing.
+
+        A create is not idempotent: a try that timed out, lost its connection after sending,
+        or met a 500 may have created the batch, and trying again would create (and bill) a
+        second one that nobody follows. So the SDK's own retries are off here, and only a
+        refusal (429 or 503, honouring `Retry-After`) or a connection that never opened is
+        tried again; anything else is reported, as "maybe created" when it may have been.
+        """
+        client = self._client.with_options(max_retries=0)
+        for attempt in range(self._create_retries + 1):
+            try:
+                created = await client.tests.create_batch_test(
+                    response_engine=suite.engine.response_engine(),  # type: ignore[arg-type]
+                    test_case_definition_ids=list(suite.case_ids),
+                )
+            except Exception as exc:
+                if attempt == self._create_retries or not _nothing_created(exc):
+                    raise self._problem(exc, what="engine or one of the test cases") from exc
+                await asyncio.sleep(_retry_delay(exc, attempt))
+            else:
+                return _batch(created)
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def get_batch(self, batch_id: str) -> BatchJob:
         try:
             return _batch(await self._client.tests.get_batch_test(batch_id))
         except Exception as exc:
-            raise explain(exc, what=f"batch {batch_id}") from exc
+            raise self._problem(exc, what=f"batch {batch_id}") from exc
 
     async def list_batches(
         self, engine: Engine, *, pagination_key: str | None = None, limit: int = LIST_PAGE_SIZE
@@ -237,7 +297,7 @@ class RetellGateway:
                 pagination_key=pagination_key or omit,
             )
         except Exception as exc:
-            raise explain(exc, what=f"engine {engine.label}") from exc
+            raise self._problem(exc, what=f"engine {engine.label}") from exc
         next_key = page.pagination_key if page.has_more else None
         return [_batch(item) for item in page.items], next_key
 
@@ -253,7 +313,7 @@ class RetellGateway:
                     batch_id, limit=LIST_PAGE_SIZE, pagination_key=key or omit
                 )
             except Exception as exc:
-                raise explain(exc, what=f"batch {batch_id}") from exc
+                raise self._problem(exc, what=f"batch {batch_id}") from exc
             for item in page.items:
                 yield _test_run(item)
             if not page.has_more or not page.pagination_key:
@@ -274,7 +334,7 @@ class RetellGateway:
                     pagination_key=key or omit,
                 )
             except Exception as exc:
-                raise explain(exc, what=f"engine {engine.label}") from exc
+                raise self._problem(exc, what=f"engine {engine.label}") from exc
             found.extend(
                 CaseDefinition(item.test_case_definition_id, item.name) for item in page.items
             )

@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections import defaultdict
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
-from slack_sdk.errors import SlackApiError
 
 from bot import blocks
 from bot.blocks import Message
 from bot.commands import CommandError, TestSelection, needs_definitions, resolve_tests
 from bot.followup import BatchRefresher, Followed, Refresh
+from bot.logs import about_run
+from bot.metrics import Metrics
 from bot.retell import BatchJob, CaseDefinition, RetellGateway, RetellProblem
 from bot.settings import Settings
-from bot.slackapi import UNREACHABLE_CHANNEL, SlackGateway, error_code
+from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, SlackGateway, error_code
 from bot.store import Run, RunState, Store, utcnow
 from bot.suite import Engine, Suite
 
 log = logging.getLogger(__name__)
+P = ParamSpec("P")
+R = TypeVar("R")
 
 MAX_DELIVERY_ATTEMPTS = 8
 SWEEP_BATCH_LIMIT = 500  # engines per sweep; the rest wait for the next tick
@@ -46,12 +52,37 @@ class Requester:
 
 
 @dataclass(frozen=True, slots=True)
+class Check:
+    """A follow-up check of a run still running: what was seen, and the interval it asks for."""
+
+    run_id: int
+    batch: BatchJob | None
+    interval: float
+
+
+@dataclass(frozen=True, slots=True)
 class RunRequest:
     requester: Requester
     engine: Engine
     tests: TestSelection
     source: str = "command"
     rerun_of: int | None = None
+    # Slack's trigger_id of the command or press: the same request delivered twice (a Slack
+    # retry, a replayed payload) carries the same one and starts nothing the second time.
+    request_key: str | None = None
+
+
+def _about_run(
+    method: Callable[Concatenate[RunWorkflow, Run, P], Coroutine[Any, Any, R]],
+) -> Callable[Concatenate[RunWorkflow, Run, P], Coroutine[Any, Any, R]]:
+    """Tag the log lines of a workflow step about one run with its run and batch ids."""
+
+    async def step(self: RunWorkflow, run: Run, /, *args: P.args, **kwargs: P.kwargs) -> R:
+        with about_run(run):
+            return await method(self, run, *args, **kwargs)
+
+    functools.update_wrapper(step, method)
+    return step
 
 
 class RunWorkflow:
@@ -64,9 +95,11 @@ class RunWorkflow:
         retell: RetellGateway,
         slack: SlackGateway,
         *,
+        metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
     ) -> None:
         self._settings = settings
+        self._metrics = metrics or Metrics()
         self._store = store
         self._retell = retell
         self._slack = slack
@@ -135,20 +168,32 @@ class RunWorkflow:
             suite=suite,
             source=request.source,
             rerun_of=request.rerun_of,
+            request_key=request.request_key,
         )
+        if run is None:
+            log.info("request %s was already handled; not starting it again", request.request_key)
+            return None
+        with about_run(run):
+            return await self._create(run, suite, who)
+
+    async def _create(self, run: Run, suite: Suite, who: Requester) -> Run | None:
         try:
             batch = await self._retell.create_batch(suite)
         except RetellProblem as problem:
             log.info("run %s: batch not created: %s", run.id, problem.message)
             await self._store.mark_failed(run.id, problem.message, now=self._clock())
+            self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
             message = blocks.start_failed(suite, problem.message, maybe_created=problem.uncertain)
             await self._tell(who, message)
             return None
+        run.batch_id = batch.batch_id
         log.info("run %s: batch %s created (%d cases)", run.id, batch.batch_id, suite.size)
         await self._follow(run, batch, who, started_at=self._clock())
         return run
 
-    async def watch(self, who: Requester, batch_id: str) -> Run | None:
+    async def watch(
+        self, who: Requester, batch_id: str, *, request_key: str | None = None
+    ) -> Run | None:
         """Follow a batch created elsewhere (the dashboard, a CI job) and report it here."""
         refusal = await self._refusal(who)
         if refusal is not None:
@@ -170,12 +215,16 @@ class RunWorkflow:
             user_id=who.user_id,
             suite=Suite(batch.engine, case_ids),
             source="watch",
+            request_key=request_key,
         )
+        if run is None:
+            return None  # the same request again: the first delivery follows the batch
         created = datetime.fromtimestamp(batch.created_ms / 1000, UTC)
         log.info("run %s: following batch %s created elsewhere", run.id, batch.batch_id)
         await self._follow(run, batch, who, started_at=min(created, self._clock()))
         return run
 
+    @_about_run
     async def _follow(
         self, run: Run, batch: BatchJob, who: Requester, *, started_at: datetime
     ) -> None:
@@ -189,6 +238,7 @@ class RunWorkflow:
             lease=self._lease,
         )
         _apply(run, batch, RunState.RUNNING, started_at=started_at)
+        self._metrics.runs_started.labels(run.source).inc()
         async with self._holding(claim):
             await self._post_status(run, who)
 
@@ -242,13 +292,15 @@ class RunWorkflow:
         message = blocks.status_message(run)
         try:
             ts = await self._slack.post(run.channel_id, message)
-        except SlackApiError as exc:
+        except SLACK_FAILURES as exc:
             code = error_code(exc)
             log.warning("run %s: status message not posted: %s", run.id, code)
             if code in UNREACHABLE_CHANNEL:
                 run.channel_error = code
                 await self._store.set_channel_error(run.id, code)
                 await self._tell(who, _cannot_post(run.channel_id, code))
+            else:
+                await self._store.status_not_posted(run.id)
             return
         run.status_ts = ts
         run.shown_counts = run.counts_key
@@ -256,7 +308,9 @@ class RunWorkflow:
 
     # -- reruns and triage ------------------------------------------------------------------------
 
-    async def rerun(self, run_id: int, who: Requester, *, only_failed: bool) -> Run | None:
+    async def rerun(
+        self, run_id: int, who: Requester, *, only_failed: bool, request_key: str | None = None
+    ) -> Run | None:
         """A new batch with the same engine and cases (or only those that failed or errored)."""
         original = await self._authorized_run(run_id, who)
         if original is None:
@@ -268,11 +322,15 @@ class RunWorkflow:
             if await self._store.rerun_in_flight(run_id):
                 await self._tell(who, _rerun_under_way())
                 return None
-            return await self._rerun(original, who, only_failed=only_failed)
+            return await self._rerun(
+                original, who, only_failed=only_failed, request_key=request_key
+            )
         finally:
             await self._store.unlock_rerun(run_id)
 
-    async def _rerun(self, original: Run, who: Requester, *, only_failed: bool) -> Run | None:
+    async def _rerun(
+        self, original: Run, who: Requester, *, only_failed: bool, request_key: str | None
+    ) -> Run | None:
         case_ids: Sequence[str] = original.case_ids
         if only_failed:
             try:
@@ -286,7 +344,14 @@ class RunWorkflow:
                 await self._tell(who, blocks.problem(message))
                 return None
         tests = TestSelection(ids=tuple(case_ids), names=(), everything=False)
-        request = RunRequest(who, original.engine, tests, source="rerun", rerun_of=original.id)
+        request = RunRequest(
+            who,
+            original.engine,
+            tests,
+            source="rerun",
+            rerun_of=original.id,
+            request_key=request_key,
+        )
         return await self.start(request)
 
     async def show_failures(self, run_id: int, who: Requester) -> None:
@@ -346,14 +411,49 @@ class RunWorkflow:
     async def _follow_up(self, claim: str, runs: Sequence[Run], now: datetime) -> None:
         stale = [r for r in runs if r.state == RunState.STARTING.value]
         running = [r for r in runs if r.state == RunState.RUNNING.value and r.batch_id]
-        refresh = await self._refresher.refresh(
-            Followed(r.batch_id or "", r.engine, due=_due(r, now)) for r in running
-        )
-        steps: list[Awaitable[None]] = [self._after_check(r, claim, refresh, now) for r in running]
+        steps: list[Awaitable[None]] = [self._check(claim, running, now)]
         steps += [self._deliver(r, claim) for r in runs if r.run_state.finished]
         steps += [self._recover(r) for r in stale]
         await asyncio.gather(*steps)
 
+    async def _check(self, claim: str, running: Sequence[Run], now: datetime) -> None:
+        """Refresh running batches engine by engine; finish the complete ones, pace the rest."""
+        if not running:
+            return
+        self._metrics.follow_up_checks.inc(len(running))
+        refresh = await self._refresher.refresh(
+            Followed(r.batch_id or "", r.engine, due=_due(r, now)) for r in running
+        )
+        checks = await asyncio.gather(*(self._after_check(r, claim, refresh, now) for r in running))
+        by_engine: dict[Engine, list[Check]] = defaultdict(list)
+        for run, check in zip(running, checks, strict=True):
+            if check is not None:
+                by_engine[run.engine].append(check)
+        if not by_engine:
+            return
+        floor = await self._budget_floor()
+        settings = self._settings
+        for engine_checks in by_engine.values():
+            # The engine is listed again when its busiest batch needs it. Backing off saves a
+            # request, but one list call refreshes all of the engine's batches: it backs off
+            # only as far as keeps each of them seen every POLL_MAX_SECONDS, and never below
+            # what the Retell budget allows.
+            fastest = min(check.interval for check in engine_checks)
+            worth_it = settings.poll_max_seconds / len(engine_checks)
+            interval = max(min(fastest, worth_it), settings.poll_initial_seconds, floor)
+            seen = [(check.run_id, check.batch) for check in engine_checks]
+            await self._store.record_checks(claim, seen, interval=interval, now=now)
+
+    async def _budget_floor(self) -> float:
+        """Shortest follow-up interval per engine that keeps within RETELL_REQUESTS_PER_MINUTE.
+
+        Each engine with batches running costs one list call per follow-up, so the interval
+        grows with the number of engines, not with the number of batches.
+        """
+        engines = await self._store.engines_in_flight()
+        return 60.0 * engines / self._settings.retell_requests_per_minute
+
+    @_about_run
     async def _recover(self, run: Run) -> None:
         """A run left `starting` by a process that died while creating its batch."""
         reason = (
@@ -361,29 +461,43 @@ class RunWorkflow:
             "have created it; check the Retell dashboard before running it again."
         )
         if await self._store.mark_failed(run.id, reason, now=self._clock()):
+            self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
             log.warning("run %s: start was interrupted; requester told", run.id)
             who = Requester(run.team_id, run.channel_id, run.user_id)
             await self._tell(who, blocks.start_failed(run.suite, reason, maybe_created=True))
 
-    async def _after_check(self, run: Run, claim: str, refresh: Refresh, now: datetime) -> None:
+    @_about_run
+    async def _after_check(
+        self, run: Run, claim: str, refresh: Refresh, now: datetime
+    ) -> Check | None:
+        """What one refresh means for a run: finished, or still going (then its next interval).
+
+        None when the refresh did not cover a run that was not due either: it keeps its own
+        schedule and is released with the claim.
+        """
         batch = refresh.batches.get(run.batch_id or "")
         if batch is None and not _due(run, now):
-            await self._store.release(run.id, claim)
-            return
+            return None
         if run.batch_id in refresh.problems:
             log.warning("run %s: check failed: %s", run.id, refresh.problems[run.batch_id].message)
         if batch is not None and batch.is_complete:
             await self._finish(run, claim, RunState.COMPLETE, batch, now)
-        elif self._timed_out(run, now):
+            return None
+        if self._timed_out(run, now):
             await self._finish(run, claim, RunState.TIMED_OUT, batch, now)
-        else:
-            await self._progress(run, claim, batch, now)
+            return None
+        return await self._progress(run, batch)
+
+    def _status_being_posted(self, run: Run) -> bool:
+        """Whether a start is posting this run's status message (and has not died doing so)."""
+        since = run.status_posting_since
+        return since is not None and self._clock() - since < self._stale_start
 
     def _timed_out(self, run: Run, now: datetime) -> bool:
         started = run.started_at or run.created_at
         return now - started >= timedelta(minutes=self._settings.batch_timeout_minutes)
 
-    async def _progress(self, run: Run, claim: str, batch: BatchJob | None, now: datetime) -> None:
+    async def _progress(self, run: Run, batch: BatchJob | None) -> Check:
         # Back off while the counts stand still; start over as soon as they move.
         moved = batch is not None and batch.counts != run.counts
         backed_off = min(run.check_interval * BACKOFF_FACTOR, self._settings.poll_max_seconds)
@@ -391,27 +505,43 @@ class RunWorkflow:
         if batch is not None:
             _apply(run, batch, RunState.RUNNING)
         if run.status_ts is None and run.channel_error is None:
-            await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
-        elif run.counts_key != run.shown_counts and await self._edit(
-            run, blocks.status_message(run)
+            if not self._status_being_posted(run):
+                await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
+        elif (
+            run.status_ts
+            and run.counts_key != run.shown_counts
+            and await self._edit(run, run.status_ts)
         ):
             await self._store.set_shown(run.id, run.counts_key)
-        await self._store.record_check(run.id, claim, batch, interval=interval, now=now)
+        return Check(run.id, batch, interval)
 
-    async def _edit(self, run: Run, message: Message) -> bool:
+    async def _edit(self, run: Run, status_ts: str) -> bool:
+        """Show new counts on the status message, unless the workspace's edits are spent.
+
+        A skipped edit is not lost: the counts stay unshown and a later check shows them.
+        """
         async with self._slack_calls:
             try:
-                await self._slack.update(run.channel_id, run.status_ts or "", message)
-            except SlackApiError as exc:
+                edited = await self._slack.edit(
+                    run.team_id,
+                    run.channel_id,
+                    status_ts,
+                    blocks.status_message(run),
+                    urgent=False,
+                )
+            except SLACK_FAILURES as exc:
                 log.warning("run %s: status not updated: %s", run.id, error_code(exc))
                 return False
-        return True
+        if not edited:
+            self._metrics.status_edits_coalesced.inc()
+        return edited
 
     async def _finish(
         self, run: Run, claim: str, state: RunState, batch: BatchJob | None, now: datetime
     ) -> None:
         if not await self._store.finish(run.id, state, batch, now=now):
             return  # someone else finished it
+        self._metrics.runs_finished.labels(state.value).inc()
         if batch is not None:
             _apply(run, batch, state)
         run.state = state.value
@@ -419,19 +549,32 @@ class RunWorkflow:
         log.info("run %s: batch %s %s (%s)", run.id, run.batch_id, state.value, run.counts_key)
         await self._deliver(run, claim)
 
+    @_about_run
     async def _deliver(self, run: Run, claim: str) -> None:
         """Turn the status message into the result; retried by later sweeps until it lands."""
         message = blocks.result_message(run)
+        now = self._clock()
         try:
             async with self._slack_calls:
                 if run.channel_error:
                     await self._slack.direct_message(run.user_id, message)
                 elif run.status_ts:
-                    await self._slack.update(run.channel_id, run.status_ts, message)
+                    edited = await self._slack.edit(
+                        run.team_id, run.channel_id, run.status_ts, message, urgent=True
+                    )
+                    if not edited:
+                        retry_in = self._slack.edits.retry_after
+                        await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+                        return
+                elif self._status_being_posted(run):
+                    # The start is still posting the status message: edit that one later.
+                    retry_in = self._settings.poll_initial_seconds
+                    await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+                    return
                 else:
                     run.status_ts = await self._slack.post(run.channel_id, message)
                     await self._store.set_status_message(run.id, run.status_ts, run.counts_key)
-        except SlackApiError as exc:
+        except SLACK_FAILURES as exc:
             code = error_code(exc)
             if code in UNREACHABLE_CHANNEL and not run.channel_error:
                 log.warning(
@@ -467,7 +610,7 @@ class RunWorkflow:
             await self._slack.post(
                 run.channel_id, blocks.requester_mention(run), thread_ts=run.status_ts
             )
-        except SlackApiError as exc:
+        except SLACK_FAILURES as exc:
             log.warning("run %s: requester not mentioned: %s", run.id, error_code(exc))
 
     # -- private replies ------------------------------------------------------------------------
@@ -478,7 +621,7 @@ class RunWorkflow:
                 await self._slack.respond(who.response_url, message)
             else:
                 await self._slack.tell(who.channel_id, who.user_id, message)
-        except SlackApiError as exc:
+        except SLACK_FAILURES as exc:
             log.warning("could not tell %s: %s", who.user_id, error_code(exc))
 
 

@@ -3,6 +3,8 @@
 slack_sdk's async retry handlers take care of rate limits (honouring `Retry-After`), server
 errors and dropped connections; this module adds the channel rules a chat-ops bot needs: join a
 public channel it was not invited to, and say so privately to the requester when it cannot post.
+It also paces `chat.update` below Slack's Tier 3 limit per workspace, so that hundreds of
+status messages moving at once are coalesced instead of being answered with 429s.
 """
 
 from __future__ import annotations
@@ -10,6 +12,8 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import aiohttp
+from aiolimiter import AsyncLimiter
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -21,10 +25,14 @@ from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.blocks import Message
+from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
 
 UNREACHABLE_CHANNEL = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
+# Share of the edit allowance that progress edits leave to results, so a result never waits
+# behind progress bars.
+RESULT_RESERVE = 0.25
 
 
 def retry_handlers() -> list[AsyncRetryHandler]:
@@ -35,22 +43,81 @@ def retry_handlers() -> list[AsyncRetryHandler]:
     ]
 
 
-def web_client(token: str, base_url: str) -> AsyncWebClient:
-    client = AsyncWebClient(token=token, base_url=base_url, timeout=15)
+# What a Slack call can end in once slack_sdk's retries are spent: an error answer, or no
+# answer at all (a dropped connection, a timeout).
+SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, TimeoutError)
+
+
+def error_code(exc: BaseException) -> str:
+    """Slack's error code (`channel_not_found`), or the kind of failure when Slack never said."""
+    if not isinstance(exc, SlackApiError):
+        return type(exc).__name__
+    data = exc.response.data if exc.response is not None else None
+    return str(data.get("error", "")) if isinstance(data, dict) else ""
+
+
+class CountingWebClient(AsyncWebClient):
+    """An `AsyncWebClient` that counts the errors Slack answers (after retries), by code."""
+
+    def __init__(self, *, metrics: Metrics | None = None, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._metrics = metrics
+
+    async def api_call(self, api_method: str, **kwargs: Any) -> Any:
+        try:
+            return await super().api_call(api_method, **kwargs)
+        except SLACK_FAILURES as exc:
+            if self._metrics is not None:
+                self._metrics.slack_errors.labels(error_code(exc) or "unknown").inc()
+            raise
+
+
+def web_client(token: str, base_url: str, *, metrics: Metrics | None = None) -> AsyncWebClient:
+    client = CountingWebClient(token=token, base_url=base_url, timeout=15, metrics=metrics)
     client.retry_handlers.extend(retry_handlers())
     return client
 
 
-def error_code(exc: SlackApiError) -> str:
-    data = exc.response.data if exc.response is not None else None
-    return str(data.get("error", "")) if isinstance(data, dict) else ""
+class EditPacer:
+    """Keeps `chat.update` under Slack's Tier 3 limit (about 50 a minute) in each workspace.
+
+    A leaky bucket per workspace that holds a tenth of the minute's allowance and drains the
+    other nine tenths over the minute, so that no 60-second window ever sees more than
+    `per_minute` edits, bursts included. Progress edits are skipped while the bucket is more
+    than three quarters full, which coalesces them: a later follow-up shows the then-current
+    counts in one edit. Results may use the rest; when even that is spent, the caller defers
+    the result for `retry_after`. The allowance is per process: give each replica its share.
+    """
+
+    def __init__(self, per_minute: float) -> None:
+        self.per_minute = per_minute
+        self._capacity = max(per_minute / 10, 2.0)
+        self._drain_per_second = 0.9 * per_minute / 60
+        self._buckets: dict[str, AsyncLimiter] = {}
+
+    async def take(self, team_id: str, *, urgent: bool) -> bool:
+        bucket = self._buckets.get(team_id)
+        if bucket is None:
+            period = self._capacity / self._drain_per_second
+            bucket = self._buckets[team_id] = AsyncLimiter(self._capacity, period)
+        headroom = 1.0 if urgent else 1.0 + RESULT_RESERVE * self._capacity
+        if not bucket.has_capacity(headroom):
+            return False
+        await bucket.acquire()  # immediate: the capacity was just seen
+        return True
+
+    @property
+    def retry_after(self) -> float:
+        """Seconds until one more edit fits, when the allowance is spent."""
+        return 1 / self._drain_per_second
 
 
 class SlackGateway:
     """Posts, edits and private replies, with the retries and channel rules in one place."""
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, *, edits_per_minute: float = 45) -> None:
         self.client = client
+        self.edits = EditPacer(edits_per_minute)
 
     async def post(self, channel: str, message: Message, *, thread_ts: str | None = None) -> str:
         """Post to a channel and return the message `ts`; joins a public channel if needed."""
@@ -65,8 +132,21 @@ class SlackGateway:
             response = await self.client.chat_postMessage(**kwargs)
         return str(response["ts"])
 
-    async def update(self, channel: str, ts: str, message: Message) -> None:
-        await self.client.chat_update(channel=channel, ts=ts, **message.as_kwargs())
+    async def edit(
+        self, team_id: str, channel: str, ts: str, message: Message, *, urgent: bool
+    ) -> bool:
+        """Edit a message in place if the workspace's edit allowance permits; False if not."""
+        if not await self.edits.take(team_id, urgent=urgent):
+            return False
+        kwargs: dict[str, Any] = {"channel": channel, "ts": ts, **message.as_kwargs()}
+        try:
+            await self.client.chat_update(**kwargs)
+        except SlackApiError as exc:
+            # Removed from a public channel since the status was posted: join it again.
+            if error_code(exc) != "not_in_channel" or not await self._join(channel):
+                raise
+            await self.client.chat_update(**kwargs)
+        return True
 
     async def tell(self, channel: str, user: str, message: Message) -> None:
         """An ephemeral message to one user; falls back to a DM when the channel is unusable."""

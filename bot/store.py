@@ -14,7 +14,7 @@ import uuid
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
@@ -23,9 +23,11 @@ from sqlalchemy import (
     Index,
     Integer,
     String,
+    Table,
     Text,
     TypeDecorator,
     and_,
+    bindparam,
     event,
     func,
     or_,
@@ -34,6 +36,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.engine import Connection, Dialect
+from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
 from sqlalchemy.sql.elements import ColumnElement
@@ -96,6 +99,9 @@ class Run(Base):
     user_id: Mapped[str] = mapped_column(String(32))
     source: Mapped[str] = mapped_column(String(16), default="command")
     rerun_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), default=None)
+    # The Slack request that started the run (its trigger_id): a retried or replayed request
+    # finds it taken and starts nothing.
+    request_key: Mapped[str | None] = mapped_column(String(128), unique=True, default=None)
 
     engine_type: Mapped[str] = mapped_column(String(32))
     engine_id: Mapped[str] = mapped_column(String(128))
@@ -112,6 +118,9 @@ class Run(Base):
     total: Mapped[int] = mapped_column(Integer, default=0)
 
     status_ts: Mapped[str | None] = mapped_column(String(32), default=None)
+    # Set while the start posts the status message: a sweep that meanwhile takes the run over
+    # (its claim lapsed under load) must not post a second one.
+    status_posting_since: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     shown_counts: Mapped[str | None] = mapped_column(String(64), default=None)
 
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
@@ -134,6 +143,7 @@ class Run(Base):
         Index("ix_runs_due", "state", "next_check_at"),
         Index("ix_runs_channel", "channel_id", "created_at"),
         Index("ix_runs_rerun_of", "rerun_of"),
+        Index("ix_runs_engine", "state", "engine_type", "engine_id"),
     )
 
     @property
@@ -239,7 +249,9 @@ class Store:
         source: str = "command",
         rerun_of: int | None = None,
         batch_id: str | None = None,
-    ) -> Run:
+        request_key: str | None = None,
+    ) -> Run | None:
+        """A new run; None when `request_key` already started one (a retried Slack request)."""
         run = Run(
             team_id=team_id,
             channel_id=channel_id,
@@ -252,10 +264,16 @@ class Store:
             case_ids=list(suite.case_ids),
             case_count=suite.size,
             batch_id=batch_id,
+            request_key=request_key,
             created_at=utcnow(),
         )
-        async with self._sessions.begin() as session:
-            session.add(run)
+        try:
+            async with self._sessions.begin() as session:
+                session.add(run)
+        except IntegrityError:
+            if request_key is None:
+                raise
+            return None
         return run
 
     async def get(self, run_id: int) -> Run | None:
@@ -320,10 +338,16 @@ class Store:
             return bool(getattr(result, "rowcount", 0))
 
     async def set_status_message(self, run_id: int, ts: str, shown_counts: str | None) -> None:
-        await self._update(run_id, status_ts=ts, shown_counts=shown_counts)
+        await self._update(
+            run_id, status_ts=ts, shown_counts=shown_counts, status_posting_since=None
+        )
+
+    async def status_not_posted(self, run_id: int) -> None:
+        """The start could not post the status message; a later follow-up tries again."""
+        await self._update(run_id, status_posting_since=None)
 
     async def set_channel_error(self, run_id: int, code: str) -> None:
-        await self._update(run_id, channel_error=code)
+        await self._update(run_id, channel_error=code, status_posting_since=None)
 
     async def set_shown(self, run_id: int, shown_counts: str) -> None:
         await self._update(run_id, shown_counts=shown_counts)
@@ -340,25 +364,45 @@ class Store:
     ) -> str:
         """Record the created batch; the run stays claimed by the caller while it posts status.
 
-        Returns the claim. Should the caller die before releasing it, the lease runs out and
-        the next sweep takes the run over, status message included.
+        The first check joins the engine's next follow-up when that comes soon enough, so a
+        new batch rides on the `list-batch-tests` call its engine makes anyway instead of
+        costing one of its own. Returns the claim. Should the caller die before releasing it,
+        the lease runs out and the next sweep takes the run over, status message included.
         """
         token = str(uuid.uuid4())
-        await self._update(
-            run_id,
-            Run.state == RunState.STARTING.value,
-            state=RunState.RUNNING.value,
-            batch_id=batch.batch_id,
-            passed=batch.passed,
-            failed=batch.failed,
-            errored=batch.errored,
-            total=batch.total,
-            started_at=started_at or now,
-            next_check_at=now + timedelta(seconds=first_check_in),
-            check_interval=first_check_in,
-            claim=token,
-            claimed_until=now + lease,
-        )
+        first_check = now + timedelta(seconds=first_check_in)
+        async with self._sessions.begin() as session:
+            run = await session.get(Run, run_id)
+            if run is None:
+                return token
+            engine_next = await session.scalar(
+                select(func.min(Run.next_check_at)).where(
+                    Run.state == RunState.RUNNING.value,
+                    _same_engine(run.engine),
+                    Run.next_check_at > now,
+                )
+            )
+            if engine_next is not None and engine_next <= now + 1.5 * (first_check - now):
+                first_check = engine_next
+            await session.execute(
+                update(Run)
+                .where(Run.id == run_id, Run.state == RunState.STARTING.value)
+                .values(
+                    state=RunState.RUNNING.value,
+                    batch_id=batch.batch_id,
+                    passed=batch.passed,
+                    failed=batch.failed,
+                    errored=batch.errored,
+                    total=batch.total,
+                    started_at=started_at or now,
+                    status_posting_since=now,
+                    next_check_at=first_check,
+                    check_interval=first_check_in,
+                    claim=token,
+                    claimed_until=now + lease,
+                )
+                .execution_options(synchronize_session=False)
+            )
         return token
 
     async def mark_failed(self, run_id: int, error: str, *, now: datetime) -> bool:
@@ -372,22 +416,70 @@ class Store:
             reported_at=now,
         )
 
-    async def record_check(
-        self, run_id: int, claim: str, batch: BatchJob | None, *, interval: float, now: datetime
+    async def record_checks(
+        self,
+        claim: str,
+        checked: Sequence[tuple[int, BatchJob | None]],
+        *,
+        interval: float,
+        now: datetime,
     ) -> None:
-        """Store what a follow-up check saw and when the next one is due; release the claim."""
-        values: dict[str, Any] = {
-            "next_check_at": now + timedelta(seconds=interval),
-            "check_interval": interval,
-            "checks": Run.checks + 1,
-            "claim": None,
-            "claimed_until": None,
-        }
-        if batch is not None:
-            values.update(
-                passed=batch.passed, failed=batch.failed, errored=batch.errored, total=batch.total
+        """Store what one follow-up pass saw of runs still running, and release them.
+
+        They all get the same next check: runs of one engine are refreshed together by one
+        list call, so they stay in step. One transaction, whatever the number of runs.
+        """
+        if not checked:
+            return
+        seen = [
+            {
+                "run_id": run_id,
+                "seen_passed": batch.passed,
+                "seen_failed": batch.failed,
+                "seen_errored": batch.errored,
+                "seen_total": batch.total,
+            }
+            for run_id, batch in checked
+            if batch is not None
+        ]
+        table = cast(Table, Run.__table__)
+        mine = and_(Run.claim == claim, Run.state == RunState.RUNNING.value)
+        async with self._sessions.begin() as session:
+            if seen:
+                await session.execute(
+                    update(table)
+                    .where(table.c.id == bindparam("run_id"), mine)
+                    .values(
+                        passed=bindparam("seen_passed"),
+                        failed=bindparam("seen_failed"),
+                        errored=bindparam("seen_errored"),
+                        total=bindparam("seen_total"),
+                    ),
+                    seen,
+                )
+            await session.execute(
+                update(Run)
+                .where(Run.id.in_([run_id for run_id, _ in checked]), mine)
+                .values(
+                    next_check_at=now + timedelta(seconds=interval),
+                    check_interval=interval,
+                    checks=Run.checks + 1,
+                    claim=None,
+                    claimed_until=None,
+                )
+                .execution_options(synchronize_session=False)
             )
-        await self._update(run_id, Run.claim == claim, **values)
+
+    async def engines_in_flight(self) -> int:
+        """How many engines have batches running: each costs a list call per follow-up."""
+        running = (
+            select(Run.engine_type, Run.engine_id, Run.engine_version)
+            .where(Run.state == RunState.RUNNING.value)
+            .distinct()
+            .subquery()
+        )
+        async with self._sessions() as session:
+            return int(await session.scalar(select(func.count()).select_from(running)) or 0)
 
     async def finish(
         self, run_id: int, state: RunState, batch: BatchJob | None, *, now: datetime
@@ -431,6 +523,19 @@ class Store:
             claimed_until=None,
         )
 
+    async def defer_delivery(
+        self, run_id: int, claim: str | None, *, retry_in: float, now: datetime
+    ) -> None:
+        """Try the result again shortly, without counting a failed attempt (edits were paced)."""
+        conditions = [] if claim is None else [Run.claim == claim]
+        await self._update(
+            run_id,
+            *conditions,
+            next_check_at=now + timedelta(seconds=retry_in),
+            claim=None,
+            claimed_until=None,
+        )
+
     async def give_up_delivery(self, run_id: int, claim: str | None, *, now: datetime) -> None:
         conditions = [] if claim is None else [Run.claim == claim]
         await self._update(
@@ -469,16 +574,7 @@ class Store:
                 .limit(limit)
             )
             engines = (await session.execute(due_engines)).all()
-            engine_match = [
-                and_(
-                    Run.engine_type == e_type,
-                    Run.engine_id == e_id,
-                    Run.engine_version.is_(None)
-                    if e_version is None
-                    else Run.engine_version == e_version,
-                )
-                for e_type, e_id, e_version in engines
-            ]
+            engine_match = [_same_engine(Engine(*row)) for row in engines]  # type: ignore[arg-type]
             undelivered = and_(
                 Run.state.in_([RunState.COMPLETE.value, RunState.TIMED_OUT.value]),
                 Run.reported_at.is_(None),
@@ -513,3 +609,12 @@ class Store:
             await session.execute(
                 update(Run).where(Run.claim == claim).values(claim=None, claimed_until=None)
             )
+
+
+def _same_engine(engine: Engine) -> ColumnElement[bool]:
+    version = (
+        Run.engine_version.is_(None)
+        if engine.version is None
+        else Run.engine_version == engine.version
+    )
+    return and_(Run.engine_type == engine.type, Run.engine_id == engine.id, version)

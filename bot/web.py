@@ -1,8 +1,9 @@
 """Entry points that face Slack: the HTTP server (aiohttp) and Socket Mode.
 
 HTTP mode serves `POST /slack/events` (Bolt verifies every request's signature and timestamp
-before any listener runs) and `GET /healthz`. Socket Mode keeps the same `/healthz` server for
-the platform's health checks and takes Slack's envelopes over the authenticated socket.
+before any listener runs), `GET /healthz` and `GET /metrics` (Prometheus). Socket Mode keeps
+the same server for health checks and metrics, and takes Slack's envelopes over the
+authenticated socket.
 """
 
 from __future__ import annotations
@@ -24,8 +25,13 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 
 def http_app(bot: Application) -> web.Application:
     async def slack_events(request: web.Request) -> web.Response:
-        bolt_response = await bot.bolt.async_dispatch(await to_bolt_request(request))
-        return await to_aiohttp_response(bolt_response)
+        with bot.metrics.ack_latency.time():
+            bolt_response = await bot.bolt.async_dispatch(await to_bolt_request(request))
+            return await to_aiohttp_response(bolt_response)
+
+    async def metrics(_request: web.Request) -> web.Response:
+        body, content_type = bot.metrics.exposition()
+        return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(_request: web.Request) -> web.Response:
         problems = await bot.healthy()
@@ -38,6 +44,7 @@ def http_app(bot: Application) -> web.Application:
         # signature checks are off: an HTTP endpoint would let anyone post unsigned events.
         app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
     return app
 
 

@@ -159,7 +159,7 @@ async def test_server_errors_are_retried_then_explained(
     burst: int,
     created: bool,
 ) -> None:
-    retell.fail_next("/create-batch-test", 500, times=burst, retry_after=QUICK_RETRY)
+    retell.fail_next("/create-batch-test", 503, times=burst, retry_after=QUICK_RETRY)
     async with start_bot(retell_max_retries=retries) as bot:
         reply = await user.command(bot.events_url, f"{ENGINE} tc_1")
         if created:
@@ -169,9 +169,22 @@ async def test_server_errors_are_retried_then_explained(
             assert slack.responses_to(reply.response_url) == []
         else:
             shown, _ = await failed_privately(bot, slack, reply.response_url)
-            assert "Retell is having trouble" in shown and "500" in shown
+            assert "Retell is having trouble" in shown and "503" in shown
             assert retell.count("/create-batch-test") == retries + 1
             assert retell.batches == {}
+
+
+async def test_a_500_on_create_is_not_retried_and_says_it_may_exist(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """Retell may have created the batch before failing: trying again could bill it twice."""
+    retell.fail_next("/create-batch-test", 500, times=1, retry_after=QUICK_RETRY)
+    async with start_bot(retell_max_retries=3) as bot:
+        reply = await user.command(bot.events_url, f"{ENGINE} tc_1")
+        shown, _ = await failed_privately(bot, slack, reply.response_url)
+    assert retell.count("/create-batch-test") == 1
+    assert "Retell is having trouble" in shown and "500" in shown
+    assert "may" in shown and "dashboard" in shown
 
 
 async def test_timeout_says_retell_did_not_answer_in_time(

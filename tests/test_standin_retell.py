@@ -296,6 +296,20 @@ async def test_delay_makes_the_sdk_time_out(fake: FakeRetell) -> None:
             await sdk.tests.get_batch_test("test_case_batch_job_slow")
 
 
+async def test_answer_late_does_the_work_before_the_client_gives_up(fake: FakeRetell) -> None:
+    ids = fake.seed(LLM, 2)
+    fake.delay("/create-batch-test", 0.3, times=1, answer_late=True)
+    async with AsyncRetell(
+        api_key=API_KEY, base_url=fake.base_url, max_retries=0, timeout=0.05
+    ) as sdk:
+        with pytest.raises(retell.APITimeoutError):
+            await sdk.tests.create_batch_test(response_engine=llm(), test_case_definition_ids=ids)
+        [batch_id] = fake.batches  # created although the client never saw the answer
+        assert [(r.path, r.status) for r in fake.requests] == [("/create-batch-test", 201)]
+        batch = await sdk.tests.get_batch_test(batch_id)  # the rule was used up: no delay
+    assert batch.total_count == 2
+
+
 async def test_wait_for_wakes_on_requests_and_times_out_helpfully(
     fake: FakeRetell, client: AsyncRetell
 ) -> None:

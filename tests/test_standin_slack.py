@@ -229,6 +229,78 @@ async def test_dropped_connection_is_retried(fake: FakeSlack) -> None:
     assert [m.text for m in fake.messages] == ["after a reset"]
 
 
+async def test_clear_faults_lets_slack_recover(fake: FakeSlack, client: AsyncWebClient) -> None:
+    fake.fail_next("chat.postMessage", status=502, times=3)
+    fake.drop_next("chat.postMessage")
+    fake.fail_next("auth.test", error="fatal_error")
+
+    assert fake.clear_faults("chat.postMessage") == 4
+    await client.chat_postMessage(channel="C1", text="straight through")
+    assert fake.clear_faults() == 1
+    await client.auth_test()
+
+    assert [call.ok for call in fake.calls] == [True, True]
+
+
+async def test_limit_rate_refuses_calls_beyond_a_sliding_window(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.limit_rate("chat.update", per_window=2, window_seconds=0.5)
+    ts = (await client.chat_postMessage(channel="C1", text="v0"))["ts"]
+    await client.chat_update(channel="C1", ts=ts, text="v1")
+    await asyncio.sleep(0.25)  # the passage of time is what is under test
+    await client.chat_update(channel="C1", ts=ts, text="v2")
+    with pytest.raises(SlackApiError) as refused:
+        await client.chat_update(channel="C1", ts=ts, text="v3")
+    response = refused.value.response
+    assert (response.status_code, response["ok"], response["error"]) == (429, False, "ratelimited")
+    assert response.headers["Retry-After"] == "1", "0.25 s until a slot frees, rounded up"
+    assert fake.message("C1", ts).text == "v2", "a refused call changes nothing"
+    wrong_token = AsyncWebClient(token="xoxb-wrong", base_url=fake.api_url)
+    with pytest.raises(SlackApiError, match="invalid_auth"):
+        await wrong_token.chat_update(channel="C1", ts=ts, text="v3")
+
+    await asyncio.sleep(0.3)  # v1 has left the window, v2 has not: one slot is free
+    await client.chat_update(channel="C1", ts=ts, text="v4")
+    with pytest.raises(SlackApiError, match="ratelimited"):
+        await client.chat_update(channel="C1", ts=ts, text="v5")
+    for number in range(3):
+        await client.chat_postMessage(channel="C1", text=f"not limited {number}")
+
+    assert fake.rate_limited("chat.update") == 2
+    assert fake.rate_limited("chat.postMessage") == 0
+    assert fake.message("C1", ts).text == "v4"
+
+
+async def test_limit_rate_retry_after_is_whole_seconds_until_a_slot_frees(
+    fake: FakeSlack, client: AsyncWebClient
+) -> None:
+    fake.limit_rate("chat.postMessage", per_window=1, window_seconds=2.5)
+    await client.chat_postMessage(channel="C1", text="first")
+    with pytest.raises(SlackApiError) as refused:
+        await client.chat_postMessage(channel="C1", text="second")
+    assert refused.value.response.headers["Retry-After"] == "3"
+    assert fake.rate_limited("chat.postMessage") == 1
+    assert [m.text for m in fake.messages] == ["first"]
+
+
+async def test_limit_rate_is_honoured_by_slack_sdks_retry_handler(fake: FakeSlack) -> None:
+    client = AsyncWebClient(
+        token=fake.bot_token,
+        base_url=fake.api_url,
+        retry_handlers=[AsyncRateLimitErrorRetryHandler(max_retry_count=1)],
+    )
+    fake.limit_rate("chat.postMessage", per_window=1, window_seconds=0.5)
+    await client.chat_postMessage(channel="C1", text="first")
+    await client.chat_postMessage(channel="C1", text="second, after waiting")
+
+    refused, accepted = [c for c in fake.calls if c.method == "chat.postMessage"][1:]
+    assert (refused.ok, accepted.ok) == (False, True)
+    assert accepted.at - refused.at >= 1.0, "slack_sdk waited the Retry-After (1 s)"
+    assert fake.rate_limited("chat.postMessage") == 1
+    assert [m.text for m in fake.messages] == ["first", "second, after waiting"]
+
+
 def test_signed_headers_pass_slack_sdk_verification() -> None:
     body = slash_command_body(
         text="run llm_abc all",

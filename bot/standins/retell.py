@@ -24,6 +24,7 @@ import contextlib
 import json
 import logging
 import math
+import random
 import secrets
 import signal
 import time
@@ -251,6 +252,7 @@ class _Delay:
     path_prefix: str
     seconds: float
     remaining: int | None  # None: every matching request
+    answer_late: bool = False  # handle at once, hold only the answer
 
 
 class FakeRetell:
@@ -263,11 +265,17 @@ class FakeRetell:
         clock: Callable[[], float] = time.monotonic,
         batch_seconds: float = 1.0,
         time_scale: float = 1.0,
+        shortest_batch_seconds: float | None = None,
+        seed: int = 0,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
         self.api_key = api_key
         self.batch_seconds = batch_seconds
+        # When set, new batches take a duration drawn uniformly between this and
+        # `batch_seconds` (a seeded draw, so benchmark runs repeat).
+        self.shortest_batch_seconds = shortest_batch_seconds
+        self._durations = random.Random(seed)
         self.time_scale = time_scale
         self.next_batch_durations: list[float] = []  # consumed first-in first-out by new batches
         self.complete_never = False  # new batches stall one case short of complete
@@ -397,6 +405,11 @@ class FakeRetell:
         """
         return self._create_batch(engine, case_ids, duration=duration).batch_id
 
+    def _drawn_duration(self) -> float:
+        if self.shortest_batch_seconds is None:
+            return self.batch_seconds
+        return self._durations.uniform(self.shortest_batch_seconds, self.batch_seconds)
+
     def set_batch_duration(self, seconds: float) -> None:
         """Simulated seconds that new batches take, unless `next_batch_durations` says otherwise."""
         self.batch_seconds = seconds
@@ -428,9 +441,22 @@ class FakeRetell:
         text = message or DEFAULT_FAULT_MESSAGES.get(status) or _reason(status)
         self._faults.append(_Fault(path_prefix, status, times, retry_after, text))
 
-    def delay(self, path_prefix: str, seconds: float, *, times: int | None = None) -> None:
-        """Hold matching requests for `seconds` of real time (None `times`: always)."""
-        self._delays.append(_Delay(path_prefix, seconds, times))
+    def delay(
+        self,
+        path_prefix: str,
+        seconds: float,
+        *,
+        times: int | None = None,
+        answer_late: bool = False,
+    ) -> None:
+        """Hold matching requests for `seconds` of real time (None `times`: always).
+
+        By default a request is held before it is handled: a client that stops waiting leaves
+        nothing behind. With `answer_late` it is handled (and recorded) at once and only the
+        answer is held, like a slow server that does the work anyway: a create request that
+        times out at the client still creates its batch.
+        """
+        self._delays.append(_Delay(path_prefix, seconds, times, answer_late))
 
     # ----- observation -----------------------------------------------------------------------
 
@@ -542,7 +568,7 @@ class FakeRetell:
             duration = (
                 self.next_batch_durations.pop(0)
                 if self.next_batch_durations
-                else self.batch_seconds
+                else self._drawn_duration()
             )
         fail_indices: list[int] = []
         error_indices: list[int] = []
@@ -782,6 +808,7 @@ class FakeRetell:
             _field(body, "path_prefix", str),
             _field(body, "seconds", float),
             times=times if isinstance(times, int) else None,
+            answer_late=body.get("answer_late") is True,
         )
         return web.json_response({"ok": True})
 
@@ -829,11 +856,13 @@ class FakeRetell:
             return await _answer(request, handler, refused=(KeyError, ValueError))
         arrived = self._clock()
         delay = _take_rule(self._delays, request.path)
-        if delay is not None:
+        if delay is not None and not delay.answer_late:
             await asyncio.sleep(delay.seconds)
         body = await _recorded_body(request)
         response = self._reject(request) or await _answer(request, handler)
         self._record(request, body, response.status, arrived)
+        if delay is not None and delay.answer_late:
+            await asyncio.sleep(delay.seconds)
         return response
 
     def _reject(self, request: web.Request) -> web.Response | None:
@@ -1060,7 +1089,11 @@ async def _answer(
 
 async def _serve(args: argparse.Namespace) -> None:
     fake = FakeRetell(
-        api_key=args.api_key, batch_seconds=args.batch_seconds, time_scale=args.time_scale
+        api_key=args.api_key,
+        batch_seconds=args.batch_seconds,
+        time_scale=args.time_scale,
+        shortest_batch_seconds=args.shortest_batch_seconds,
+        seed=args.seed,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -1084,6 +1117,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--api-key", default="key_test")
     parser.add_argument("--batch-seconds", type=float, default=1.0)
     parser.add_argument("--time-scale", type=float, default=1.0)
+    parser.add_argument(
+        "--shortest-batch-seconds",
+        type=float,
+        default=None,
+        help="spread batch durations uniformly between this and --batch-seconds",
+    )
+    parser.add_argument("--seed", type=int, default=0, help="seed of the duration spread")
     asyncio.run(_serve(parser.parse_args(argv)))
 
 

@@ -20,10 +20,11 @@ import hmac
 import itertools
 import json
 import math
+import secrets
 import signal
 import time
 import uuid
-from collections import deque
+from collections import Counter, deque
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
@@ -253,11 +254,23 @@ class _Fault:
 class SlackApiFailure(Exception):
     """Raised inside the fake to answer ``{"ok": false, "error": error}``."""
 
-    def __init__(self, error: str, reason: str = "", status: int = 200) -> None:
+    def __init__(
+        self, error: str, reason: str = "", status: int = 200, *, retry_after: int | None = None
+    ) -> None:
         super().__init__(error)
         self.error = error
         self.reason = reason or error
         self.status = status
+        self.retry_after = retry_after  # seconds, sent as the Retry-After header
+
+
+@dataclass
+class _RateLimit:
+    """A sliding-window allowance for one method: `per_window` calls per `window_seconds`."""
+
+    per_window: int
+    window_seconds: float
+    accepted: dict[str, deque[float]] = field(default_factory=dict)  # team id -> call times
 
 
 @dataclass
@@ -511,6 +524,8 @@ class FakeSlack:
         self._ids = itertools.count(1)
         self._response_urls: dict[str, _ResponseUrl] = {}
         self._faults: dict[str, deque[_Fault]] = {}
+        self._rate_limits: dict[str, _RateLimit] = {}
+        self._rate_limited: Counter[str] = Counter()
         self._sockets: list[web.WebSocketResponse] = []
         self._pending_acks: dict[str, asyncio.Future[JSONDict]] = {}
         self._changed = asyncio.Condition()
@@ -665,6 +680,51 @@ class FakeSlack:
     def drop_next(self, method: str, times: int = 1) -> None:
         """Close the connection on the next `times` calls of `method` without answering."""
         self._faults.setdefault(method, deque()).extend([_Fault(drop=True)] * times)
+
+    def clear_faults(self, method: str | None = None) -> int:
+        """Forget the faults still queued for `method` (None: for every method): Slack recovers.
+
+        Returns how many were dropped.
+        """
+        methods = list(self._faults) if method is None else [method]
+        return sum(len(self._faults.pop(name, ())) for name in methods)
+
+    def limit_rate(self, method: str, *, per_window: int, window_seconds: float) -> None:
+        """Rate-limit `method` the way Slack's tiers do (chat.update: Tier 3, ~50/minute).
+
+        Per team (the team of the token), a call beyond `per_window` accepted calls within the
+        last `window_seconds` (a sliding window) is refused with HTTP 429, a `Retry-After`
+        header (whole seconds until the oldest accepted call leaves the window, at least 1)
+        and ``{"ok": false, "error": "ratelimited"}``. Refused calls do not use up the
+        allowance; calls with a bad token are refused as such first. Calling it again
+        replaces the limit; `rate_limited` keeps counting.
+        """
+        if per_window < 1:
+            raise ValueError("per_window must be at least 1")
+        if window_seconds <= 0:
+            raise ValueError("window_seconds must be positive")
+        self._rate_limits[method] = _RateLimit(per_window, window_seconds)
+
+    def rate_limited(self, method: str) -> int:
+        """How many calls of `method` the limit set by `limit_rate` has refused so far."""
+        return self._rate_limited[method]
+
+    def _spend_rate_slot(self, method: str, team_id: str) -> None:
+        """Count a call against `method`'s limit, or refuse it with 429 if the window is full."""
+        limit = self._rate_limits.get(method)
+        if limit is None:
+            return
+        now = time.monotonic()
+        accepted = limit.accepted.setdefault(team_id, deque())
+        while accepted and accepted[0] <= now - limit.window_seconds:
+            accepted.popleft()
+        if len(accepted) < limit.per_window:
+            accepted.append(now)
+            return
+        self._rate_limited[method] += 1
+        wait = max(1, math.ceil(accepted[0] + limit.window_seconds - now))
+        reason = f"more than {limit.per_window} calls in {limit.window_seconds:g}s for {team_id}"
+        raise SlackApiFailure("ratelimited", reason, 429, retry_after=wait)
 
     def _take_fault(self, method: str) -> _Fault | None:
         for key in (method, "*"):
@@ -887,6 +947,7 @@ class FakeSlack:
             if handler is None:
                 raise SlackApiFailure("unknown_method", f"{method} is not served by FakeSlack")
             self._check_token(method, token)
+            self._spend_rate_slot(method, self.team_id)  # the one team every token belongs to
             answer = handler(params)
         except SlackApiFailure as failure:
             return self._refuse(method, params, failure)
@@ -899,7 +960,8 @@ class FakeSlack:
         body: JSONDict = {"ok": False, "error": failure.error}
         if failure.reason != failure.error:
             body["response_metadata"] = {"messages": [f"[ERROR] {failure.reason}"]}
-        return web.json_response(body, status=failure.status)
+        headers = {} if failure.retry_after is None else {"Retry-After": str(failure.retry_after)}
+        return web.json_response(body, status=failure.status, headers=headers)
 
     def _apply_fault(
         self, request: web.Request, method: str, params: JSONDict, fault: _Fault
@@ -1335,6 +1397,11 @@ def signed_headers(
     return {"X-Slack-Signature": signature, "X-Slack-Request-Timestamp": stamp}
 
 
+def new_trigger_id() -> str:
+    """A fresh trigger id, unique per user action as Slack's are (retries repeat it)."""
+    return f"{int(time.time())}.{secrets.randbelow(10**12)}.{secrets.token_hex(16)}"
+
+
 def slash_command_payload(
     *,
     command: str = "/retell-test",
@@ -1343,7 +1410,7 @@ def slash_command_payload(
     channel_id: str,
     team_id: str,
     response_url: str,
-    trigger_id: str = "1337.42.abcdef",
+    trigger_id: str | None = None,
     user_name: str | None = None,
     channel_name: str | None = None,
     team_domain: str = "fake-team",
@@ -1363,7 +1430,7 @@ def slash_command_payload(
         "api_app_id": api_app_id,
         "is_enterprise_install": "false",
         "response_url": response_url,
-        "trigger_id": trigger_id,
+        "trigger_id": trigger_id or new_trigger_id(),
     }
 
 
@@ -1375,7 +1442,7 @@ def slash_command_body(
     channel_id: str,
     team_id: str,
     response_url: str,
-    trigger_id: str = "1337.42.abcdef",
+    trigger_id: str | None = None,
     user_name: str | None = None,
     channel_name: str | None = None,
     team_domain: str = "fake-team",
@@ -1412,7 +1479,7 @@ def block_action_payload(
     message: JSONDict | None = None,
     user_name: str | None = None,
     api_app_id: str = "A0001",
-    trigger_id: str = "1337.42.abcdef",
+    trigger_id: str | None = None,
 ) -> JSONDict:
     """A ``block_actions`` interaction for one button press, as Slack builds it.
 
@@ -1431,7 +1498,7 @@ def block_action_payload(
             "channel_id": channel_id,
             "is_ephemeral": False,
         },
-        "trigger_id": trigger_id,
+        "trigger_id": trigger_id or new_trigger_id(),
         "team": {"id": team_id, "domain": "fake-team"},
         "enterprise": None,
         "is_enterprise_install": False,

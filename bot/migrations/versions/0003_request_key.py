@@ -1,0 +1,33 @@
+"""Runs remember the Slack request that started them (a retried request starts nothing new)
+and since when their status message is being posted (so that it is posted once).
+
+Revision ID: 0003
+Revises: 0002
+Create Date: 2026-11-25
+"""
+
+import sqlalchemy as sa
+from alembic import op
+
+from bot.store import UTCDateTime
+
+revision = "0003"
+down_revision = "0002"
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table("runs") as batch:
+        batch.add_column(sa.Column("request_key", sa.String(128), nullable=True))
+        batch.add_column(sa.Column("status_posting_since", UTCDateTime(), nullable=True))
+        batch.create_unique_constraint("uq_runs_request_key", ["request_key"])
+    op.create_index("ix_runs_engine", "runs", ["state", "engine_type", "engine_id"])
+
+
+def downgrade() -> None:
+    op.drop_index("ix_runs_engine", table_name="runs")
+    with op.batch_alter_table("runs") as batch:
+        batch.drop_constraint("uq_runs_request_key", type_="unique")
+        batch.drop_column("status_posting_since")
+        batch.drop_column("request_key")

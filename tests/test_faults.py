@@ -1,0 +1,445 @@
+"""Faults the bot survives (issue 6 item 5), each injected into the stand-ins of Retell and Slack.
+
+Every test runs the real bot over real HTTP on SQLite and on PostgreSQL (`database_url`), breaks
+Retell or Slack the way they break in production, and checks what the channel, the requester,
+the store and the logs show afterwards. Waits are kept short by configuration (poll intervals,
+timeouts, `Retry-After`), never by skipping a step.
+
+Faults already shown elsewhere (not repeated here):
+
+- Retell 5xx burst during create, then recovery: test_errors.py::
+  test_server_errors_are_retried_then_explained[burst-shorter-than-retries]
+- Retell 5xx burst during follow-up, then recovery: test_errors.py::
+  test_follow_up_survives_retell_failing_for_a_while
+- Retell 429 on create (retried, one batch): test_errors.py::
+  test_rate_limit_twice_then_success_creates_the_batch (the wait is measured here)
+- Retell timing out on create, retries spent: test_errors.py::
+  test_timeout_says_retell_did_not_answer_in_time
+- A batch that never completes ends as timed out with its last counts: test_flow.py::
+  test_timed_out_batch_shows_its_last_counts
+- Slack 5xx on chat.update, retried by slack_sdk (500) and by later sweeps (502): test_errors.py::
+  test_result_is_delivered_once_after_chat_update_fails (also: a failed result is retried)
+- not_in_channel in a public channel: the bot joins: test_errors.py::
+  test_bot_joins_a_public_channel_it_is_not_in
+- channel_not_found / is_archived when the status is first posted: the requester is told and
+  gets the result by DM: test_errors.py::test_unpostable_channel_sends_the_result_by_dm,
+  test_unpostable_channel_is_reported_to_the_requester_once
+"""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
+
+from bot.runs import MAX_DELIVERY_ATTEMPTS
+from bot.standins.retell import FakeRetell, RecordedRequest
+from bot.standins.slack import ApiCall, FakeSlack, SlackUser
+from bot.store import Run, RunState
+
+from .conftest import (
+    CHANNEL,
+    ENGINE,
+    USER,
+    BotFactory,
+    RunningBot,
+    results,
+    top_level,
+    visible_text,
+)
+
+DM_CHANNEL = "D" + USER[1:]  # where FakeSlack puts chat.postMessage(channel=<user id>)
+OTHER_CHANNEL = "C0002"
+
+
+# -- helpers -----------------------------------------------------------------------------------
+
+
+async def only_run(bot: RunningBot) -> Run:
+    [run] = await bot.app.store.recent_runs()
+    return run
+
+
+async def batch_ids(retell: FakeRetell) -> list[str]:
+    """The ids of the batches created at Retell, once there is one."""
+    await retell.wait_for(lambda: bool(retell.batches))
+    return list(retell.batches)
+
+
+def retell_calls(retell: FakeRetell, path: str) -> list[RecordedRequest]:
+    return [r for r in retell.requests if r.path.startswith(path)]
+
+
+def slack_calls(slack: FakeSlack, method: str) -> list[ApiCall]:
+    return [c for c in slack.calls if c.method == method]
+
+
+def retried_after(requests: list[RecordedRequest], status: int) -> float:
+    """Seconds between the first request answered `status` and the request that followed it."""
+    index = next(i for i, r in enumerate(requests) if r.status == status)
+    return requests[index + 1].time - requests[index].time
+
+
+def private_notices(slack: FakeSlack, response_url: str) -> list[str]:
+    """Everything the requester alone was shown: response_url replies, ephemerals, DMs."""
+    notices = [visible_text(body) for body in slack.responses_to(response_url)]
+    notices += [e.text for e in slack.ephemerals if e.user == USER]
+    notices += [m.text for m in top_level(slack, DM_CHANNEL)]
+    return notices
+
+
+def check_warnings(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [r.getMessage() for r in caplog.records if "check failed" in r.getMessage()]
+
+
+async def after_more_sweeps(bot: RunningBot, slack: FakeSlack, user: SlackUser) -> None:
+    """Let many follow-up sweeps pass: a whole second run, in another channel, to its mention.
+
+    A process runs one sweep at a time, so whatever an earlier sweep was writing to the
+    database (a delivery, a give-up) is written by then: no need to poll the database.
+    """
+    await user.command(bot.events_url, f"{ENGINE} tc_3", channel_id=OTHER_CHANNEL)
+
+    def mentioned() -> bool:
+        return any(slack.thread(OTHER_CHANNEL, m.ts) for m in results(slack, OTHER_CHANNEL))
+
+    await slack.wait_for(mentioned, timeout=15)
+
+
+async def delivered_once(bot: RunningBot, slack: FakeSlack, batch_id: str) -> None:
+    """The status message became the result exactly once and the requester was mentioned once."""
+    await slack.wait_for(lambda: len(results(slack)) == 1, timeout=15)
+    [status] = top_level(slack)
+    await slack.wait_for(lambda: len(slack.thread(CHANNEL, status.ts)) == 1)
+    assert batch_id in status.text
+    [mention] = slack.thread(CHANNEL, status.ts)
+    assert f"<@{USER}>" in mention.text
+    run = await only_run(bot)
+    assert run.state == RunState.COMPLETE.value and run.reported_at is not None
+
+
+# -- Retell ------------------------------------------------------------------------------------
+
+
+async def test_retell_429_retry_waits_the_retry_after(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """429 with Retry-After on create and on a follow-up check: retried after that long."""
+    retry_after = 0.6
+    retell.fail_next("/create-batch-test", 429, retry_after=retry_after)
+    retell.fail_next("/get-batch-test", 429, retry_after=retry_after)
+    retell.fail_next("/v2/list-batch-tests", 429, retry_after=retry_after)
+    reply = await user.command(bot.events_url, f"{ENGINE} tc_1 tc_fail_1")
+    await slack.wait_for(lambda: len(results(slack)) == 1, timeout=15)
+
+    creates = retell_calls(retell, "/create-batch-test")
+    assert [r.status for r in creates] == [429, 201]
+    assert retry_after <= retried_after(creates, 429) < retry_after + 1.0
+    checks = [
+        r for r in retell.requests if r.path.startswith(("/get-batch-test", "/v2/list-batch-tests"))
+    ]
+    refused = [r for r in checks if r.status == 429]
+    assert refused, "a follow-up check was refused"
+    for request in refused:
+        same_path = [r for r in checks if r.path == request.path]
+        assert retry_after <= retried_after(same_path, 429) < retry_after + 1.0
+    [batch_id] = retell.batches
+    [result] = results(slack)
+    for phrase in ("1 passed", "1 failed", "2 total", batch_id):
+        assert phrase in result.text
+    assert slack.responses_to(reply.response_url) == [], "nobody was alarmed"
+
+
+async def test_retell_timeouts_during_follow_up_are_survived(
+    start_bot: BotFactory,
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Checks that get no answer within RETELL_TIMEOUT_SECONDS (retries too) are tried later."""
+    caplog.set_level(logging.INFO)
+    retell.delay("/get-batch-test", 1.0, times=2)  # longer than the timeout, both SDK tries
+    retell.delay("/v2/list-batch-tests", 1.0, times=2)
+    async with start_bot(retell_timeout_seconds=0.3, retell_max_retries=1) as bot:
+        reply = await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2 tc_error_1")
+        [batch_id] = await batch_ids(retell)
+        await delivered_once(bot, slack, batch_id)
+        [result] = results(slack)
+        for phrase in ("2 passed", "0 failed", "1 errored", "3 total"):
+            assert phrase in result.text
+        assert any("did not answer in time" in w for w in check_warnings(caplog)), (
+            "a follow-up check did time out"
+        )
+        assert slack.responses_to(reply.response_url) == [], "a failed check alarms no one"
+        assert len(retell.batches) == 1
+
+
+async def test_retell_create_timeout_never_creates_two_batches(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """Retell creates the batch but answers after the timeout: it must not be created twice."""
+    retell.delay("/create-batch-test", 0.6, times=1, answer_late=True)
+    async with start_bot(retell_timeout_seconds=0.3, retell_max_retries=1) as bot:
+        reply = await user.command(bot.events_url, f"{ENGINE} tc_1")
+        # The bot settles: a result in the channel, or a word to the requester.
+        await slack.wait_for(
+            lambda: bool(results(slack) or slack.responses_to(reply.response_url)), timeout=15
+        )
+        assert retell.count("/create-batch-test") >= 1
+        assert len(retell.batches) == 1, f"batches created at Retell: {list(retell.batches)}"
+
+
+async def test_retell_slow_answers_within_the_timeout(
+    start_bot: BotFactory,
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Every Retell answer takes 0.5 s (timeout 3 s): slower, but nothing fails or is re-sent."""
+    caplog.set_level(logging.INFO)
+    slow = 0.5
+    retell.delay("", slow)  # every request
+    async with start_bot(retell_timeout_seconds=3.0) as bot:
+        reply = await user.command(bot.events_url, f"{ENGINE} tc_1 tc_fail_1")
+        assert reply.status == 200
+        assert retell.count("/create-batch-test") == 0, "the ack never waits on Retell"
+        [batch_id] = await batch_ids(retell)
+        await delivered_once(bot, slack, batch_id)
+        [result] = results(slack)
+        for phrase in ("1 passed", "1 failed", "2 total"):
+            assert phrase in result.text
+    assert retell.count("/create-batch-test") == 1, "a slow answer is not a reason to retry"
+    assert all(r.status < 300 for r in retell.requests)
+    assert check_warnings(caplog) == []
+    assert slack.responses_to(reply.response_url) == []
+
+
+# -- Slack -------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method", ["chat.postMessage", "chat.update"])
+async def test_slack_429_is_retried_after_retry_after(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser, method: str
+) -> None:
+    """The status post (chat.postMessage) or the result (chat.update) is rate limited once."""
+    retell.next_batch_durations = [0.0]  # complete at once: the only chat.update is the result
+    slack.fail_next(method, status=429, retry_after=1)
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+    [batch_id] = await batch_ids(retell)
+    await delivered_once(bot, slack, batch_id)
+
+    refused, retried = slack_calls(slack, method)[:2]
+    assert (refused.ok, retried.ok) == (False, True)
+    # slack_sdk waits Retry-After plus up to a second of jitter.
+    assert 1.0 <= retried.at - refused.at < 2.5
+    [status] = top_level(slack)
+    assert status.update_count == 1, "one status message, turned into the result once"
+    run = await only_run(bot)
+    assert run.delivery_attempts == 0, "handled inside slack_sdk, not by a later sweep"
+
+
+async def test_slack_5xx_on_the_status_post_is_survived(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """chat.postMessage answers 503 (retried by slack_sdk) then 502 twice (the bot retries)."""
+    slack.fail_next("chat.postMessage", status=503)
+    slack.fail_next("chat.postMessage", status=502, times=2)
+    reply = await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2 tc_fail_1")
+    [batch_id] = await batch_ids(retell)
+    await delivered_once(bot, slack, batch_id)
+
+    statuses = [c.ok for c in slack_calls(slack, "chat.postMessage")]
+    assert statuses[:3] == [False, False, False] and statuses[3], "posted once Slack recovered"
+    assert len(top_level(slack)) == 1, "no second status message"
+    [result] = results(slack)
+    for phrase in ("2 passed", "1 failed", "3 total"):
+        assert phrase in result.text
+    assert slack.responses_to(reply.response_url) == []
+
+
+async def test_slack_dropped_connections_are_retried(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """The connection drops once on the status post and once on the result."""
+    retell.next_batch_durations = [0.0]
+    slack.drop_next("chat.postMessage")
+    slack.drop_next("chat.update")
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_error_1")
+    [batch_id] = await batch_ids(retell)
+    await delivered_once(bot, slack, batch_id)
+
+    dropped = [r.method for r in slack.rejections if r.error == "dropped"]
+    assert sorted(dropped) == ["chat.postMessage", "chat.update"]
+    [status] = top_level(slack)
+    assert status.update_count == 1
+    assert "1 errored" in status.text
+    assert (await only_run(bot)).delivery_attempts == 0
+
+
+async def test_slack_dropped_connections_beyond_retries_count_as_a_failed_delivery(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """The result's chat.update drops more often than slack_sdk retries: a later sweep retries."""
+    for handler in bot.app.slack.client.retry_handlers:  # keep slack_sdk's back-off short
+        handler.interval_calculator = FixedValueRetryIntervalCalculator(0.05)
+    retell.next_batch_durations = [0.0]
+    slack.drop_next("chat.update", times=4)  # the first try and slack_sdk's 3 retries
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+    [batch_id] = await batch_ids(retell)
+    await delivered_once(bot, slack, batch_id)
+
+    assert [c.ok for c in slack_calls(slack, "chat.update")] == [False] * 4 + [True]
+    [status] = top_level(slack)
+    assert status.update_count == 1
+    assert (await only_run(bot)).delivery_attempts == 1, "the lost try counts as an attempt"
+
+
+async def test_not_in_channel_and_join_refused_tells_the_requester_and_dms_the_result(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """A public channel the bot is not in and may not join (no channels:join scope)."""
+    slack.add_channel(CHANNEL, "general", member=False)
+    slack.fail_next("conversations.join", error="missing_scope", times=5)
+    reply = await user.command(bot.events_url, f"{ENGINE} tc_1 tc_fail_1")
+    await slack.wait_for(lambda: len(results(slack, DM_CHANNEL)) == 1, timeout=15)
+
+    assert slack.count("conversations.join") >= 1, "it tried to join first"
+    notices = private_notices(slack, reply.response_url)
+    told = [n for n in notices if "could not post" in n]
+    assert len(told) == 1 and "invite" in told[0], notices
+    [result] = results(slack, DM_CHANNEL)
+    [batch_id] = retell.batches
+    for phrase in ("1 passed", "1 failed", "2 total", batch_id):
+        assert phrase in result.text
+    assert slack.channel_messages(CHANNEL, include_replies=True) == []
+
+    await after_more_sweeps(bot, slack, user)
+    assert len(results(slack, DM_CHANNEL)) == 1, "the result was delivered exactly once"
+    run = min(await bot.app.store.recent_runs(), key=lambda r: r.id)
+    assert (run.channel_error, run.state) == ("not_in_channel", RunState.COMPLETE.value)
+    assert run.reported_at is not None
+
+
+@pytest.mark.parametrize(
+    ("error", "change"),
+    [
+        ("is_archived", {"archived": True}),
+        ("channel_not_found", {"private": True, "member": False}),
+    ],
+    ids=["archived-mid-run", "removed-from-private-channel-mid-run"],
+)
+async def test_channel_lost_while_the_batch_runs_sends_the_result_by_dm(
+    bot: RunningBot,
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    error: str,
+    change: dict[str, bool],
+) -> None:
+    """The status message is up, then the channel is archived (or the bot is removed)."""
+    channel = slack.add_channel(CHANNEL, "general")
+    retell.complete_never = True
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2 tc_error_1")
+    await slack.wait_for(lambda: len(top_level(slack)) == 1)
+    [batch_id] = retell.batches
+    for name, value in change.items():
+        setattr(channel, name, value)
+    retell.finish_now(batch_id)
+    await slack.wait_for(lambda: len(results(slack, DM_CHANNEL)) == 1, timeout=15)
+
+    assert error in [r.error for r in slack.rejections]
+    [result] = results(slack, DM_CHANNEL)
+    for phrase in ("2 passed", "0 failed", "1 errored", "3 total", batch_id):
+        assert phrase in result.text
+    assert results(slack) == [], "the lost channel never showed the result"
+
+    retell.complete_never = False
+    await after_more_sweeps(bot, slack, user)
+    assert len(results(slack, DM_CHANNEL)) == 1, "the result was delivered exactly once"
+    run = min(await bot.app.store.recent_runs(), key=lambda r: r.id)
+    assert run.channel_error == error and run.reported_at is not None
+
+
+async def test_removed_from_a_public_channel_mid_run_joins_again_for_the_result(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """The bot is removed from a public channel after posting the status (not_in_channel)."""
+    channel = slack.add_channel(CHANNEL, "general")
+    retell.complete_never = True
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_fail_1")
+    await slack.wait_for(lambda: len(top_level(slack)) == 1)
+    [batch_id] = retell.batches
+    channel.member = False
+    retell.finish_now(batch_id)
+    await slack.wait_for(lambda: bool(results(slack) or results(slack, DM_CHANNEL)), timeout=15)
+
+    assert "not_in_channel" in [r.error for r in slack.rejections]
+    assert slack.count("conversations.join") == 1, "a public channel is joined, as for posts"
+    [result] = results(slack)
+    assert batch_id in result.text and "1 failed" in result.text
+    assert results(slack, DM_CHANNEL) == []
+
+
+# -- a result that could not be posted -----------------------------------------------------------
+
+
+async def test_undelivered_result_survives_a_restart(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """Slack refuses the result until the bot is stopped; a new process delivers it once."""
+    retell.next_batch_durations = [0.0]
+    slack.fail_next("chat.update", status=502, times=1000)  # not retried inside slack_sdk
+    async with start_bot(poll_max_seconds=1.0) as first:
+        await user.command(first.events_url, f"{ENGINE} tc_1 tc_fail_1 tc_error_1")
+        await slack.wait_for(lambda: slack.count("chat.update") >= 2, timeout=15)
+        before = await only_run(first)
+    assert results(slack) == [], "not delivered before the restart"
+    assert before.state == RunState.COMPLETE.value and before.reported_at is None
+    assert before.delivery_attempts >= 1
+
+    slack.clear_faults("chat.update")
+    async with start_bot() as second:
+        [batch_id] = retell.batches
+        await delivered_once(second, slack, batch_id)
+        after = await only_run(second)
+    [status] = top_level(slack)
+    assert status.update_count == 1, "the result replaced the status message once"
+    for phrase in ("1 passed", "1 failed", "1 errored", "3 total"):
+        assert phrase in status.text
+    assert after.delivery_attempts >= before.delivery_attempts, "the attempts are remembered"
+    assert after.error is None
+
+
+async def test_result_delivery_gives_up_with_a_record_and_an_error_log(
+    bot: RunningBot,
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Slack refuses the result every time: after the last try, a record and an ERROR line."""
+    caplog.set_level(logging.INFO)
+    retell.next_batch_durations = [0.0]
+    slack.fail_next("chat.update", status=502, times=1000)
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+    await slack.wait_for(lambda: slack.count("chat.update") >= MAX_DELIVERY_ATTEMPTS, timeout=15)
+    [first] = top_level(slack)
+
+    # Slack is back, and the given-up result is not tried again, however many sweeps pass.
+    slack.clear_faults("chat.update")
+    await after_more_sweeps(bot, slack, user)
+    assert results(slack) == [], "the status message never became the result"
+    tries = [c for c in slack_calls(slack, "chat.update") if c.params.get("ts") == first.ts]
+    assert len(tries) == MAX_DELIVERY_ATTEMPTS and not any(c.ok for c in tries)
+
+    run = min(await bot.app.store.recent_runs(), key=lambda r: r.id)
+    assert run.state == RunState.COMPLETE.value and run.reported_at is not None
+    assert run.delivery_attempts == MAX_DELIVERY_ATTEMPTS
+    assert run.error and "could not be posted" in run.error
+    errors = [r for r in caplog.records if r.levelno == logging.ERROR and r.name == "bot.runs"]
+    assert len(errors) == 1, [r.getMessage() for r in errors]
+    line = errors[0].getMessage()
+    assert f"run {run.id}" in line and str(MAX_DELIVERY_ATTEMPTS) in line
