@@ -101,7 +101,7 @@ class Run(Base):
     rerun_of: Mapped[int | None] = mapped_column(ForeignKey("runs.id"), default=None)
     # The Slack request that started the run (its trigger_id): a retried or replayed request
     # finds it taken and starts nothing.
-    request_key: Mapped[str | None] = mapped_column(String(128), unique=True, default=None)
+    request_key: Mapped[str | None] = mapped_column(String(128), default=None)
 
     engine_type: Mapped[str] = mapped_column(String(32))
     engine_id: Mapped[str] = mapped_column(String(128))
@@ -144,6 +144,7 @@ class Run(Base):
         Index("ix_runs_channel", "channel_id", "created_at"),
         Index("ix_runs_rerun_of", "rerun_of"),
         Index("ix_runs_engine", "state", "engine_type", "engine_id"),
+        Index("uq_runs_request_key", "request_key", unique=True),
     )
 
     @property

@@ -18,16 +18,17 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("runs") as batch:
-        batch.add_column(sa.Column("request_key", sa.String(128), nullable=True))
-        batch.add_column(sa.Column("status_posting_since", UTCDateTime(), nullable=True))
-        batch.create_unique_constraint("uq_runs_request_key", ["request_key"])
+    # Plain ADD COLUMNs and indexes: a unique *constraint* would make Alembic rebuild the table
+    # on SQLite, which its foreign key (rerun_of) refuses once a rerun exists.
+    op.add_column("runs", sa.Column("request_key", sa.String(128), nullable=True))
+    op.add_column("runs", sa.Column("status_posting_since", UTCDateTime(), nullable=True))
+    op.create_index("uq_runs_request_key", "runs", ["request_key"], unique=True)
     op.create_index("ix_runs_engine", "runs", ["state", "engine_type", "engine_id"])
 
 
 def downgrade() -> None:
     op.drop_index("ix_runs_engine", table_name="runs")
+    op.drop_index("uq_runs_request_key", table_name="runs")
     with op.batch_alter_table("runs") as batch:
-        batch.drop_constraint("uq_runs_request_key", type_="unique")
         batch.drop_column("status_posting_since")
         batch.drop_column("request_key")
