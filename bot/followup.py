@@ -46,6 +46,9 @@ class BatchRefresher:
     def __init__(self, retell: RetellGateway, *, concurrency: int = 8) -> None:
         self._retell = retell
         self._limit = asyncio.Semaphore(concurrency)
+        # How deep into each engine's list the followed batches reached last time: a long
+        # batch outlives newer short ones, and a page sized by count alone would miss it.
+        self._depth: dict[Engine, int] = {}
 
     async def refresh(self, followed: Iterable[Followed]) -> Refresh:
         by_engine: dict[Engine, list[Followed]] = defaultdict(list)
@@ -68,9 +71,12 @@ class BatchRefresher:
 
     async def _from_list_pages(self, engine: Engine, wanted: set[str], refresh: Refresh) -> None:
         # Batches come newest first and the ones followed are recent: a page twice their
-        # number covers them without parsing the engine's whole history on every sweep.
-        limit = min(LIST_PAGE_SIZE, max(MIN_LIST_PAGE, 2 * len(wanted)))
+        # number (or a quarter deeper than they reached last time) covers them without parsing
+        # the engine's whole history on every sweep.
+        depth = self._depth.get(engine, 0)
+        limit = min(LIST_PAGE_SIZE, max(MIN_LIST_PAGE, 2 * len(wanted), depth + depth // 4))
         key: str | None = None
+        seen = 0
         for _ in range(MAX_LIST_PAGES):
             try:
                 async with self._limit:
@@ -81,9 +87,11 @@ class BatchRefresher:
                 log.warning("listing batches of %s failed: %s", engine.label, problem.message)
                 return
             for batch in page:
+                seen += 1
                 if batch.batch_id in wanted:
                     refresh.batches[batch.batch_id] = batch
                     wanted.discard(batch.batch_id)
+                    self._depth[engine] = seen
             if not wanted or key is None:
                 return
 

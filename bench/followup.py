@@ -1,0 +1,343 @@
+"""Follow-up cost and detection lag: many batches in flight, how many Retell requests, how late.
+
+    python -m bench.followup [--batches 1000] [--engines 10] [--compress 30] [--smoke]
+
+1,000 batches (by default) run at once on the fake Retell, with durations spread uniformly from
+1 to 60 minutes. Time is compressed `--compress` times: the fake's clock runs that much faster
+and the bot's poll intervals and per-minute budgets are divided by it, so the hour the batches
+take passes in a couple of minutes. Every figure is reported back in uncompressed time.
+
+The batches are all in flight when the real `retell-bot serve` starts (in its own process, on
+the SQLite default, with fake Slack and fake Retell in processes of their own): created at the
+fake Retell, their status messages posted, their runs in the bot's database, as after a restart.
+`--commands` starts them instead with signed `/retell-test` commands, 50 at a time; the time
+that takes (tens of seconds, i.e. many compressed minutes) then blurs the lag figures.
+Measured while the batches run, from the first to the last result:
+
+- Retell follow-up requests (`list-batch-tests` and `get-batch-test`) per minute and per batch;
+- lag: from a batch completing at the fake Retell to its result reaching the fake Slack
+  (the last edit of its status message), p50 and p95;
+- the bot's resident memory with everything in flight (peak of samples every second).
+
+The run checks that every batch got exactly one result; it exits 1 if one did not.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from sqlalchemy.ext.asyncio import async_sessionmaker
+
+from bench.common import (
+    BOT_TOKEN,
+    RETELL_API_KEY,
+    SIGNING_SECRET,
+    TEAM_ID,
+    ServiceProcess,
+    Standins,
+    in_workdir,
+    machine,
+    percentile,
+    post_concurrently,
+    print_table,
+    py_spy,
+    slash_command,
+    vm_kib,
+)
+from bot.standins.process import BotProcess
+from bot.store import Run, RunState, Store, create_engine
+
+BATCH_ID = re.compile(r"test_case_batch_job_[0-9a-f]{24}")
+CASES_PER_BATCH = 5
+# The defaults of the settings that compression scales (SPEC §5 and bot/settings.py).
+POLL_INITIAL, POLL_MAX = 10.0, 120.0
+RETELL_BUDGET, SLACK_EDITS = 60.0, 45.0
+TARGET_REQUESTS_PER_MINUTE = 60.0
+TARGET_P95_LAG = 30.0
+
+
+@dataclass
+class Measured:
+    batches: int = 0
+    follow_up_requests: int = 0
+    lists: int = 0
+    wall_seconds: float = 0.0
+    lags: list[float] = field(default_factory=list)  # uncompressed seconds
+    peak_rss_kib: int = 0
+    results: int = 0
+    duplicates: int = 0
+    missing: list[str] = field(default_factory=list)
+
+
+def parse_args(argv: list[str]) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.followup", description=__doc__)
+    parser.add_argument("--batches", type=int, default=1000)
+    parser.add_argument("--engines", type=int, default=10, help="engines the batches run on")
+    parser.add_argument("--compress", type=float, default=30.0, help="time compression")
+    parser.add_argument("--concurrency", type=int, default=50, help="commands in flight")
+    parser.add_argument("--shortest", type=float, default=1.0, help="shortest batch, minutes")
+    parser.add_argument("--longest", type=float, default=60.0, help="longest batch, minutes")
+    parser.add_argument(
+        "--commands",
+        action="store_true",
+        help="start the batches with slash commands instead of finding them in flight",
+    )
+    parser.add_argument("--smoke", action="store_true", help="100 batches, 3 engines, seconds")
+    parser.add_argument("--keep", type=Path, default=None, help="keep logs in this directory")
+    parser.add_argument("--profile", type=Path, default=None, help="py-spy output of the bot")
+    args = parser.parse_args(argv)
+    if args.smoke:
+        args.batches, args.engines, args.compress = 100, 3, 240.0
+    return args
+
+
+async def start_standins(
+    workdir: Path, args: argparse.Namespace
+) -> tuple[ServiceProcess, ServiceProcess]:
+    slack = ServiceProcess(
+        "fake Slack",
+        "bot.standins.slack",
+        *("--port", "0", "--bot-token", BOT_TOKEN, "--signing-secret", SIGNING_SECRET),
+        *("--team-id", TEAM_ID),
+        log_path=workdir / "fake-slack.log",
+    )
+    retell = ServiceProcess(
+        "fake Retell",
+        "bot.standins.retell",
+        *("--port", "0", "--api-key", RETELL_API_KEY),
+        *("--batch-seconds", str(args.longest * 60)),
+        *("--shortest-batch-seconds", str(args.shortest * 60)),
+        *("--time-scale", str(args.compress)),
+        log_path=workdir / "fake-retell.log",
+    )
+    await slack.start()
+    await retell.start()
+    return slack, retell
+
+
+def bot_settings(compress: float) -> dict[str, str]:
+    """The defaults, with every duration divided (and every rate multiplied) by `compress`."""
+    return {
+        "poll_initial_seconds": f"{POLL_INITIAL / compress:g}",
+        "poll_max_seconds": f"{POLL_MAX / compress:g}",
+        "retell_requests_per_minute": f"{RETELL_BUDGET * compress:g}",
+        "slack_edits_per_minute": f"{SLACK_EDITS * compress:g}",
+        "max_runs_per_user_per_hour": "0",
+        "log_level": "INFO",
+    }
+
+
+async def measure(args: argparse.Namespace, workdir: Path) -> Measured:
+    slack, retell = await start_standins(workdir, args)
+    found = Measured(batches=args.batches)
+    try:
+        async with aiohttp.ClientSession() as session:
+            world = Standins(slack=slack, retell=retell, session=session)
+            engines = [f"llm_bench_{n}" for n in range(args.engines)]
+            cases = {engine: await world.seed(engine, CASES_PER_BATCH) for engine in engines}
+            database_url = f"sqlite:///{workdir / 'bot.db'}"
+            if not args.commands:
+                await preload(args, world, database_url, engines, cases)
+            environment = world.bot_environment(database_url, **bot_settings(args.compress))
+            bot = BotProcess(environment, log_path=workdir / "bot.log")
+            await bot.start()
+            try:
+                if args.commands:
+                    await start_by_commands(args, world, bot, engines, cases)
+                async with py_spy(bot.pid, args.profile):
+                    await follow(args, world, bot, found)
+            finally:
+                await bot.stop()
+    finally:
+        await retell.stop()
+        await slack.stop()
+    return found
+
+
+async def start_by_commands(
+    args: argparse.Namespace,
+    world: Standins,
+    bot: BotProcess,
+    engines: list[str],
+    cases: dict[str, list[str]],
+) -> None:
+    requests = []
+    for number in range(args.batches):
+        engine = engines[number % len(engines)]
+        channel = f"C{number % 20:04d}"
+        requests.append(
+            slash_command(
+                f"{engine} {' '.join(cases[engine])}",
+                user_id=f"U{number % 50:04d}",
+                channel_id=channel,
+                response_url=await world.response_url(channel),
+            )
+        )
+    url = f"{bot.url}/slack/events"
+    acks = await post_concurrently(url, requests, concurrency=args.concurrency)
+    if bad := [ack for ack in acks if ack.status != 200]:
+        raise RuntimeError(f"{len(bad)} commands were not acked: {bad[:3]}")
+
+
+async def preload(
+    args: argparse.Namespace,
+    world: Standins,
+    database_url: str,
+    engines: list[str],
+    cases: dict[str, list[str]],
+) -> None:
+    """Batches created at Retell, status messages in Slack, runs in the bot's database."""
+    limit = asyncio.Semaphore(args.concurrency)
+
+    async def one(number: int) -> Run:
+        engine = engines[number % len(engines)]
+        channel = f"C{number % 20:04d}"
+        async with limit:
+            created = await world.create_batch(engine, cases[engine])
+            ts = await world.post_message(channel, f"Retell batch {created} on {engine}")
+        now = datetime.now(UTC)
+        return Run(
+            team_id=TEAM_ID,
+            channel_id=channel,
+            user_id=f"U{number % 50:04d}",
+            engine_type="retell-llm",
+            engine_id=engine,
+            case_ids=cases[engine],
+            case_count=len(cases[engine]),
+            state=RunState.RUNNING.value,
+            batch_id=created,
+            total=len(cases[engine]),
+            status_ts=ts,
+            shown_counts=f"0/0/0/{len(cases[engine])}",
+            created_at=now,
+            started_at=now,
+            next_check_at=now,
+            check_interval=POLL_INITIAL / args.compress,
+        )
+
+    runs = await asyncio.gather(*(one(number) for number in range(args.batches)))
+    store = Store(create_engine(database_url))
+    await store.upgrade()
+    async with async_sessionmaker(store.engine).begin() as session:
+        session.add_all(runs)
+    await store.engine.dispose()
+
+
+async def follow(
+    args: argparse.Namespace, world: Standins, bot: BotProcess, found: Measured
+) -> None:
+    """Wait for every result, sampling the bot's memory; then count requests and lag."""
+
+    async def follow_up_requests() -> int:
+        by_path: dict[str, int] = (await world.retell_stats())["requests"]["by_path"]
+        return sum(n for path, n in by_path.items() if path.startswith(FOLLOW_UP_PATHS))
+
+    started = time.monotonic()
+    before = await follow_up_requests()
+    finished = 0
+    deadline = started + args.longest * 60 / args.compress * 1.5 + 120
+    while time.monotonic() < deadline:
+        found.peak_rss_kib = max(found.peak_rss_kib, vm_kib(bot.pid))
+        finished = await mentions(world)
+        print(f"\r  followup: {finished}/{args.batches} results", end="", flush=True)
+        if finished >= args.batches:
+            break
+        await asyncio.sleep(1.0)
+    print()
+    found.wall_seconds = time.monotonic() - started
+    found.follow_up_requests = await follow_up_requests() - before
+    by_path = (await world.retell_stats())["requests"]["by_path"]
+    found.lists = sum(n for path, n in by_path.items() if path.startswith(FOLLOW_UP_PATHS[0]))
+    await tally(world, args.compress, found)
+
+
+FOLLOW_UP_PATHS = ("/v2/list-batch-tests", "/get-batch-test")
+
+
+async def mentions(world: Standins) -> int:
+    """Requester mentions so far: one thread reply per result delivered (a cheap count)."""
+    messages = (await world.slack_stats())["messages"]
+    return sum(1 for m in messages if m["thread_ts"] and m["thread_ts"] != m["ts"])
+
+
+async def messages(world: Standins) -> list[dict[str, Any]]:
+    async with world.session.get(f"{world.slack.url}/_control/messages") as response:
+        body = await response.json()
+    return list(body["messages"] if isinstance(body, dict) else body)
+
+
+def is_result(message: dict[str, Any]) -> bool:
+    text = str(message.get("text", ""))
+    return not message.get("thread_ts") and " total" in text and " passed" in text
+
+
+async def tally(world: Standins, compress: float, found: Measured) -> None:
+    completed = {
+        batch_id: info["completed_ms"]
+        for batch_id, info in (await world.retell_stats())["batches"].items()
+    }
+    seen: dict[str, int] = {}
+    for message in await messages(world):
+        if not is_result(message):
+            continue
+        for batch_id in set(BATCH_ID.findall(str(message["text"]))):
+            seen[batch_id] = seen.get(batch_id, 0) + 1
+            done_ms = completed.get(batch_id)
+            if done_ms is not None:
+                lag = float(message["updated_at"]) - done_ms / 1000
+                found.lags.append(max(lag, 0.0) * compress)
+    found.results = len(seen)
+    found.duplicates = sum(n - 1 for n in seen.values())
+    found.missing = [batch_id for batch_id in completed if batch_id not in seen]
+
+
+def report(args: argparse.Namespace, found: Measured) -> None:
+    simulated_minutes = found.wall_seconds * args.compress / 60
+    per_minute = found.follow_up_requests / simulated_minutes if simulated_minutes else 0.0
+    p50, p95 = percentile(found.lags, 0.5), percentile(found.lags, 0.95)
+    rows = [
+        ("batches in flight", found.batches, f"{args.engines} engines", ""),
+        ("simulated minutes", round(simulated_minutes, 1), f"{found.wall_seconds:.0f} s wall", ""),
+        ("Retell follow-up requests / min", round(per_minute, 1), "", "≤ 60"),
+        (
+            "requests per batch",
+            round(found.follow_up_requests / found.batches, 2),
+            f"{found.lists} list, {found.follow_up_requests - found.lists} get",
+            "",
+        ),
+        ("lag p50 (s)", round(p50, 1), "", ""),
+        ("lag p95 (s)", round(p95, 1), "", "≤ 30"),
+        ("bot peak RSS (MiB)", round(found.peak_rss_kib / 1024, 1), "", ""),
+        ("results / duplicates / missing", found.results, found.duplicates, len(found.missing)),
+    ]
+    print_table(
+        f"Follow-up cost and lag (time compressed {args.compress:g}x; figures uncompressed)",
+        ["figure", "value", "", "target"],
+        rows,
+        note=machine(),
+    )
+
+
+async def main(argv: list[str]) -> int:
+    args = parse_args(argv)
+
+    async def body(workdir: Path) -> int:
+        found = await measure(args, workdir)
+        report(args, found)
+        lost = found.duplicates or found.missing or found.results < found.batches
+        return 1 if lost else 0
+
+    return await in_workdir("bench-followup-", args.keep, body)
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main(sys.argv[1:])))
