@@ -1,13 +1,17 @@
 """Capacity: how many batches in flight one process follows before its detection lag doubles.
 
-    python -m bench.capacity [--levels 1000,2500,5000,10000] [--smoke]
+    python -m bench.capacity [--levels 1000,4000,10000] [--smoke]
 
-For each level, that many batches (1 to 10 minutes long, time compressed 30 times) are in flight
-at once in a fresh `retell-bot serve` (SQLite default), found in flight at start-up as in
-`bench/followup.py`. Reported per level: p50/p95 lag from a batch completing at the
-fake Retell to its result in the fake Slack, Retell follow-up requests per minute, and the bot's
-peak resident memory. The capacity is the largest level whose p95 lag stays within twice the
-first level's.
+Time is *not* compressed here (the bot runs with its default settings: polls every 10 s, 60
+Retell requests a minute): compression multiplies the work per wall second and would measure a
+machine 30 times slower. For each level, that many long batches (hours) are in flight in a
+fresh `retell-bot serve` (SQLite default), found in its database at start-up as after a
+restart, spread over 10 engines. Among them, `--probes` short batches (5-20 s) complete while
+the bot follows everything else; their lag, from completing at the fake Retell to their result
+in the fake Slack, is the lag at that load. Also reported: follow-up checks per second (from
+`/metrics`; keeping up means about in-flight / 10 s), Retell requests per minute and the bot's
+peak resident memory. The capacity is the largest level whose p95 probe lag stays within twice
+the first level's.
 """
 
 from __future__ import annotations
@@ -15,69 +19,166 @@ from __future__ import annotations
 import argparse
 import asyncio
 import sys
+import time
 from pathlib import Path
 
+import aiohttp
+
 from bench import followup
-from bench.common import in_workdir, machine, percentile, print_table
+from bench.common import (
+    Standins,
+    in_workdir,
+    machine,
+    percentile,
+    print_table,
+    vm_kib,
+)
+from bot.standins.process import BotProcess
+
+PROBE_SECONDS = (5.0, 20.0)
+LONG_SECONDS = 6 * 3600.0
 
 
 def parse_args(argv: list[str]) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m bench.capacity", description=__doc__)
-    parser.add_argument("--levels", default="1000,2500,5000,10000", help="batches in flight")
+    parser.add_argument("--levels", default="1000,4000,10000", help="batches in flight")
     parser.add_argument("--engines", type=int, default=10)
-    parser.add_argument("--compress", type=float, default=30.0)
+    parser.add_argument("--probes", type=int, default=40, help="short batches per level")
     parser.add_argument("--smoke", action="store_true", help="two small levels, seconds")
     parser.add_argument("--keep", type=Path, default=None, help="keep logs in this directory")
     args = parser.parse_args(argv)
+    args.probe_seconds = PROBE_SECONDS
+    args.bot_settings = {}
     if args.smoke:
-        args.levels, args.engines, args.compress = "50,200", 3, 120.0
+        args.levels, args.engines, args.probes = "50,200", 3, 10
+        args.probe_seconds = (1.0, 3.0)
+        args.bot_settings = {"poll_initial_seconds": "0.5", "poll_max_seconds": "2"}
     args.levels = [int(level) for level in str(args.levels).split(",")]
     return args
 
 
+async def checks_so_far(session: aiohttp.ClientSession, bot: BotProcess) -> float:
+    async with session.get(f"{bot.url}/metrics") as response:
+        for line in (await response.text()).splitlines():
+            if line.startswith("retell_bot_follow_up_checks_total "):
+                return float(line.split()[1])
+    return 0.0
+
+
+async def measure_level(
+    args: argparse.Namespace, level: int, workdir: Path
+) -> tuple[followup.Measured, float]:
+    """Lag of the probes, checks per second, requests, RSS: one level, one fresh bot."""
+    setup = followup.parse_args(
+        ["--batches", str(level + args.probes), "--engines", str(args.engines), "--compress", "1"]
+    )
+    low, high = (float(bound) for bound in args.probe_seconds)
+    probes = {round(n * level / args.probes) for n in range(args.probes)}
+
+    def seconds(number: int) -> float:
+        if number in probes:
+            return low + (high - low) * (number % 97) / 96
+        return LONG_SECONDS
+
+    slack, retell = await followup.start_standins(workdir, setup)
+    found = followup.Measured(batches=len(probes))
+    try:
+        async with aiohttp.ClientSession() as session:
+            world = Standins(slack=slack, retell=retell, session=session)
+            engines = [f"llm_bench_{n}" for n in range(args.engines)]
+            cases = {
+                engine: await world.seed(engine, followup.CASES_PER_BATCH) for engine in engines
+            }
+            database_url = f"sqlite:///{workdir / 'bot.db'}"
+            await followup.preload(setup, world, database_url, engines, cases, seconds=seconds)
+            bot = BotProcess(
+                world.bot_environment(
+                    database_url, max_runs_per_user_per_hour="0", **args.bot_settings
+                ),
+                log_path=workdir / "bot.log",
+            )
+            await bot.start()
+            try:
+                rate = await follow_probes(world, bot, session, len(probes), high, found)
+            finally:
+                await bot.stop()
+            await followup.tally(world, 1.0, found)
+    finally:
+        await retell.stop()
+        await slack.stop()
+    return found, rate
+
+
+async def follow_probes(
+    world: Standins,
+    bot: BotProcess,
+    session: aiohttp.ClientSession,
+    probes: int,
+    longest: float,
+    found: followup.Measured,
+) -> float:
+    """Wait for every probe's result; returns follow-up checks per second meanwhile."""
+    started = time.monotonic()
+    checks_before = await checks_so_far(session, bot)
+    lists_before = await list_calls(world)
+    deadline = started + longest + 120
+    while time.monotonic() < deadline:
+        found.peak_rss_kib = max(found.peak_rss_kib, vm_kib(bot.pid))
+        if await followup.mentions(world) >= probes:
+            break
+        await asyncio.sleep(1.0)
+    found.wall_seconds = time.monotonic() - started
+    found.follow_up_requests = await list_calls(world) - lists_before
+    return (await checks_so_far(session, bot) - checks_before) / found.wall_seconds
+
+
+async def list_calls(world: Standins) -> int:
+    by_path: dict[str, int] = (await world.retell_stats())["requests"]["by_path"]
+    return sum(n for path, n in by_path.items() if path.startswith(followup.FOLLOW_UP_PATHS))
+
+
 async def main(argv: list[str]) -> int:
     args = parse_args(argv)
-    rows = []
+    table = []
     failed = 0
     first_p95: float | None = None
     capacity = 0
     for level in args.levels:
-        level_args = followup.parse_args(
-            [
-                *("--batches", str(level), "--engines", str(args.engines)),
-                *("--compress", str(args.compress), "--shortest", "1", "--longest", "10"),
-            ]
-        )
 
-        async def body(
-            workdir: Path, level: int = level, level_args: argparse.Namespace = level_args
-        ) -> int:
-            found = await followup.measure(level_args, workdir)
-            rows.append((level, found))
-            return 1 if found.duplicates or found.missing else 0
+        async def body(workdir: Path, level: int = level) -> int:
+            nonlocal first_p95, capacity
+            found, rate = await measure_level(args, level, workdir)
+            p95 = percentile(found.lags, 0.95)
+            first_p95 = p95 if first_p95 is None else first_p95
+            if p95 <= 2 * first_p95:
+                capacity = level
+            minutes = found.wall_seconds / 60
+            table.append(
+                (
+                    level,
+                    round(percentile(found.lags, 0.5), 1),
+                    round(p95, 1),
+                    round(rate, 1),
+                    round(found.follow_up_requests / minutes, 1),
+                    round(found.peak_rss_kib / 1024, 1),
+                    f"{found.results}/{found.batches}",
+                )
+            )
+            return 1 if found.duplicates or found.missing or found.results < found.batches else 0
 
         keep = args.keep / str(level) if args.keep else None
         failed |= await in_workdir("bench-capacity-", keep, body)
-    table = []
-    for level, found in rows:
-        p95 = percentile(found.lags, 0.95)
-        first_p95 = p95 if first_p95 is None else first_p95
-        if p95 <= 2 * max(first_p95, 1.0):
-            capacity = level
-        minutes = found.wall_seconds * args.compress / 60
-        table.append(
-            (
-                level,
-                round(percentile(found.lags, 0.5), 1),
-                round(p95, 1),
-                round(found.follow_up_requests / minutes, 1) if minutes else float("nan"),
-                round(found.peak_rss_kib / 1024, 1),
-                f"{found.results}/{level}",
-            )
-        )
     print_table(
-        f"Capacity (time compressed {args.compress:g}x; lag in uncompressed seconds)",
-        ["in flight", "lag p50 s", "lag p95 s", "Retell req/min", "peak RSS MiB", "results"],
+        "Capacity (real time, default settings; lag of short probe batches among the rest)",
+        [
+            "in flight",
+            "lag p50 s",
+            "lag p95 s",
+            "checks/s",
+            "Retell req/min",
+            "peak RSS MiB",
+            "probes reported",
+        ],
         table,
         note=f"capacity (p95 lag within 2x of {args.levels[0]}): {capacity}; {machine()}",
     )

@@ -170,12 +170,19 @@ class Standins:
         answer = await self._control(self.retell.url, "POST", "/_control/seed", body)
         return [str(case_id) for case_id in answer["ids"]]
 
-    async def create_batch(self, engine_id: str, case_ids: Sequence[str]) -> str:
-        """A batch created at the fake Retell directly (not through the bot); returns its id."""
-        body = {
+    async def create_batch(
+        self, engine_id: str, case_ids: Sequence[str], *, seconds: float | None = None
+    ) -> str:
+        """A batch created at the fake Retell directly (not through the bot); returns its id.
+
+        `seconds`: how long it takes (simulated), instead of the fake's configured spread.
+        """
+        body: dict[str, Any] = {
             "response_engine": {"type": "retell-llm", "llm_id": engine_id},
             "test_case_definition_ids": list(case_ids),
         }
+        if seconds is not None:
+            body["duration"] = seconds
         answer = await self._control(self.retell.url, "POST", "/_control/create_batch", body)
         return str(answer["test_case_batch_job_id"])
 

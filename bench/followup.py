@@ -29,6 +29,7 @@ import asyncio
 import re
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -62,6 +63,7 @@ CASES_PER_BATCH = 5
 POLL_INITIAL, POLL_MAX = 10.0, 120.0
 RETELL_BUDGET, SLACK_EDITS = 60.0, 45.0
 TARGET_REQUESTS_PER_MINUTE = 60.0
+NEVER_WITHIN_A_BENCHMARK = 3600.0  # simulated seconds
 TARGET_P95_LAG = 30.0
 
 
@@ -84,6 +86,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     parser.add_argument("--engines", type=int, default=10, help="engines the batches run on")
     parser.add_argument("--compress", type=float, default=30.0, help="time compression")
     parser.add_argument("--concurrency", type=int, default=50, help="commands in flight")
+    parser.add_argument(
+        "--teams", type=int, default=1, help="Slack workspaces the batches are spread over"
+    )
     parser.add_argument("--shortest", type=float, default=1.0, help="shortest batch, minutes")
     parser.add_argument("--longest", type=float, default=60.0, help="longest batch, minutes")
     parser.add_argument(
@@ -194,19 +199,29 @@ async def preload(
     database_url: str,
     engines: list[str],
     cases: dict[str, list[str]],
+    *,
+    seconds: Callable[[int], float | None] = lambda _number: None,
 ) -> None:
-    """Batches created at Retell, status messages in Slack, runs in the bot's database."""
+    """Batches created at Retell, status messages in Slack, runs in the bot's database.
+
+    `seconds(n)` may set how long batch `n` takes (None: the fake's spread); a batch that will
+    not complete while measured gets a placeholder status message instead of a real one.
+    """
     limit = asyncio.Semaphore(args.concurrency)
 
     async def one(number: int) -> Run:
         engine = engines[number % len(engines)]
         channel = f"C{number % 20:04d}"
+        duration = seconds(number)
         async with limit:
-            created = await world.create_batch(engine, cases[engine])
-            ts = await world.post_message(channel, f"Retell batch {created} on {engine}")
+            created = await world.create_batch(engine, cases[engine], seconds=duration)
+            if duration is not None and duration > NEVER_WITHIN_A_BENCHMARK:
+                ts = f"{1_000_000_000 + number}.000000"  # never edited: no need to post it
+            else:
+                ts = await world.post_message(channel, f"Retell batch {created} on {engine}")
         now = datetime.now(UTC)
         return Run(
-            team_id=TEAM_ID,
+            team_id=TEAM_ID if args.teams == 1 else f"T{number % args.teams:04d}",
             channel_id=channel,
             user_id=f"U{number % 50:04d}",
             engine_type="retell-llm",

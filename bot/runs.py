@@ -13,7 +13,7 @@ import contextlib
 import functools
 import logging
 from collections import defaultdict
-from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Concatenate, ParamSpec, TypeVar
@@ -37,7 +37,11 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_DELIVERY_ATTEMPTS = 8
-SWEEP_BATCH_LIMIT = 500  # engines per sweep; the rest wait for the next tick
+START_CONCURRENCY = 32  # runs being started at once; more wait (the database pool holds 15)
+# A sweep works through what is due a few engines at a time, and on at most RUNS_AT_ONCE runs
+# concurrently: memory stays bounded by that, not by the number of batches in flight.
+ENGINES_PER_PASS = 2
+RUNS_AT_ONCE = 200
 BACKOFF_FACTOR = 2.0
 
 
@@ -109,6 +113,7 @@ class RunWorkflow:
         self._lease = timedelta(seconds=settings.follow_up_lease_seconds)
         self._sweeping = asyncio.Lock()
         self._starting: set[asyncio.Task[object]] = set()
+        self._start_slots = asyncio.Semaphore(START_CONCURRENCY)
         # Longer than any start can take (every Retell try timing out, twice over), so only a
         # start whose process died is taken for interrupted.
         attempts = settings.retell_max_retries + 1
@@ -148,11 +153,25 @@ class RunWorkflow:
     # -- starting -------------------------------------------------------------------------------
 
     async def start(self, request: RunRequest) -> Run | None:
-        """Resolve the test cases, create the batch and post the status message."""
+        """Resolve the test cases, create the batch and post the status message.
+
+        Called after the ack, so nothing may fail silently here: the requester already saw
+        "Starting…". Starts queue for a slot (START_CONCURRENCY) so that a burst of commands
+        waits its turn instead of exhausting the database pool.
+        """
         task = asyncio.current_task()
         if task is not None:
             self._starting.add(task)
             task.add_done_callback(self._starting.discard)
+        async with self._start_slots:
+            try:
+                return await self._start(request)
+            except Exception:
+                log.exception("starting a run for %s failed", request.requester.user_id)
+                await self._tell(request.requester, _start_broke())
+                return None
+
+    async def _start(self, request: RunRequest) -> Run | None:
         who = request.requester
         refusal = await self._refusal(who)
         if refusal is not None:
@@ -174,7 +193,12 @@ class RunWorkflow:
             log.info("request %s was already handled; not starting it again", request.request_key)
             return None
         with about_run(run):
-            return await self._create(run, suite, who)
+            try:
+                return await self._create(run, suite, who)
+            except Exception:
+                # Told by `start`; a run still `starting` must not be "recovered" (told) again.
+                await self._store.mark_failed(run.id, "internal error", now=self._clock())
+                raise
 
     async def _create(self, run: Run, suite: Suite, who: Requester) -> Run | None:
         try:
@@ -399,22 +423,27 @@ class RunWorkflow:
             await self._sweep()
 
     async def _sweep(self) -> None:
-        now = self._clock()
-        claim, runs = await self._store.claim_due(
-            now=now, lease=self._lease, limit=SWEEP_BATCH_LIMIT, stale_start=self._stale_start
-        )
-        if not runs:
-            return
-        async with self._holding(claim):
-            await self._follow_up(claim, runs, now)
+        # Pass after pass until nothing is due, but no longer than a lease: peers take the rest.
+        until = asyncio.get_running_loop().time() + self._lease.total_seconds()
+        while asyncio.get_running_loop().time() < until:
+            now = self._clock()
+            claim, runs = await self._store.claim_due(
+                now=now, lease=self._lease, limit=ENGINES_PER_PASS, stale_start=self._stale_start
+            )
+            if not runs:
+                return
+            async with self._holding(claim):
+                await self._follow_up(claim, runs, now)
 
     async def _follow_up(self, claim: str, runs: Sequence[Run], now: datetime) -> None:
         stale = [r for r in runs if r.state == RunState.STARTING.value]
         running = [r for r in runs if r.state == RunState.RUNNING.value and r.batch_id]
-        steps: list[Awaitable[None]] = [self._check(claim, running, now)]
-        steps += [self._deliver(r, claim) for r in runs if r.run_state.finished]
-        steps += [self._recover(r) for r in stale]
-        await asyncio.gather(*steps)
+        finished = [r for r in runs if r.run_state.finished]
+        await asyncio.gather(
+            self._check(claim, running, now),
+            _at_most(RUNS_AT_ONCE, lambda run: self._deliver(run, claim), finished),
+            _at_most(RUNS_AT_ONCE, self._recover, stale),
+        )
 
     async def _check(self, claim: str, running: Sequence[Run], now: datetime) -> None:
         """Refresh running batches engine by engine; finish the complete ones, pace the rest."""
@@ -424,7 +453,9 @@ class RunWorkflow:
         refresh = await self._refresher.refresh(
             Followed(r.batch_id or "", r.engine, due=_due(r, now)) for r in running
         )
-        checks = await asyncio.gather(*(self._after_check(r, claim, refresh, now) for r in running))
+        checks = await _at_most(
+            RUNS_AT_ONCE, lambda run: self._after_check(run, claim, refresh, now), running
+        )
         by_engine: dict[Engine, list[Check]] = defaultdict(list)
         for run, check in zip(running, checks, strict=True):
             if check is not None:
@@ -625,6 +656,16 @@ class RunWorkflow:
             log.warning("could not tell %s: %s", who.user_id, error_code(exc))
 
 
+async def _at_most(
+    limit: int, step: Callable[[Run], Coroutine[Any, Any, R]], runs: Sequence[Run]
+) -> list[R]:
+    """`step` for every run, `limit` at a time (not one task each at once); results in order."""
+    results: list[R] = []
+    for start in range(0, len(runs), limit):
+        results += await asyncio.gather(*(step(run) for run in runs[start : start + limit]))
+    return results
+
+
 def _due(run: Run, now: datetime) -> bool:
     return run.next_check_at is None or run.next_check_at <= now
 
@@ -638,6 +679,13 @@ def _apply(
     run.state = state.value
     if started_at is not None:
         run.started_at = started_at
+
+
+def _start_broke() -> Message:
+    return blocks.problem(
+        "Something went wrong on the bot's side while starting this batch test, so it may not "
+        "have started. Check `/retell-test status` in a minute and try again if it is not there."
+    )
 
 
 def _rerun_under_way() -> Message:

@@ -344,3 +344,18 @@ async def test_store_engine_survives_a_cancelled_checkout(tmp_path: Path) -> Non
             task.cancel()  # the second cancel gets it out of aiosqlite's close()
         await asyncio.gather(*stuck, return_exceptions=True)
         await engine.dispose()
+
+
+async def test_a_start_that_breaks_after_the_ack_tells_the_requester(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """Retell answers 200 with something that is no batch: the bot must not go quiet."""
+    retell.fail_next("/create-batch-test", 200, message="not a batch")
+    reply = await user.command(bot.events_url, f"{ENGINE} tc_1")
+    assert reply.status == 200
+    await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
+    [answer] = slack.responses_to(reply.response_url)
+    assert "went wrong" in visible_text(answer)
+    assert top_level(slack) == []
+    [run] = await bot.app.store.recent_runs()
+    assert run.state == RunState.FAILED.value, "a later sweep must not tell the requester again"

@@ -25,7 +25,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 from bot.standins.process import BotProcess
 from bot.standins.retell import FakeRetell
 from bot.standins.slack import FakeSlack, SlackUser
-from bot.store import async_database_url
+from bot.store import MIGRATIONS, SCHEMA_REVISION, async_database_url
 
 from .conftest import CHANNEL, ENGINE, results, top_level
 from .processes import (
@@ -282,6 +282,16 @@ async def test_db_upgrade_creates_the_schema_and_is_idempotent(
         await engine.dispose()
     assert len(versions) == 1, "one schema version recorded, not one per upgrade"
     assert runs == 0
+
+
+def test_schema_revision_is_the_newest_migration() -> None:
+    """Start-up skips Alembic when the database is at SCHEMA_REVISION: it must be the head."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS))
+    assert ScriptDirectory.from_config(config).get_heads() == [SCHEMA_REVISION]
 
 
 async def test_demo_runs_the_whole_flow(tmp_path: Path) -> None:
