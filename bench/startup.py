@@ -1,6 +1,6 @@
 """Start-up (issue 7, item 4): from spawning `retell-bot serve` to `/healthz` 200, and idle RSS.
 
-    .venv/bin/python -m bench.startup                  # 5 starts on fresh SQLite, 5 on existing
+    .venv/bin/python -m bench.startup                  # 3 starts on fresh SQLite, 3 on existing
     .venv/bin/python -m bench.startup --smoke          # 1 of each, short idle
     .venv/bin/python -m bench.startup --database-url postgresql://postgres@127.0.0.1:5432/postgres
 
@@ -191,7 +191,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
         description=(__doc__ or "").split("\n\n")[0],
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--starts", type=int, default=5, help="per kind (fresh, existing)")
+    parser.add_argument("--starts", type=int, default=3, help="per kind (fresh, existing)")
     parser.add_argument("--idle", type=float, default=5.0, help="seconds before reading RSS")
     parser.add_argument(
         "--database-url", default="", help="a PostgreSQL server to use instead of SQLite files"

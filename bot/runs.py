@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import math
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from bot.commands import CommandError, TestSelection, needs_definitions, resolve
 from bot.followup import BatchRefresher, Followed, Refresh
 from bot.logs import about_run
 from bot.metrics import Metrics
-from bot.retell import BatchJob, CaseDefinition, RetellGateway, RetellProblem
+from bot.retell import LIST_PAGE_SIZE, BatchJob, CaseDefinition, RetellGateway, RetellProblem
 from bot.settings import Settings
 from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, SlackGateway, error_code
 from bot.store import Run, RunState, Store, utcnow
@@ -478,11 +479,11 @@ class RunWorkflow:
     async def _budget_floor(self) -> float:
         """Shortest follow-up interval per engine that keeps within RETELL_REQUESTS_PER_MINUTE.
 
-        Each engine with batches running costs one list call per follow-up, so the interval
-        grows with the number of engines, not with the number of batches.
+        Each engine with batches running costs one list page per thousand of them per
+        follow-up, so the interval grows with the number of engines, hardly with the batches.
         """
-        engines = await self._store.engines_in_flight()
-        return 60.0 * engines / self._settings.retell_requests_per_minute
+        pages = sum(math.ceil(n / LIST_PAGE_SIZE) for n in await self._store.running_per_engine())
+        return 60.0 * pages / self._settings.retell_requests_per_minute
 
     @_about_run
     async def _recover(self, run: Run) -> None:

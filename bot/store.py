@@ -195,7 +195,13 @@ def async_database_url(url: str) -> str:
 
 
 def create_engine(url: str, *, sqlite_busy_timeout_ms: int = 30_000) -> AsyncEngine:
-    """An async engine; SQLite gets WAL and a busy timeout so the scheduler and the bot share it."""
+    """An async engine; SQLite gets WAL and a busy timeout so the scheduler and the bot share it.
+
+    On SQLite every transaction also starts with `BEGIN IMMEDIATE`, taking the write lock up
+    front (waiting for it up to the busy timeout). A deferred transaction that reads and then
+    writes, as APScheduler's job release does, gets "database is locked" at once, without
+    waiting, when another connection wrote in between; that error stops the scheduler.
+    """
     engine = create_async_engine(async_database_url(url), pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
 
@@ -207,6 +213,11 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = 30_000) -> AsyncEng
             cursor.execute("PRAGMA synchronous=NORMAL")
             cursor.execute("PRAGMA foreign_keys=ON")
             cursor.close()
+            dbapi_connection.isolation_level = None  # the driver no longer BEGINs by itself
+
+        @event.listens_for(engine.sync_engine, "begin")
+        def _begin_immediate(connection: Connection) -> None:
+            connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
 
@@ -486,16 +497,15 @@ class Store:
                 .execution_options(synchronize_session=False)
             )
 
-    async def engines_in_flight(self) -> int:
-        """How many engines have batches running: each costs a list call per follow-up."""
-        running = (
-            select(Run.engine_type, Run.engine_id, Run.engine_version)
-            .where(Run.state == RunState.RUNNING.value)
-            .distinct()
-            .subquery()
-        )
+    async def running_per_engine(self) -> list[int]:
+        """How many batches run on each engine that has any (the cost of following them)."""
         async with self._sessions() as session:
-            return int(await session.scalar(select(func.count()).select_from(running)) or 0)
+            result = await session.execute(
+                select(func.count())
+                .where(Run.state == RunState.RUNNING.value)
+                .group_by(Run.engine_type, Run.engine_id, Run.engine_version)
+            )
+            return [int(count) for count in result.scalars()]
 
     async def finish(
         self, run_id: int, state: RunState, batch: BatchJob | None, *, now: datetime
