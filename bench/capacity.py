@@ -6,7 +6,7 @@ Time is *not* compressed here (the bot runs with its default settings: polls eve
 Retell requests a minute): compression multiplies the work per wall second and would measure a
 machine 30 times slower. For each level, that many long batches (hours) are in flight in a
 fresh `retell-bot serve` (SQLite default), found in its database at start-up as after a
-restart, spread over 10 engines. Among them, `--probes` short batches (5-20 s) complete while
+restart, spread over 10 engines. Among them, `--probes` short batches (15-30 s) complete while
 the bot follows everything else; their lag, from completing at the fake Retell to their result
 in the fake Slack, is the lag at that load. Also reported: follow-up checks per second (from
 `/metrics`; keeping up means about in-flight / 10 s), the Retell follow-up requests made (the
@@ -36,7 +36,7 @@ from bench.common import (
 )
 from bot.standins.process import BotProcess
 
-PROBE_SECONDS = (5.0, 20.0)
+PROBE_SECONDS = (15.0, 30.0)  # long enough to complete after the bot is up
 LONG_SECONDS = 6 * 3600.0
 
 
@@ -59,7 +59,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.bot_settings = {}
     if args.smoke:
         args.levels, args.engines, args.probes = "50,200", 3, 10
-        args.probe_seconds = (1.0, 3.0)
+        args.probe_seconds = (3.0, 5.0)
         args.bot_settings = {"poll_initial_seconds": "0.5", "poll_max_seconds": "2"}
     args.levels = [int(level) for level in str(args.levels).split(",")]
     return args
@@ -84,7 +84,8 @@ async def measure_level(
         ]
     )
     low, high = (float(bound) for bound in args.probe_seconds)
-    probes = set(range(args.probes))  # the oldest batches: deepest in their engine's list
+    # The newest batches, so that they are created last, just before the bot starts.
+    probes = set(range(level, level + args.probes))
 
     def seconds(number: int) -> float:
         if number in probes:

@@ -299,6 +299,7 @@ async def tally(world: Standins, compress: float, found: Measured) -> None:
     completed = {
         batch_id: info["completed_ms"]
         for batch_id, info in (await world.retell_stats())["batches"].items()
+        if info["completed_ms"] is not None
     }
     seen: dict[str, int] = {}
     for message in await messages(world):

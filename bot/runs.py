@@ -38,7 +38,10 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_DELIVERY_ATTEMPTS = 8
-START_CONCURRENCY = 32  # runs being started at once; more wait (the database pool holds 15)
+# Runs being started at once; more wait their turn. A start holds a database connection only
+# between its Retell calls, so this can exceed the pool (15); unbounded, a burst of 1,500
+# commands queued for the pool past its timeout. 100 is also the Retell SDK's connection pool.
+START_CONCURRENCY = 100
 # A sweep works through what is due a few engines at a time, and on at most RUNS_AT_ONCE runs
 # concurrently: memory stays bounded by that, not by the number of batches in flight.
 ENGINES_PER_PASS = 2
