@@ -9,7 +9,10 @@ status messages moving at once are coalesced instead of being answered with 429s
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import random
+from collections.abc import Mapping
 from typing import Any
 
 import aiohttp
@@ -21,6 +24,9 @@ from slack_sdk.http_retry.builtin_async_handlers import (
     AsyncRateLimitErrorRetryHandler,
     AsyncServerErrorRetryHandler,
 )
+from slack_sdk.http_retry.request import HttpRequest
+from slack_sdk.http_retry.response import HttpResponse
+from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
@@ -35,10 +41,44 @@ UNREACHABLE_CHANNEL = frozenset({"channel_not_found", "is_archived", "not_in_cha
 RESULT_RESERVE = 0.25
 
 
+class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
+    """slack_sdk's 429 handler, waiting the whole `Retry-After`.
+
+    On the async (aiohttp) client the header's value is a string, and the stock handler reads
+    its first character only: "45" became a 4 s wait, and the retry met another 429.
+    """
+
+    async def _prepare_for_next_attempt_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> None:
+        if response is None:
+            raise error or RuntimeError("rate-limited without a response")
+        state.next_attempt_requested = True
+        await asyncio.sleep(retry_after_seconds(response.headers) + random.random())
+        state.increment_current_attempt()
+
+
+def retry_after_seconds(headers: Mapping[str, Any]) -> float:
+    """Seconds Slack asked to wait (`Retry-After`, a string or a list of them); 1 if unsaid."""
+    for name, value in headers.items():
+        if name.lower() == "retry-after":
+            text = value[0] if isinstance(value, list | tuple) and value else value
+            try:
+                return max(float(str(text).strip()), 0.0)
+            except ValueError:
+                break
+    return 1.0
+
+
 def retry_handlers() -> list[AsyncRetryHandler]:
     return [
         AsyncConnectionErrorRetryHandler(max_retry_count=3),
-        AsyncRateLimitErrorRetryHandler(max_retry_count=5),
+        RateLimitRetry(max_retry_count=5),
         AsyncServerErrorRetryHandler(max_retry_count=3),
     ]
 

@@ -34,6 +34,7 @@ import pytest
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 
 from bot.runs import MAX_DELIVERY_ATTEMPTS
+from bot.slackapi import retry_after_seconds
 from bot.standins.retell import FakeRetell, RecordedRequest
 from bot.standins.slack import ApiCall, FakeSlack, SlackUser
 from bot.store import Run, RunState
@@ -443,3 +444,16 @@ async def test_result_delivery_gives_up_with_a_record_and_an_error_log(
     assert len(errors) == 1, [r.getMessage() for r in errors]
     line = errors[0].getMessage()
     assert f"run {run.id}" in line and str(MAX_DELIVERY_ATTEMPTS) in line
+
+
+@pytest.mark.parametrize(
+    ("headers", "seconds"),
+    [
+        ({"Retry-After": "45"}, 45.0),  # aiohttp's headers: a string (slack_sdk read "4")
+        ({"retry-after": ["12"]}, 12.0),  # the sync client's: a list
+        ({"Retry-After": "soon"}, 1.0),
+        ({}, 1.0),
+    ],
+)
+def test_slack_retry_after_is_read_whole(headers: dict[str, object], seconds: float) -> None:
+    assert retry_after_seconds(headers) == seconds
