@@ -302,7 +302,8 @@ async def read_runs_sqlalchemy(url: str) -> list[RunRow]:
     try:
         async with engine.connect() as conn:
             result = await conn.execute(text(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id"))
-            return [RunRow(*row) for row in result.all()]
+            rows: list[tuple[Any, ...]] = [tuple(row) for row in result.all()]
+            return [RunRow(*row) for row in rows]
     finally:
         await engine.dispose()
 
@@ -352,7 +353,7 @@ def check(
             continue
         if run.state not in ("complete", "timed_out") or run.reported_at is None:
             found.unreported.append(f"{name}: state {run.state}, reported_at {run.reported_at}")
-        message = by_place.get((run.channel_id, run.status_ts or ""))
+        shown = by_place.get((run.channel_id, run.status_ts or ""))
         phrases = (
             f"{run.passed} passed",
             f"{run.failed} failed",
@@ -360,10 +361,10 @@ def check(
             f"{run.total} total",
             run.batch_id or "?",
         )
-        if message is None or not all(p in message.text for p in phrases):
+        if shown is None or not all(p in shown.text for p in phrases):
             found.lost.append(f"{name}: no final result message in {run.channel_id}")
             continue
-        replies = mentions.get((run.channel_id, message.ts), [])
+        replies = mentions.get((run.channel_id, shown.ts), [])
         mentioned = [m for m in replies if f"<@{run.user_id}>" in m.text]
         if not mentioned:
             found.lost.append(f"{name}: requester never mentioned")
@@ -377,7 +378,7 @@ def check(
         found.completed += run.state == "complete"
         done_ms = completed_ms.get(run.batch_id or "")
         if done_ms is not None:
-            found.latencies.append(message.updated_at - done_ms / 1000)
+            found.latencies.append(shown.updated_at - done_ms / 1000)
 
     known = {run.batch_id for run in runs if run.batch_id}
     for batch_id in retell.batches:
