@@ -1,6 +1,6 @@
 """The soak: many batches in flight for a long time against the real bot, and nothing lost.
 
-    python bench/soak.py --seconds 600 --in-flight 200 [--database-url sqlite:///...]
+    python -m bench.soak --seconds 600 --in-flight 200 [--database-url sqlite:///...]
 
 The stand-ins of Retell and Slack run in this process; the bot is the real `retell-bot serve` in
 a child process (`BotProcess`) on a fresh SQLite file by default — the point is the SQLite default:
@@ -36,6 +36,7 @@ from typing import Any
 
 import aiohttp
 
+from bench.common import percentile, vm_kib
 from bot.standins.process import BotProcess, bot_environment
 from bot.standins.retell import FakeRetell
 from bot.standins.slack import FakeSlack, Message, SlackUser
@@ -116,17 +117,6 @@ def command_text(engine: SoakEngine, rng: random.Random) -> str:
         return f"{target} {names}"
     separator = "," if roll < 0.4 else " "
     return f"{target} {separator.join(picked)}"
-
-
-def vm_kib(pid: int, field_name: str) -> int:
-    """A `VmRSS`/`VmHWM` line of /proc/<pid>/status, in KiB (0 if unreadable)."""
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith(field_name + ":"):
-                return int(line.split()[1])
-    except (OSError, ValueError):
-        pass
-    return 0
 
 
 # -- driving -------------------------------------------------------------------------------------
@@ -401,13 +391,6 @@ def log_findings(log_path: Path) -> tuple[int, list[str]]:
         if " ERROR " in line or " CRITICAL " in line or "Traceback" in line:
             errors.append(line)
     return locked, errors
-
-
-def percentile(values: list[float], fraction: float) -> float:
-    if not values:
-        return float("nan")
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
 # -- main ----------------------------------------------------------------------------------------
