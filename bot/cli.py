@@ -1,4 +1,4 @@
-"""`retell-bot`: serve the bot, try it locally, or manage its database."""
+"""`retell-bot`: serve the bot, try it locally, run batch tests from CI, or manage its database."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from bot import logs
 from bot.settings import DatabaseSettings, Settings, SettingsError, load_settings
@@ -83,7 +84,56 @@ def _demo(args: argparse.Namespace) -> int:
     return int(asyncio.run(run_demo(verbose=args.verbose)))
 
 
+def _ci(args: argparse.Namespace) -> int:
+    """`run` and `watch`: the orchestration is in `bot.ci`, this only hands the arguments over."""
+    from bot.ci import Request, main
+
+    words = (args.engine, *args.tests) if args.command == "run" else (args.batch_id,)
+    request = Request(
+        command=args.command,
+        words=tuple(words),
+        repeat=getattr(args, "repeat", 1),
+        poll_seconds=args.poll_seconds,
+        timeout_minutes=args.timeout_minutes,
+        junit=args.junit,
+        post_to=args.post_to,
+    )
+    return main(request)
+
+
+_CI_ENVIRONMENT = """\
+environment: RETELL_API_KEY (required), RETELL_BASE_URL, POLL_INITIAL_SECONDS,
+BATCH_TIMEOUT_MINUTES; for --post-to also SLACK_BOT_TOKEN and SLACK_API_URL."""
+
+
+def _ci_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--post-to",
+        metavar="CHANNEL",
+        help="also post the result to this Slack channel id (needs SLACK_BOT_TOKEN)",
+    )
+    command.add_argument("--junit", metavar="FILE", type=Path, help="write JUnit XML to FILE")
+    command.add_argument(
+        "--poll-seconds",
+        type=float,
+        metavar="SECONDS",
+        default=None,
+        help="seconds between checks of the batch (default: $POLL_INITIAL_SECONDS or 10)",
+    )
+    command.add_argument(
+        "--timeout-minutes",
+        type=float,
+        metavar="MINUTES",
+        default=None,
+        help="stop following after this long (default: $BATCH_TIMEOUT_MINUTES or 180)",
+    )
+    command.set_defaults(handler=_ci)
+
+
 def parser() -> argparse.ArgumentParser:
+    from bot.ci import exit_codes_help
+
+    ci_epilog = f"{exit_codes_help()}\n\n{_CI_ENVIRONMENT}"
     root = argparse.ArgumentParser(prog="retell-bot", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -106,6 +156,40 @@ def parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--verbose", action="store_true", help="show the bot's own log lines too")
     demo.set_defaults(handler=_demo)
+
+    run = commands.add_parser(
+        "run",
+        help="run a batch test from CI: progress, result table, JUnit, exit code",
+        description=(
+            "Create a Retell batch test and follow it to the end.\n\n"
+            "ENGINE and TESTS use the slash command's grammar: ENGINE is llm_<id> or\n"
+            "conversation_flow_<id>, optionally @<version>; TESTS are test case ids separated\n"
+            "by spaces or commas, `all`, or names in double quotes, which the shell needs\n"
+            "quoted again:  retell-bot run llm_abc@3 tc_1,tc_2 '\"Refund request\"'"
+        ),
+        epilog=ci_epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    run.add_argument("engine", metavar="ENGINE")
+    run.add_argument("tests", metavar="TESTS", nargs="+")
+    run.add_argument(
+        "--repeat",
+        type=int,
+        default=1,
+        metavar="N",
+        help="run the suite N times (2-5) and flag cases that both pass and fail as FLAKY",
+    )
+    _ci_options(run)
+
+    watch = commands.add_parser(
+        "watch",
+        help="follow an existing batch test to the end, as `run` does",
+        description="Follow a batch created elsewhere (the dashboard, another job).",
+        epilog=ci_epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    watch.add_argument("batch_id", metavar="BATCH_ID")
+    _ci_options(watch)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)

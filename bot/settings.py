@@ -152,3 +152,49 @@ def _line(error: object) -> str:
         return f"{variable} is required but not set"
     # Never echo the offending value: it may be a secret.
     return f"{variable}: {details.get('msg', 'invalid value')}"
+
+
+class CliSettings(BaseSettings):
+    """What `retell-bot run` and `retell-bot watch` read: Retell; Slack only for `--post-to`.
+
+    A CI job has a Retell key and maybe a Slack token, but no signing secret or database, so
+    the CLI must not demand the bot's full `Settings`. Defaults match the bot's.
+    """
+
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+
+    retell_api_key: SecretStr
+    retell_base_url: str = Settings.model_fields["retell_base_url"].default
+    retell_timeout_seconds: float = Field(default=30.0, gt=0)
+    retell_max_retries: int = Field(default=4, ge=0, le=10)
+
+    slack_bot_token: SecretStr | None = None
+    slack_api_url: str = Settings.model_fields["slack_api_url"].default
+
+    poll_initial_seconds: float = Field(default=10.0, gt=0)
+    batch_timeout_minutes: float = Field(default=180.0, gt=0)
+    max_cases_per_run: int = Field(default=1000, ge=1, le=1000)
+
+    # Quiet by default: the CLI's own output is the report; logs only for trouble.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "WARNING"
+    log_format: Literal["text", "json"] = "text"
+
+    _log_options = field_validator("log_level", "log_format", mode="before")(_log_option)
+
+    @field_validator("slack_api_url")
+    @classmethod
+    def _trailing_slash(cls, value: str) -> str:
+        return value if value.endswith("/") else value + "/"
+
+    def secrets(self) -> list[str]:
+        """The values log lines must never show."""
+        values = [self.retell_api_key, self.slack_bot_token]
+        return [v.get_secret_value() for v in values if v is not None]
+
+
+def load_cli_settings(**overrides: object) -> CliSettings:
+    """`CliSettings`, or a `SettingsError` with one plain line per problem."""
+    try:
+        return CliSettings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        raise SettingsError([_line(error) for error in exc.errors()]) from None

@@ -114,6 +114,7 @@ class FakeEngine:
     engine_id: str
     latest_version: int
     definition_ids: list[str] = field(default_factory=list)
+    modified_ms: int = 0  # wall-clock ms of the latest change, as the list calls report it
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,6 +288,7 @@ class FakeRetell:
         self._engines: dict[str, FakeEngine] = {}
         self._definitions: dict[str, FakeDefinition] = {}
         self._outcomes: dict[str, tuple[Outcome, str | None]] = {}
+        self._outcome_scripts: dict[str, list[tuple[Outcome, str | None]]] = {}
         self._batches_by_version: dict[tuple[str, int], list[FakeBatch]] = {}
         self._faults: list[_Fault] = []
         self._delays: list[_Delay] = []
@@ -344,11 +346,14 @@ class FakeRetell:
             raise ValueError("an engine has at least one version")
         engine = self._engines.get(engine_id)
         if engine is None:
-            self._engines[engine_id] = FakeEngine(engine_type, engine_id, versions - 1)
+            self._engines[engine_id] = FakeEngine(
+                engine_type, engine_id, versions - 1, modified_ms=self._wall_ms()
+            )
         elif engine.engine_type != engine_type:
             raise ValueError(f"{engine_id} already exists as a {engine.engine_type} engine")
         else:
             engine.latest_version = max(engine.latest_version, versions - 1)
+            engine.modified_ms = self._wall_ms()
 
     def add_definition(self, engine_id: str, case_id: str, name: str) -> None:
         """Add a test case definition to an existing engine."""
@@ -395,6 +400,14 @@ class FakeRetell:
         Without it a case passes, unless its id contains "error" (errors) or "fail" (fails).
         """
         self._outcomes[case_id] = (status, explanation)
+
+    def script_outcomes(self, case_id: str, outcomes: list[tuple[Outcome, str | None]]) -> None:
+        """What a case resolves to in the next batches that include it, one entry per batch.
+
+        Once the script is used up, `set_outcome` (or the id-based default) applies again;
+        this is how a test makes a case flaky across repeated runs of one suite.
+        """
+        self._outcome_scripts[case_id] = list(outcomes)
 
     def create_batch_directly(
         self, engine: dict[str, Any], case_ids: list[str], *, duration: float | None = None
@@ -534,7 +547,10 @@ class FakeRetell:
         return version
 
     def _outcome_for(self, case_id: str) -> tuple[Outcome, str | None]:
-        if case_id in self._outcomes:
+        script = self._outcome_scripts.get(case_id)
+        if script:
+            status, explanation = script.pop(0)
+        elif case_id in self._outcomes:
             status, explanation = self._outcomes[case_id]
         elif "error" in case_id:
             status, explanation = "error", None
@@ -672,6 +688,20 @@ class FakeRetell:
             "user_modified_timestamp": definition.created_ms,
         }
 
+    def _engine_json(self, engine: FakeEngine) -> dict[str, Any]:
+        """A Retell LLM or conversation flow as the list calls return it (the main fields)."""
+        body: dict[str, Any] = {
+            ENGINE_ID_KEYS[engine.engine_type]: engine.engine_id,
+            "version": engine.latest_version,
+            "is_published": engine.latest_version > 0,
+            "last_modification_timestamp": engine.modified_ms,
+        }
+        if engine.engine_type == "retell-llm":
+            body.update(model=SIMULATION_MODEL, general_prompt="You are a helpful agent.")
+        else:
+            body.update(model_choice={"type": "cascading", "model": SIMULATION_MODEL}, nodes=[])
+        return body
+
     def _run_json(self, batch: FakeBatch, index: int, completed: int) -> dict[str, Any]:
         case_id = batch.case_ids[index]
         done = index < completed
@@ -743,6 +773,30 @@ class FakeRetell:
         items = [self._definition_json(self._definitions[ids[i]]) for i in range(start, stop)]
         has_more = stop < len(ids)
         return _page(items, has_more, _encode_key(scope, stop - 1) if has_more else None)
+
+    async def _list_engines(self, request: web.Request, engine_type: EngineType) -> web.Response:
+        """GET /v2/list-retell-llms and /v2/list-conversation-flows: the account's engines."""
+        query = dict(request.query)
+        limit = _query_limit(query)
+        order = query.get("sort_order", "ascending")
+        if order not in ("ascending", "descending"):
+            raise RetellStandInError(400, "sort_order must be 'ascending' or 'descending'.")
+        engines = [e for e in self._engines.values() if e.engine_type == engine_type]
+        if order == "descending":
+            engines.reverse()
+        scope = f"engines:{engine_type}:{order}"
+        after = _decode_key(query.get("pagination_key"), scope, len(engines))
+        start = 0 if after is None else after + 1
+        stop = min(start + limit, len(engines))
+        items = [self._engine_json(engines[i]) for i in range(start, stop)]
+        has_more = stop < len(engines)
+        return _page(items, has_more, _encode_key(scope, stop - 1) if has_more else None)
+
+    async def _list_retell_llms(self, request: web.Request) -> web.Response:
+        return await self._list_engines(request, "retell-llm")
+
+    async def _list_conversation_flows(self, request: web.Request) -> web.Response:
+        return await self._list_engines(request, "conversation-flow")
 
     async def _get_test_case_definition(self, request: web.Request) -> web.Response:
         case_id = request.match_info["definition_id"]
@@ -842,6 +896,8 @@ class FakeRetell:
             "/get-test-case-definition/{definition_id}", self._get_test_case_definition
         )
         app.router.add_get("/get-test-run/{job_id}", self._get_test_run)
+        app.router.add_get("/v2/list-retell-llms", self._list_retell_llms)
+        app.router.add_get("/v2/list-conversation-flows", self._list_conversation_flows)
         app.router.add_post("/_control/seed", self._control_seed)
         app.router.add_post("/_control/outcome", self._control_outcome)
         app.router.add_post("/_control/fail_next", self._control_fail_next)
