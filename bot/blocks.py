@@ -13,12 +13,15 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.commands import CommandError
 from bot.retell import BatchJob, TestRun
 from bot.store import RunState
 from bot.suite import Engine, Suite
+
+if TYPE_CHECKING:  # history imports this module; the digest is only a type here
+    from bot.history import Digest
 
 Block = dict[str, Any]
 
@@ -44,6 +47,8 @@ REASON_CHARS = 1500
 LISTED_RUNS = 45
 LISTED_NAMES = 10
 BAR_WIDTH = 10
+# A scheduled firing that starts later than this after its time says it ran late.
+LATE_AFTER = timedelta(minutes=2)
 
 ACTION_RERUN = "rerun"
 ACTION_RERUN_FAILED = "rerun_failed"
@@ -122,6 +127,10 @@ class RunView(Protocol):
     def source(self) -> str: ...
     @property
     def rerun_of(self) -> int | None: ...
+    @property
+    def label(self) -> str | None: ...
+    @property
+    def scheduled_for(self) -> datetime | None: ...
 
 
 # -- text ----------------------------------------------------------------------------------------
@@ -367,21 +376,41 @@ def _origin(run: RunView) -> str:
     """Where the run came from, for the footer."""
     if run.source == "rerun" and run.rerun_of is not None:
         return f"Rerun of run #{run.rerun_of}"
+    if run.source == "schedule" and run.label:
+        return f"Scheduled run “{_safe(run.label, NAME_CHARS)}”"
     return {
         "schedule": "Scheduled run",
         "watch": "Batch created outside Slack, followed here",
         "rerun": "Rerun",
+        "modal": "Started from the Run form",
     }.get(run.source, "Started from `/retell-test`")
 
 
 def _footer(run: RunView) -> Block:
     started = run.started_at or run.created_at
     when = slack_date(started, "Started {date_short_pretty} at {time}")
-    return _context(f"Run #{run.id} · {_origin(run)} · {when}")
+    return _context(f"Run #{run.id} · {_origin(run)} · {when}{_late(run)}")
+
+
+def late_by(run: RunView) -> timedelta | None:
+    """How late a scheduled firing started (the bot was down at its time); None if on time."""
+    if run.scheduled_for is None:
+        return None
+    delay = (run.started_at or run.created_at) - run.scheduled_for
+    return delay if delay > LATE_AFTER else None
+
+
+def _late(run: RunView) -> str:
+    delay = late_by(run)
+    if delay is None or run.scheduled_for is None:
+        return ""
+    due = slack_date(run.scheduled_for, "{date_short_pretty} at {time}")
+    return f" · ⏰ ran late: it was due {due}, {format_duration(delay)} earlier; the bot was down"
 
 
 def _title(run: RunView, headline: str) -> Block:
-    return _section(f"*{headline}* · Retell batch test on {_engine(run.engine)}")
+    label = f" · *{_safe(run.label, NAME_CHARS)}*" if run.label else ""
+    return _section(f"*{headline}*{label} · Retell batch test on {_engine(run.engine)}")
 
 
 def _run_fields(run: RunView, *, with_duration: bool) -> Block:
@@ -499,9 +528,10 @@ def _result_text(run: RunView, comparison: Comparison | None) -> str:
     engine = _safe(run.engine.label, NAME_CHARS)
     counts = counts_phrases(run.passed, run.failed, run.errored, run.total)
     rate = format_pass_rate(run.passed, run.total)
+    label = f"{_safe(run.label, NAME_CHARS)}: " if run.label else ""
     if RunState(run.state) is RunState.TIMED_OUT:
-        return f"Retell batch {batch} on {engine} timed out; last counts: {counts} ({rate})"
-    text = f"Retell batch {batch} on {engine}: {counts} ({rate})"
+        return f"{label}Retell batch {batch} on {engine} timed out; last counts: {counts} ({rate})"
+    text = f"{label}Retell batch {batch} on {engine}: {counts} ({rate})"
     if comparison is not None and comparison.newly_failing:
         text += f"; {len(comparison.newly_failing)} newly failing"
     return text
@@ -605,6 +635,38 @@ def requester_mention(run: RunView) -> Message:
         f"{_finished_verb(run)}: {outcome(run)}{rate}{batch}"
     )
     return _message(line, [_section(line)])
+
+
+def quiet_result(run: RunView) -> Message:
+    """What a `notify=failures` schedule posts when everything passed: one quiet line."""
+    label = _safe(run.label or "Scheduled run", NAME_CHARS)
+    batch = f" · batch {_code(run.batch_id)}" if run.batch_id else ""
+    line = (
+        f"✅ {label}: all {run.passed} passed on {_engine(run.engine)}"
+        f" in {format_duration(run.duration)}{batch}{_late(run)}"
+    )
+    text = (
+        f"{label}: Retell batch {_safe(run.batch_id or '', NAME_CHARS)} on "
+        f"{_safe(run.engine.label, NAME_CHARS)}: "
+        + counts_phrases(run.passed, run.failed, run.errored, run.total)
+    )
+    return _message(text, [_context(line)])
+
+
+def regression_mention(run: RunView, mention_markup: str, comparison: Comparison) -> Message:
+    """A thread reply that notifies a schedule's `mention=` when its run got worse.
+
+    `mention_markup` was validated by the parser (`<@U…>` or `<!subteam^S…>`) and is stored
+    as such; it is the only markup here that is not escaped.
+    """
+    label = _safe(run.label or "A scheduled run", NAME_CHARS)
+    what = (
+        f"{len(comparison.newly_failing)} newly failing: {name_list(comparison.newly_failing)}"
+        if comparison.newly_failing
+        else _rate_change(run, comparison.previous_pass_rate)
+    )
+    line = f"{mention_markup} {label} regressed on {_engine(run.engine)}: {what}"
+    return _message(shorten(line, MAX_SECTION_TEXT), [_section(line)])
 
 
 def _finished_verb(run: RunView) -> str:
@@ -820,3 +882,271 @@ def _failures_header(summary: str, batch_id: str | None) -> str:
         if len(full) <= MAX_HEADER_TEXT:
             return full
     return summary
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+ACTION_SCHEDULE_RUN = "schedule_run"
+ACTION_SCHEDULE_PAUSE = "schedule_pause"
+ACTION_SCHEDULE_RESUME = "schedule_resume"
+ACTION_SCHEDULE_REMOVE = "schedule_remove"
+SCHEDULES_PER_MESSAGE = 20  # two blocks each: a list of 100 is five messages of ≤ 42 blocks
+HOME_SCHEDULES = 30
+HOME_RUNS = 10
+MAX_HOME_BLOCKS = 100
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleEntry:
+    """A schedule as people see it; built by `bot.schedules` from its row and APScheduler's."""
+
+    id: int
+    name: str
+    kind: str  # "run" or "report"
+    channel_id: str
+    user_id: str
+    engine: Engine | None
+    tests: str  # how the cases were chosen, in words: "all", "12 test cases", ...
+    when: str  # in words: "every weekday at 09:00"
+    timezone: str
+    next_fire: datetime | None
+    paused: bool
+    notify: str = "always"
+    mention: str | None = None
+    report_days: int | None = None
+    last_run: RunView | None = None
+    last_fired_at: datetime | None = None
+
+
+def local_time(moment: datetime, timezone: str) -> str:
+    """`Thu 26 Nov 09:00 CET`: a time as it reads where the schedule's creator lives."""
+    from zoneinfo import ZoneInfo
+
+    return moment.astimezone(ZoneInfo(timezone)).strftime("%a %d %b %Y %H:%M %Z")
+
+
+def _what(entry: ScheduleEntry) -> str:
+    if entry.kind == "report":
+        return f"digest report of the last {plural(entry.report_days or 7, 'day')}"
+    engine = _engine(entry.engine) if entry.engine else "?"
+    return f"{engine} · {_safe(entry.tests, 200)}"
+
+
+def _schedule_line(entry: ScheduleEntry) -> str:
+    state = "⏸️ paused" if entry.paused else "▶️ active"
+    when = f"{_safe(entry.when, 200)} ({_safe(entry.timezone, 64)})"
+    next_fire = (
+        local_time(entry.next_fire, entry.timezone) if entry.next_fire and not entry.paused else "—"
+    )
+    lines = [
+        f"*#{entry.id} · {_safe(entry.name, NAME_CHARS)}* · {state}",
+        f"{_what(entry)}\n🗓️ {when} · next: {next_fire}",
+    ]
+    extras = [f"by {mention(entry.user_id)}"]
+    if entry.kind == "run":
+        extras.append(f"notify={entry.notify}")
+    if entry.mention:
+        extras.append(f"mentions {entry.mention} on regressions")
+    if entry.last_run is not None:
+        extras.append(f"last: {_last_result(entry.last_run)}")
+    elif entry.last_fired_at is not None:
+        extras.append(f"last fired {slack_date(entry.last_fired_at, '{date_short} {time}')}")
+    lines.append(" · ".join(extras))
+    return "\n".join(lines)
+
+
+def _last_result(run: RunView) -> str:
+    state = RunState(run.state)
+    if state is RunState.COMPLETE and run.total:
+        return f"{outcome(run)} ({format_pass_rate(run.passed, run.total)})"
+    return outcome(run)
+
+
+def _schedule_buttons(entry: ScheduleEntry) -> Block:
+    value = str(entry.id)
+    toggle = (
+        _button("▶️ Resume", ACTION_SCHEDULE_RESUME, value)
+        if entry.paused
+        else _button("⏸️ Pause", ACTION_SCHEDULE_PAUSE, value)
+    )
+    run_confirm = _confirm(
+        "Run this schedule now?",
+        f"Runs “{shorten(entry.name, 80)}” now, once; the schedule itself is unchanged.",
+        "Run now",
+    )
+    remove_confirm = _confirm(
+        "Remove this schedule?",
+        f"“{shorten(entry.name, 80)}” will not run again. Its past results stay.",
+        "Remove",
+    )
+    return {
+        "type": "actions",
+        "block_id": f"schedule-{entry.id}",
+        "elements": [
+            _button("▶️ Run now", ACTION_SCHEDULE_RUN, value, confirm=run_confirm),
+            toggle,
+            _button(
+                "🗑️ Remove", ACTION_SCHEDULE_REMOVE, value, style="danger", confirm=remove_confirm
+            ),
+        ],
+    }
+
+
+def _schedule_blocks(entry: ScheduleEntry) -> list[Block]:
+    return [_section(_schedule_line(entry)), _schedule_buttons(entry)]
+
+
+def schedule_added(entry: ScheduleEntry, next_fires: Sequence[datetime]) -> Message:
+    """Ephemeral confirmation of `schedule add`: what, where, and the next three firings."""
+    fires = "\n".join(f"• {local_time(fire, entry.timezone)}" for fire in next_fires)
+    title = (
+        f"🗓️ Scheduled *#{entry.id} · {_safe(entry.name, NAME_CHARS)}* in "
+        f"{channel_link(entry.channel_id)}: {_what(entry)}, {_safe(entry.when, 200)} "
+        f"({_safe(entry.timezone, 64)})."
+    )
+    text = f"{title}\nNext runs:\n{fires}"
+    hint = (
+        f"`/retell-test schedule list` shows it; `/retell-test schedule remove {entry.id}` "
+        "removes it."
+    )
+    return _message(text, [_section(text), _schedule_buttons(entry), _context(hint)])
+
+
+def schedule_list(entries: Sequence[ScheduleEntry]) -> list[Message]:
+    """`schedule list`: each schedule with its buttons, over as many messages as it takes."""
+    if not entries:
+        text = (
+            "No schedules in this channel. Add one with "
+            '`/retell-test schedule add "weekdays 09:00" llm_abc all name=nightly`.'
+        )
+        return [_message(text, [_section(text)])]
+    messages = []
+    pages = [
+        entries[start : start + SCHEDULES_PER_MESSAGE]
+        for start in range(0, len(entries), SCHEDULES_PER_MESSAGE)
+    ]
+    for number, page in enumerate(pages, start=1):
+        heading = f"*{plural(len(entries), 'schedule')} in this channel*"
+        if len(pages) > 1:
+            heading += f" · part {number} of {len(pages)}"
+        page_blocks = [_section(heading)]
+        for entry in page:
+            page_blocks.extend(_schedule_blocks(entry))
+        names = ", ".join(f"#{e.id} {_safe(e.name, 40)}" for e in page)
+        messages.append(_message(f"Schedules in this channel: {names}", page_blocks))
+    return messages
+
+
+def schedule_notice(text: str) -> Message:
+    """Ephemeral: what a schedule action did (our own words, ids and escaped names)."""
+    return _message(text, [_section(text)])
+
+
+def home_view(
+    entries: Sequence[ScheduleEntry], runs: Sequence[RunView], *, now: datetime
+) -> dict[str, Any]:
+    """The App Home tab: your schedules with their buttons, then the latest runs you can see."""
+    view_blocks: list[Block] = [_header("Retell batch tests")]
+    if entries:
+        view_blocks.append(_section(f"*Your schedules* ({len(entries)})"))
+        for entry in entries[:HOME_SCHEDULES]:
+            line = f"{channel_link(entry.channel_id)} · {_schedule_line(entry)}"
+            view_blocks.extend([_section(line), _schedule_buttons(entry)])
+        if len(entries) > HOME_SCHEDULES:
+            rest = len(entries) - HOME_SCHEDULES
+            view_blocks.append(
+                _context(f"…and {plural(rest, 'more schedule')}: `/retell-test schedule list`.")
+            )
+    else:
+        view_blocks.append(
+            _section(
+                "You have no schedules. In a channel, try "
+                '`/retell-test schedule add "weekdays 09:00" llm_abc all name=nightly`.'
+            )
+        )
+    view_blocks.append({"type": "divider"})
+    if runs:
+        view_blocks.append(_section("*Latest runs in your channels*"))
+        for run in runs[:HOME_RUNS]:
+            view_blocks.append(_section(_home_run_line(run)))
+    else:
+        view_blocks.append(_section("No runs yet in your channels. `/retell-test help` shows how."))
+    view_blocks.append(_context(f"Refreshed {slack_date(now, '{date_short_pretty} at {time}')}"))
+    return {"type": "home", "blocks": view_blocks[:MAX_HOME_BLOCKS]}
+
+
+def _home_run_line(run: RunView) -> str:
+    label = f"*{_safe(run.label, 60)}* · " if run.label else ""
+    batch = f" · {_code(run.batch_id)}" if run.batch_id else ""
+    return (
+        f"{channel_link(run.channel_id)} · {label}{_engine(run.engine)} · "
+        f"{_last_result(run)}{batch} · run #{run.id}"
+    )
+
+
+# -- digest --------------------------------------------------------------------------------------
+
+
+def digest_message(
+    digest: Digest, *, label: str | None = None, due: datetime | None = None
+) -> Message:
+    """`report [days]`: runs, pass rate and its trend, the most failing cases, the slowest runs.
+
+    `due` is when a scheduled digest was due; one that runs late (the bot was down) says so.
+    """
+    period = plural(digest.days, "day")
+    late = ""
+    if due is not None and digest.until - due > LATE_AFTER:
+        when = slack_date(due, "{date_short_pretty} at {time}")
+        late = f"⏰ This digest ran late: it was due {when}, when the bot was down."
+    title = f"📊 {label}: " if label else "📊 "
+    title += f"Retell batch tests in this channel, last {period}"
+    if digest.runs == 0:
+        text = f"{title}: no finished runs."
+        previous = (
+            f" The {period} before had {plural(digest.previous_runs, 'run')}."
+            if digest.previous_runs
+            else ""
+        )
+        return _message(
+            text, [_header(title), _section(f"No runs finished in this period.{previous}")]
+        )
+    rate = format_pass_rate(digest.passed, digest.total)
+    trend = _trend(digest)
+    summary = (
+        f"*{plural(digest.runs, 'run')}* · *{rate}* pass rate "
+        f"({digest.passed} of {plural(digest.total, 'test case')} passed){trend}"
+    )
+    if digest.timed_out:
+        summary += f"\n⏱️ {plural(digest.timed_out, 'run')} timed out."
+    report_blocks = [_header(title), _section(summary)]
+    if digest.failing:
+        lines = [
+            f"• {_safe(case.name, 80)}: failed {case.failed} of {case.ran}"
+            for case in digest.failing
+        ]
+        report_blocks.append(_section("*Failed most often*\n" + "\n".join(lines)))
+    if digest.slowest:
+        lines = [
+            f"• run #{run.id} · {_engine(run.engine)} · {format_duration(run.duration)}"
+            + (f" · {_safe(run.label, 60)}" if run.label else "")
+            for run in digest.slowest
+        ]
+        report_blocks.append(_section("*Slowest runs*\n" + "\n".join(lines)))
+    days = " · ".join(
+        f"{day:%a %d}: {'—' if value is None else f'{value:.0f}%'}"
+        for day, value in digest.daily[-14:]
+    )
+    report_blocks.append(_context(f"Daily pass rate: {days}"))
+    if late:
+        report_blocks.append(_context(late))
+    text = f"{title}: {plural(digest.runs, 'run')}, {rate} pass rate{_trend(digest, plain=True)}"
+    return _message(text, report_blocks)
+
+
+def _trend(digest: Digest, *, plain: bool = False) -> str:
+    change = digest.trend
+    if change is None or digest.previous_pass_rate is None:
+        return "" if plain else " · nothing to compare with in the period before"
+    emoji = "" if plain else ("📈 " if change > 0 else "📉 " if change < 0 else "➡️ ")
+    return f" · {emoji}{change:+.1f} pts vs the period before ({digest.previous_pass_rate:.1f}%)"

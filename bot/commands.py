@@ -56,6 +56,7 @@ _USAGE_LINES: dict[str, str] = {
     "schedule": (
         '`/retell-test schedule add "&lt;when&gt;" &lt;engine&gt; &lt;tests&gt; [name=&lt;name&gt;]'
         " [notify=always|failures|changes] [mention=@someone]`\n"
+        '`/retell-test schedule add-report "&lt;when&gt;" [&lt;days&gt;] [name=&lt;name&gt;]`\n'
         "`/retell-test schedule list | remove &lt;id&gt; | pause &lt;id&gt; | resume &lt;id&gt;"
         " | run &lt;id&gt;`"
     ),
@@ -129,6 +130,15 @@ class ScheduleAddCommand:
 
 
 @dataclass(frozen=True, slots=True)
+class ScheduleReportCommand:
+    """`schedule add-report "<when>" [<days>] [name=…]`: a digest posted by itself."""
+
+    when: str
+    days: int = DEFAULT_REPORT_DAYS
+    name: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ScheduleCommand:
     """`schedule list`, or `schedule remove|pause|resume|run <id>`."""
 
@@ -149,6 +159,7 @@ Command: TypeAlias = (
     | StatusCommand
     | WatchCommand
     | ScheduleAddCommand
+    | ScheduleReportCommand
     | ScheduleCommand
     | ReportCommand
 )
@@ -676,7 +687,7 @@ def _parse_report(tokens: Sequence[_Token]) -> ReportCommand | CommandError:
 
 
 def _parse_schedule(tokens: Sequence[_Token]) -> Command | CommandError:
-    actions = "`add`, `list`, `remove`, `pause`, `resume` or `run`"
+    actions = "`add`, `add-report`, `list`, `remove`, `pause`, `resume` or `run`"
     if not tokens:
         return CommandError(f"`schedule` needs an action: {actions}.", "schedule")
     if not tokens:  # only separators, e.g. ","
@@ -685,6 +696,8 @@ def _parse_schedule(tokens: Sequence[_Token]) -> Command | CommandError:
     keyword = "" if first.quoted else first.text.casefold()
     if keyword == "add":
         return _parse_schedule_add(rest)
+    if keyword == "add-report":
+        return _parse_schedule_report(rest)
     action = _SCHEDULE_ACTIONS.get(keyword)
     if action is None:
         shown = _show_name(first.text) if first.quoted else _show(first.text)
@@ -715,6 +728,32 @@ def _parse_schedule_add(tokens: Sequence[_Token]) -> ScheduleAddCommand | Comman
             f"`schedule add` needs a quoted schedule, an engine and test cases, e.g. {example}.",
             "schedule",
         )
+    when = _quoted_when(tokens, example)
+    if isinstance(when, CommandError):
+        return when
+    options = [t for t in tokens[1:] if not t.quoted and _OPTION_RE.match(t.text)]
+    words = [t for t in tokens[1:] if t.quoted or not _OPTION_RE.match(t.text)]
+    if not words:
+        return CommandError(
+            f"`schedule add` needs an engine after the schedule: {_ENGINE_FORMS}.", "schedule"
+        )
+    engine = _parse_engine(words[0], "schedule")
+    if isinstance(engine, CommandError):
+        return engine
+    tests = _parse_tests(words[1:], "schedule")
+    if isinstance(tests, CommandError):
+        return tests
+    parsed = _parse_options(options)
+    if isinstance(parsed, CommandError):
+        return parsed
+    name, extra = parsed
+    return ScheduleAddCommand(when, engine, tests, name, MappingProxyType(extra))
+
+
+def _quoted_when(tokens: Sequence[_Token], example: str) -> str | CommandError:
+    """The quoted `<when>` that starts `schedule add` and `add-report`."""
+    if not tokens:
+        return CommandError(f"Give the schedule in quotes first, e.g. {example}.", "schedule")
     when = tokens[0]
     if not when.quoted:
         return CommandError(
@@ -733,23 +772,29 @@ def _parse_schedule_add(tokens: Sequence[_Token]) -> ScheduleAddCommand | Comman
             f'e.g. `"daily 09:00"`.',
             "schedule",
         )
+    return when.text
+
+
+def _parse_schedule_report(tokens: Sequence[_Token]) -> ScheduleReportCommand | CommandError:
+    example = '`schedule add-report "weekly mon 09:00" 7`'
+    when = _quoted_when(tokens, example)
+    if isinstance(when, CommandError):
+        return when
     options = [t for t in tokens[1:] if not t.quoted and _OPTION_RE.match(t.text)]
     words = [t for t in tokens[1:] if t.quoted or not _OPTION_RE.match(t.text)]
-    if not words:
-        return CommandError(
-            f"`schedule add` needs an engine after the schedule: {_ENGINE_FORMS}.", "schedule"
-        )
-    engine = _parse_engine(words[0], "schedule")
-    if isinstance(engine, CommandError):
-        return engine
-    tests = _parse_tests(words[1:], "schedule")
-    if isinstance(tests, CommandError):
-        return tests
+    if len(words) > 1:
+        return _extra("schedule", words[1], "at most one number of days after the schedule")
+    days = _parse_report(words[:1])
+    if isinstance(days, CommandError):
+        return replace(days, topic="schedule")
     parsed = _parse_options(options)
     if isinstance(parsed, CommandError):
         return parsed
     name, extra = parsed
-    return ScheduleAddCommand(when.text, engine, tests, name, MappingProxyType(extra))
+    if extra:
+        key = next(iter(extra))
+        return CommandError(f"`{key}=` is for run schedules; a report takes `name=`.", "schedule")
+    return ScheduleReportCommand(when, days.days, name)
 
 
 def _parse_options(tokens: Iterable[_Token]) -> tuple[str | None, dict[str, str]] | CommandError:

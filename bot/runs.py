@@ -21,8 +21,8 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 
-from bot import blocks
-from bot.blocks import Message
+from bot import blocks, history
+from bot.blocks import Comparison, Message
 from bot.commands import CommandError, TestSelection, needs_definitions, resolve_tests
 from bot.followup import BatchRefresher, Followed, Refresh
 from bot.logs import about_run
@@ -30,7 +30,7 @@ from bot.metrics import Metrics
 from bot.retell import LIST_PAGE_SIZE, BatchJob, CaseDefinition, RetellGateway, RetellProblem
 from bot.settings import Settings
 from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, SlackGateway, error_code
-from bot.store import Run, RunState, Store, utcnow
+from bot.store import Run, RunSchedule, RunState, Store, utcnow
 from bot.suite import Engine, Suite
 
 log = logging.getLogger(__name__)
@@ -47,6 +47,8 @@ START_CONCURRENCY = 100
 ENGINES_PER_PASS = 2
 RUNS_AT_ONCE = 200
 BACKOFF_FACTOR = 2.0
+# Schedules whose runs post nothing while running, and their result only when it matters.
+QUIET_NOTIFY = ("failures", "changes")
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +59,9 @@ class Requester:
     channel_id: str
     user_id: str
     response_url: str | None = None
+    # A schedule firing has nobody waiting for a private answer: what it would tell its
+    # requester (e.g. why the batch could not be created) is posted in the channel instead.
+    announce: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +83,9 @@ class RunRequest:
     # Slack's trigger_id of the command or press: the same request delivered twice (a Slack
     # retry, a replayed payload) carries the same one and starts nothing the second time.
     request_key: str | None = None
+    # A firing of this schedule, due at `scheduled_for` (later means it ran late).
+    schedule: RunSchedule | None = None
+    scheduled_for: datetime | None = None
 
 
 def _about_run(
@@ -177,7 +185,7 @@ class RunWorkflow:
 
     async def _start(self, request: RunRequest) -> Run | None:
         who = request.requester
-        refusal = await self._refusal(who)
+        refusal = await self._refusal(who, hourly_limit=request.schedule is None)
         if refusal is not None:
             await self._tell(who, refusal)
             return None
@@ -192,6 +200,8 @@ class RunWorkflow:
             source=request.source,
             rerun_of=request.rerun_of,
             request_key=request.request_key,
+            schedule=request.schedule,
+            scheduled_for=request.scheduled_for,
         )
         if run is None:
             log.info("request %s was already handled; not starting it again", request.request_key)
@@ -256,7 +266,12 @@ class RunWorkflow:
     async def _follow(
         self, run: Run, batch: BatchJob, who: Requester, *, started_at: datetime
     ) -> None:
-        """Hand a run with a batch to the sweep, and post its status message meanwhile."""
+        """Hand a run with a batch to the sweep, and post its status message meanwhile.
+
+        A quiet schedule (`notify=failures|changes`) posts no status message: whether it says
+        anything at all is decided when its result is known.
+        """
+        quiet = run.notify in QUIET_NOTIFY
         claim = await self._store.mark_started(
             run.id,
             batch,
@@ -264,11 +279,13 @@ class RunWorkflow:
             now=self._clock(),
             started_at=started_at,
             lease=self._lease,
+            posting_status=not quiet,
         )
         _apply(run, batch, RunState.RUNNING, started_at=started_at)
         self._metrics.runs_started.labels(run.source).inc()
         async with self._holding(claim):
-            await self._post_status(run, who)
+            if not quiet:
+                await self._post_status(run, who)
 
     async def _resolve(self, request: RunRequest) -> Suite | None:
         tests = request.tests
@@ -302,10 +319,13 @@ class RunWorkflow:
             )
         return None
 
-    async def _refusal(self, who: Requester) -> Message | None:
-        """`not_allowed`, plus the per-user hourly limit on runs (MAX_RUNS_PER_USER_PER_HOUR)."""
+    async def _refusal(self, who: Requester, *, hourly_limit: bool = True) -> Message | None:
+        """`not_allowed`, plus the per-user hourly limit on runs (MAX_RUNS_PER_USER_PER_HOUR).
+
+        Schedule firings skip the hourly limit: SCHEDULE_MIN_INTERVAL_MINUTES bounds them.
+        """
         refusal = self.not_allowed(who)
-        limit = self._settings.max_runs_per_user_per_hour
+        limit = self._settings.max_runs_per_user_per_hour if hourly_limit else 0
         if refusal is None and limit:
             since = self._clock() - timedelta(hours=1)
             if await self._store.runs_by_user_since(who.user_id, since) >= limit:
@@ -498,7 +518,9 @@ class RunWorkflow:
         if await self._store.mark_failed(run.id, reason, now=self._clock()):
             self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
             log.warning("run %s: start was interrupted; requester told", run.id)
-            who = Requester(run.team_id, run.channel_id, run.user_id)
+            who = Requester(
+                run.team_id, run.channel_id, run.user_id, announce=run.schedule_id is not None
+            )
             await self._tell(who, blocks.start_failed(run.suite, reason, maybe_created=True))
 
     @_about_run
@@ -539,7 +561,7 @@ class RunWorkflow:
         interval = self._settings.poll_initial_seconds if moved else backed_off
         if batch is not None:
             _apply(run, batch, RunState.RUNNING)
-        if run.status_ts is None and run.channel_error is None:
+        if run.status_ts is None and run.channel_error is None and run.notify not in QUIET_NOTIFY:
             if not self._status_being_posted(run):
                 await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
         elif (
@@ -582,12 +604,45 @@ class RunWorkflow:
         run.state = state.value
         run.finished_at = now
         log.info("run %s: batch %s %s (%s)", run.id, run.batch_id, state.value, run.counts_key)
+        await self._record_cases(run)
         await self._deliver(run, claim)
+
+    async def _record_cases(self, run: Run) -> None:
+        """Store how each case ended, once, for comparisons and digests.
+
+        A run where everything passed needs no Retell call: its cases are its case ids, all
+        passed (names come from earlier records of the same case, else the id). Otherwise one
+        read of `list-test-runs` (all pages). If that fails the result is still delivered;
+        it then compares pass rates only.
+        """
+        if run.cases_recorded_at is not None or run.batch_id is None:
+            return
+        now = self._clock()
+        if run.state == RunState.COMPLETE.value and run.passed == run.total == len(run.case_ids):
+            names = await self._store.case_names(run.case_ids)
+            cases = [(case_id, names.get(case_id, case_id), "pass") for case_id in run.case_ids]
+        else:
+            try:
+                test_runs = await self._retell.test_runs(run.batch_id)
+            except RetellProblem as problem:
+                log.warning("run %s: per-case results not read: %s", run.id, problem.message)
+                return
+            cases = [(r.case_id, r.name, r.status) for r in test_runs]
+        await self._store.record_cases(run.id, cases, now=now)
+        run.cases_recorded_at = now
 
     @_about_run
     async def _deliver(self, run: Run, claim: str) -> None:
-        """Turn the status message into the result; retried by later sweeps until it lands."""
-        message = blocks.result_message(run)
+        """Turn the status message into the result; retried by later sweeps until it lands.
+
+        A quiet schedule's run may post one line instead, or nothing (see `_announcement`).
+        """
+        previous, comparison = await self._comparison(run)
+        message = _announcement(run, previous, comparison)
+        if message is None:
+            await self._store.mark_reported(run.id, claim, now=self._clock())
+            log.info("run %s: nothing changed; notify=changes stays quiet", run.id)
+            return
         now = self._clock()
         try:
             async with self._slack_calls:
@@ -625,7 +680,23 @@ class RunWorkflow:
             await self._store.mark_reported(run.id, claim, now=self._clock())
             and not run.channel_error
         ):
-            await self._mention_requester(run)
+            if run.schedule_id is None:
+                await self._mention_requester(run)
+            if run.mention and comparison is not None and history.regressed(run, comparison):
+                await self._thread_reply(
+                    run, blocks.regression_mention(run, run.mention, comparison)
+                )
+
+    async def _comparison(self, run: Run) -> tuple[Run | None, Comparison | None]:
+        """The previous completed run of the same suite here, and how this one differs."""
+        if run.state != RunState.COMPLETE.value:
+            return None, None
+        previous = await self._store.previous_run(run)
+        if previous is None:
+            return None, history.compare(None, (), ())
+        current_cases = await self._store.case_results(run.id)
+        previous_cases = await self._store.case_results(previous.id)
+        return previous, history.compare(previous, current_cases, previous_cases)
 
     async def _delivery_failed(self, run: Run, claim: str, code: str) -> None:
         now = self._clock()
@@ -641,18 +712,25 @@ class RunWorkflow:
         await self._store.delivery_failed(run.id, claim, retry_in=retry_in, now=now)
 
     async def _mention_requester(self, run: Run) -> None:
+        await self._thread_reply(run, blocks.requester_mention(run))
+
+    async def _thread_reply(self, run: Run, message: Message) -> None:
         try:
-            await self._slack.post(
-                run.channel_id, blocks.requester_mention(run), thread_ts=run.status_ts
-            )
+            await self._slack.post(run.channel_id, message, thread_ts=run.status_ts)
         except SLACK_FAILURES as exc:
-            log.warning("run %s: requester not mentioned: %s", run.id, error_code(exc))
+            log.warning("run %s: thread reply not posted: %s", run.id, error_code(exc))
 
     # -- private replies ------------------------------------------------------------------------
 
+    async def tell(self, who: Requester, message: Message) -> None:
+        """Answer someone privately (or in the channel, for a schedule's `announce`)."""
+        await self._tell(who, message)
+
     async def _tell(self, who: Requester, message: Message) -> None:
         try:
-            if who.response_url:
+            if who.announce:
+                await self._slack.post(who.channel_id, message)
+            elif who.response_url:
                 await self._slack.respond(who.response_url, message)
             else:
                 await self._slack.tell(who.channel_id, who.user_id, message)
@@ -683,6 +761,22 @@ def _apply(
     run.state = state.value
     if started_at is not None:
         run.started_at = started_at
+
+
+def _announcement(run: Run, previous: Run | None, comparison: Comparison | None) -> Message | None:
+    """What a finished run posts: the result, or for quiet schedules one line or nothing.
+
+    `notify=failures` posts the full result only when something failed or errored, else one
+    quiet line; `notify=changes` posts it only when it differs from the previous run.
+    """
+    full = blocks.result_message(run, comparison=comparison)
+    if run.state != RunState.COMPLETE.value or run.notify not in QUIET_NOTIFY:
+        return full
+    if run.notify == "failures":
+        return full if run.failed + run.errored else blocks.quiet_result(run)
+    if comparison is None or history.changed(run, previous, comparison):
+        return full
+    return None
 
 
 def _start_broke() -> Message:

@@ -13,8 +13,15 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 
-from apscheduler import AsyncScheduler, ConflictPolicy, ScheduleLookupError, ScheduleUpdated
-from apscheduler.abc import EventBroker
+from apscheduler import (
+    AsyncScheduler,
+    CoalescePolicy,
+    ConflictPolicy,
+    ScheduleLookupError,
+    ScheduleUpdated,
+    current_job,
+)
+from apscheduler.abc import EventBroker, Trigger
 from apscheduler.datastores.sqlalchemy import SQLAlchemyDataStore
 from apscheduler.eventbrokers.asyncpg import AsyncpgEventBroker
 from apscheduler.eventbrokers.local import LocalEventBroker
@@ -24,6 +31,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 
 SWEEP_TASK = "runs.sweep"
 SWEEP_SCHEDULE = "runs.sweep"
+FIRE_TASK = "schedules.fire"
 
 
 def build_scheduler(
@@ -96,3 +104,61 @@ async def wake_periodically(scheduler: AsyncScheduler, *, every_seconds: float) 
 
 def _same_interval(current: object, wanted: IntervalTrigger) -> bool:
     return isinstance(current, IntervalTrigger) and current._interval == wanted._interval
+
+
+def schedule_key(schedule_id: int) -> str:
+    """APScheduler's id for the product's schedule #`schedule_id` (a row of `run_schedules`)."""
+    return f"schedule-{schedule_id}"
+
+
+async def install_firing(scheduler: AsyncScheduler, fire: Callable[[int], Awaitable[None]]) -> None:
+    """Bind the task every channel schedule runs: `fire(schedule_id)`.
+
+    No misfire grace time: a firing missed while every replica was down still runs when one
+    comes back, and `CoalescePolicy.latest` (see `add_firing`) makes that once, not once per
+    missed slot.
+    """
+    await scheduler.configure_task(
+        FIRE_TASK, func=fire, misfire_grace_time=None, max_running_jobs=None
+    )
+
+
+async def add_firing(scheduler: AsyncScheduler, schedule_id: int, trigger: Trigger) -> None:
+    await scheduler.add_schedule(
+        FIRE_TASK,
+        trigger,
+        id=schedule_key(schedule_id),
+        args=(schedule_id,),
+        coalesce=CoalescePolicy.latest,
+        misfire_grace_time=None,
+        conflict_policy=ConflictPolicy.replace,
+    )
+
+
+async def remove_firing(scheduler: AsyncScheduler, schedule_id: int) -> None:
+    await scheduler.remove_schedule(schedule_key(schedule_id))
+
+
+async def pause_firing(scheduler: AsyncScheduler, schedule_id: int, *, paused: bool) -> None:
+    """Pause, or resume from now on: a resumed schedule does not catch up what it skipped."""
+    try:
+        if paused:
+            await scheduler.pause_schedule(schedule_key(schedule_id))
+        else:
+            await scheduler.unpause_schedule(schedule_key(schedule_id), resume_from="now")
+    except ScheduleLookupError:
+        pass  # removed meanwhile; the row says what the product shows
+
+
+async def next_firings(scheduler: AsyncScheduler) -> dict[str, datetime | None]:
+    """Next fire time of every schedule, by APScheduler id, in one data store read."""
+    return {schedule.id: schedule.next_fire_time for schedule in await scheduler.get_schedules()}
+
+
+def firing_time() -> datetime | None:
+    """When the job being run was due (None outside a scheduled job, e.g. "Run now")."""
+    try:
+        job = current_job.get()
+    except LookupError:
+        return None
+    return job.scheduled_fire_time

@@ -209,6 +209,27 @@ class SlackGateway:
         if response.status_code >= 300:
             log.warning("response_url answered %s", response.status_code)
 
+    async def user_timezone(self, user: str) -> str | None:
+        """The IANA time zone a person set in Slack (`users.info`); None if it can't be read."""
+        try:
+            response = await self.client.users_info(user=user)
+        except SLACK_FAILURES as exc:
+            log.info("time zone of %s not read: %s", user, error_code(exc))
+            return None
+        found = (response.get("user") or {}).get("tz")
+        return found if isinstance(found, str) and found else None
+
+    async def upload(
+        self, channel: str, content: bytes, *, filename: str, title: str, alt_text: str
+    ) -> None:
+        """Share a file in a channel through Slack's upload flow v2 (get URL, send, complete)."""
+        await self.client.files_upload_v2(
+            channel=channel, content=content, filename=filename, title=title, alt_txt=alt_text
+        )
+
+    async def publish_home(self, user: str, view: dict[str, Any]) -> None:
+        await self.client.views_publish(user_id=user, view=view)
+
     async def _join(self, channel: str) -> bool:
         try:
             await self.client.conversations_join(channel=channel)

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
+    Boolean,
     DateTime,
     ForeignKey,
     Index,
@@ -28,6 +29,8 @@ from sqlalchemy import (
     TypeDecorator,
     and_,
     bindparam,
+    case,
+    delete,
     event,
     func,
     or_,
@@ -48,7 +51,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock: one replica migrates at a time
 # The newest migration in bot/migrations/versions (a test keeps the two in step): a database
 # already there is not handed to Alembic at all, which saves importing it at every start.
-SCHEMA_REVISION = "0003"
+SCHEMA_REVISION = "0004"
 VERSION_TABLE = "bot_alembic_version"
 
 
@@ -143,12 +146,25 @@ class Run(Base):
     # result then goes to the requester by DM and the channel is not tried again.
     channel_error: Mapped[str | None] = mapped_column(String(64), default=None)
 
+    # Comparison: runs of the same suite (engine + set of cases) share a key, and the per-case
+    # outcome of a completed run is stored once in `case_results` (cases_recorded_at).
+    suite_key: Mapped[str | None] = mapped_column(String(32), default=None)
+    cases_recorded_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # Runs fired by a schedule carry what their result needs from it, so delivering one never
+    # depends on the schedule still existing: its name, when it was due, and its noise control.
+    schedule_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    label: Mapped[str | None] = mapped_column(String(80), default=None)
+    scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    notify: Mapped[str | None] = mapped_column(String(16), default=None)
+    mention: Mapped[str | None] = mapped_column(String(64), default=None)
+
     __table_args__ = (
         Index("ix_runs_due", "state", "next_check_at"),
         Index("ix_runs_channel", "channel_id", "created_at"),
         Index("ix_runs_rerun_of", "rerun_of"),
         Index("ix_runs_engine", "state", "engine_type", "engine_id"),
         Index("uq_runs_request_key", "request_key", unique=True),
+        Index("ix_runs_suite", "channel_id", "suite_key", "finished_at"),
     )
 
     @property
@@ -180,6 +196,66 @@ class Run(Base):
         if self.started_at is None:
             return None
         return (self.finished_at or utcnow()) - self.started_at
+
+
+class ScheduleKind(enum.StrEnum):
+    RUN = "run"  # a batch run of a suite
+    REPORT = "report"  # a digest of the channel's runs
+
+
+class RunSchedule(Base):
+    """A recurring batch run or digest report of one channel, as the product shows it.
+
+    When it fires is APScheduler's business (its own `schedules` table, under
+    `scheduling.schedule_key(id)`); this row is what `schedule list` and the Home tab show and
+    what a firing needs: engine, cases (as typed, so `all` picks up new definitions), channel.
+    """
+
+    __tablename__ = "run_schedules"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    kind: Mapped[str] = mapped_column(String(16), default=ScheduleKind.RUN.value)
+    name: Mapped[str] = mapped_column(String(80))
+    when_text: Mapped[str] = mapped_column(String(200))
+    timezone: Mapped[str] = mapped_column(String(64))
+    engine_type: Mapped[str | None] = mapped_column(String(32), default=None)
+    engine_id: Mapped[str | None] = mapped_column(String(128), default=None)
+    engine_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    # {"ids": [...], "names": [...], "all": bool}: the selection as typed.
+    tests: Mapped[dict[str, Any] | None] = mapped_column(JSON, default=None)
+    case_count: Mapped[int] = mapped_column(Integer, default=0)
+    report_days: Mapped[int | None] = mapped_column(Integer, default=None)
+    notify: Mapped[str] = mapped_column(String(16), default="always")
+    mention: Mapped[str | None] = mapped_column(String(64), default=None)
+    paused: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    last_run_id: Mapped[int | None] = mapped_column(Integer, default=None)
+
+    __table_args__ = (
+        Index("ix_run_schedules_channel", "team_id", "channel_id"),
+        Index("ix_run_schedules_user", "team_id", "user_id"),
+    )
+
+    @property
+    def engine(self) -> Engine | None:
+        if self.engine_type is None or self.engine_id is None:
+            return None
+        return Engine(self.engine_type, self.engine_id, self.engine_version)  # type: ignore[arg-type]
+
+
+class CaseResult(Base):
+    """How one test case ended in one completed run (from Retell's list-test-runs)."""
+
+    __tablename__ = "case_results"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    name: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16))
 
 
 def async_database_url(url: str) -> str:
@@ -277,8 +353,13 @@ class Store:
         rerun_of: int | None = None,
         batch_id: str | None = None,
         request_key: str | None = None,
+        schedule: RunSchedule | None = None,
+        scheduled_for: datetime | None = None,
     ) -> Run | None:
-        """A new run; None when `request_key` already started one (a retried Slack request)."""
+        """A new run; None when `request_key` already started one (a retried Slack request).
+
+        A run fired by `schedule` copies its name and noise control (see `Run.label`).
+        """
         run = Run(
             team_id=team_id,
             channel_id=channel_id,
@@ -293,6 +374,12 @@ class Store:
             batch_id=batch_id,
             request_key=request_key,
             created_at=utcnow(),
+            suite_key=suite.key,
+            schedule_id=schedule.id if schedule else None,
+            label=schedule.name if schedule else None,
+            notify=schedule.notify if schedule else None,
+            mention=schedule.mention if schedule else None,
+            scheduled_for=scheduled_for,
         )
         try:
             async with self._sessions.begin() as session:
@@ -388,8 +475,12 @@ class Store:
         now: datetime,
         lease: timedelta,
         started_at: datetime | None = None,
+        posting_status: bool = True,
     ) -> str:
         """Record the created batch; the run stays claimed by the caller while it posts status.
+
+        `posting_status=False` for a run whose status message is never posted (a quiet
+        schedule): its result is then posted as a new message as soon as it is ready.
 
         The first check joins the engine's next follow-up when that comes soon enough, so a
         new batch rides on the `list-batch-tests` call its engine makes anyway instead of
@@ -422,7 +513,7 @@ class Store:
                     errored=batch.errored,
                     total=batch.total,
                     started_at=started_at or now,
-                    status_posting_since=now,
+                    status_posting_since=now if posting_status else None,
                     next_check_at=first_check,
                     check_interval=first_check_in,
                     claim=token,
@@ -576,6 +667,192 @@ class Store:
         )
 
     # -- follow-up claims ----------------------------------------------------------------------
+
+    # -- per-case results, comparison and digests ------------------------------------------
+
+    async def record_cases(
+        self, run_id: int, cases: Sequence[tuple[str, str, str]], *, now: datetime
+    ) -> None:
+        """Store `(case_id, name, status)` of a finished run once; later calls change nothing."""
+        async with self._sessions.begin() as session:
+            run = await session.get(Run, run_id, with_for_update=True)
+            if run is None or run.cases_recorded_at is not None:
+                return
+            unique = {case_id: (name, status) for case_id, name, status in cases}
+            session.add_all(
+                CaseResult(run_id=run_id, case_id=case_id, name=name[:300], status=status[:16])
+                for case_id, (name, status) in unique.items()
+            )
+            run.cases_recorded_at = now
+
+    async def case_names(self, case_ids: Sequence[str]) -> dict[str, str]:
+        """The last recorded name of each of these cases (Retell names are not in `runs`)."""
+        names: dict[str, str] = {}
+        async with self._sessions() as session:
+            for start in range(0, len(case_ids), 500):
+                result = await session.execute(
+                    select(CaseResult.case_id, func.max(CaseResult.name))
+                    .where(CaseResult.case_id.in_(list(case_ids[start : start + 500])))
+                    .group_by(CaseResult.case_id)
+                )
+                names.update((str(case_id), str(name)) for case_id, name in result.all())
+        return names
+
+    async def case_results(self, run_id: int) -> Sequence[CaseResult]:
+        async with self._sessions() as session:
+            result = await session.execute(select(CaseResult).where(CaseResult.run_id == run_id))
+            return result.scalars().all()
+
+    async def previous_run(self, run: Run) -> Run | None:
+        """The last completed run of the same suite in the same channel before `run`."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Run)
+                .where(
+                    Run.team_id == run.team_id,
+                    Run.channel_id == run.channel_id,
+                    Run.suite_key == run.suite.key,
+                    Run.state == RunState.COMPLETE.value,
+                    Run.id != run.id,
+                    Run.finished_at <= (run.finished_at or utcnow()),
+                )
+                .order_by(Run.finished_at.desc(), Run.id.desc())
+                .limit(1)
+            )
+            return result.scalar_one_or_none()
+
+    async def finished_runs(
+        self, team_id: str, channel_id: str, since: datetime, until: datetime
+    ) -> Sequence[Run]:
+        """Completed and timed-out runs of a channel that finished in [since, until)."""
+        states = [RunState.COMPLETE.value, RunState.TIMED_OUT.value]
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Run)
+                .where(
+                    Run.team_id == team_id,
+                    Run.channel_id == channel_id,
+                    Run.state.in_(states),
+                    Run.finished_at >= since,
+                    Run.finished_at < until,
+                )
+                .order_by(Run.finished_at)
+            )
+            return result.scalars().all()
+
+    async def failing_cases(
+        self, team_id: str, channel_id: str, since: datetime, until: datetime, *, limit: int
+    ) -> list[tuple[str, int, int]]:
+        """`(name, times failed or errored, times run)` of a channel's cases, worst first."""
+        bad = func.sum(case((CaseResult.status.in_(["fail", "error"]), 1), else_=0))
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(func.max(CaseResult.name), bad, func.count())
+                .join(Run, Run.id == CaseResult.run_id)
+                .where(
+                    Run.team_id == team_id,
+                    Run.channel_id == channel_id,
+                    Run.finished_at >= since,
+                    Run.finished_at < until,
+                )
+                .group_by(CaseResult.case_id)
+                .having(bad > 0)
+                .order_by(bad.desc(), func.max(CaseResult.name))
+                .limit(limit)
+            )
+            return [(str(name), int(failed), int(ran)) for name, failed, ran in result.all()]
+
+    async def latest_runs(
+        self, team_id: str, channel_ids: Sequence[str], limit: int
+    ) -> Sequence[Run]:
+        if not channel_ids:
+            return []
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Run)
+                .where(Run.team_id == team_id, Run.channel_id.in_(list(channel_ids)))
+                .order_by(Run.id.desc())
+                .limit(limit)
+            )
+            return result.scalars().all()
+
+    async def channels_of(self, team_id: str, user_id: str, limit: int = 20) -> list[str]:
+        """Channels where someone ran tests or keeps schedules, most recent first."""
+        async with self._sessions() as session:
+            runs = await session.execute(
+                select(Run.channel_id, func.max(Run.id))
+                .where(Run.team_id == team_id, Run.user_id == user_id)
+                .group_by(Run.channel_id)
+                .order_by(func.max(Run.id).desc())
+                .limit(limit)
+            )
+            schedules = await session.execute(
+                select(RunSchedule.channel_id)
+                .where(RunSchedule.team_id == team_id, RunSchedule.user_id == user_id)
+                .distinct()
+            )
+            found = [str(channel) for channel, _ in runs.all()]
+            found += [str(channel) for channel in schedules.scalars()]
+            return list(dict.fromkeys(found))[:limit]
+
+    # -- schedules -------------------------------------------------------------------------
+
+    async def add_schedule(self, schedule: RunSchedule) -> RunSchedule:
+        async with self._sessions.begin() as session:
+            session.add(schedule)
+        return schedule
+
+    async def get_schedule(self, schedule_id: int) -> RunSchedule | None:
+        async with self._sessions() as session:
+            return await session.get(RunSchedule, schedule_id)
+
+    async def schedules_in(self, team_id: str, channel_id: str) -> Sequence[RunSchedule]:
+        return await self._schedules(team_id, RunSchedule.channel_id == channel_id)
+
+    async def schedules_of(self, team_id: str, user_id: str) -> Sequence[RunSchedule]:
+        return await self._schedules(team_id, RunSchedule.user_id == user_id)
+
+    async def _schedules(
+        self, team_id: str, condition: ColumnElement[bool]
+    ) -> Sequence[RunSchedule]:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(RunSchedule)
+                .where(RunSchedule.team_id == team_id, condition)
+                .order_by(RunSchedule.id)
+            )
+            return result.scalars().all()
+
+    async def remove_schedule(self, schedule_id: int) -> bool:
+        async with self._sessions.begin() as session:
+            result = await session.execute(delete(RunSchedule).where(RunSchedule.id == schedule_id))
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def set_paused(self, schedule_id: int, paused: bool) -> bool:
+        """True when this call changed it (a second press of Pause changes nothing)."""
+        async with self._sessions.begin() as session:
+            result = await session.execute(
+                update(RunSchedule)
+                .where(RunSchedule.id == schedule_id, RunSchedule.paused.is_(not paused))
+                .values(paused=paused)
+            )
+            return bool(result.rowcount)  # type: ignore[attr-defined]
+
+    async def schedule_fired(self, schedule_id: int, *, at: datetime, run_id: int | None) -> None:
+        values: dict[str, Any] = {"last_fired_at": at}
+        if run_id is not None:
+            values["last_run_id"] = run_id
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(RunSchedule).where(RunSchedule.id == schedule_id).values(**values)
+            )
+
+    async def runs_by_id(self, run_ids: Sequence[int]) -> dict[int, Run]:
+        if not run_ids:
+            return {}
+        async with self._sessions() as session:
+            result = await session.execute(select(Run).where(Run.id.in_(list(run_ids))))
+            return {run.id: run for run in result.scalars()}
 
     async def claim_due(
         self, *, now: datetime, lease: timedelta, limit: int, stale_start: timedelta

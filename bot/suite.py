@@ -6,6 +6,7 @@ are plain frozen dataclasses with no I/O.
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -64,3 +65,10 @@ class Suite:
     @property
     def size(self) -> int:
         return len(self.case_ids)
+
+    @property
+    def key(self) -> str:
+        """The same engine and set of cases, whatever their order: what "the same suite" means
+        when a result is compared with the previous one."""
+        text = "\n".join([self.engine.type, self.engine.label, *sorted(self.case_ids)])
+        return hashlib.sha256(text.encode()).hexdigest()[:32]

@@ -46,6 +46,8 @@ class FakeRun:
     duration: timedelta | None = timedelta(minutes=4, seconds=12)
     source: str = "command"
     rerun_of: int | None = None
+    label: str | None = None
+    scheduled_for: datetime | None = None
 
     @property
     def completed(self) -> int:

@@ -77,7 +77,7 @@ def test_help(text: str) -> None:
 
 def test_usage_lists_every_form_one_per_line_in_code() -> None:
     lines = USAGE.splitlines()
-    assert len(lines) == 7
+    assert len(lines) == 8
     assert all(line.startswith("`/retell-test ") and line.endswith("`") for line in lines)
     for form in ("help", "[run]", "status", "watch", "schedule add", "schedule list", "report"):
         assert any(form in line for line in lines), form
@@ -391,7 +391,8 @@ def test_unknown_word_lists_every_subcommand_and_gets_the_whole_usage() -> None:
 def test_schedule_errors_show_both_schedule_usage_lines() -> None:
     usage = err("schedule").usage
     assert "schedule add" in usage and "schedule list" in usage
-    assert "report" not in usage
+    assert "schedule add-report" in usage
+    assert "/retell-test report" not in usage
 
 
 def test_echoed_tokens_are_truncated_and_escaped() -> None:
