@@ -341,3 +341,100 @@ class RetellGateway:
             if not page.has_more or not page.pagination_key:
                 return found
             key = page.pagination_key
+
+    async def engines(self, *, timeout: float = 2.0, max_pages: int = 3) -> list[EngineChoice]:
+        """The account's Retell LLMs and conversation flows, most recently modified first.
+
+        For the Run modal's engine menu, which Slack gives 3 s: both lists are read at once,
+        with one short try each (no SDK retries) and at most `max_pages` pages apiece. An
+        engine listed in several versions appears once, with its latest version.
+        """
+        client = self._client.with_options(timeout=timeout, max_retries=0)
+
+        async def llms() -> list[EngineChoice]:
+            found: list[EngineChoice] = []
+            key: str | None = None
+            for _ in range(max_pages):
+                page = await client.llm.list(limit=LIST_PAGE_SIZE, pagination_key=key or omit)
+                found.extend(_llm_choice(item) for item in page.items)
+                if not page.has_more or not page.pagination_key:
+                    break
+                key = page.pagination_key
+            return found
+
+        async def flows() -> list[EngineChoice]:
+            found: list[EngineChoice] = []
+            key: str | None = None
+            for _ in range(max_pages):
+                page = await client.conversation_flow.list(
+                    limit=LIST_PAGE_SIZE, pagination_key=key or omit
+                )
+                found.extend(_flow_choice(item) for item in page.items)
+                if not page.has_more or not page.pagination_key:
+                    break
+                key = page.pagination_key
+            return found
+
+        try:
+            llm_choices, flow_choices = await asyncio.gather(llms(), flows())
+        except Exception as exc:
+            raise self._problem(exc, what="list of engines") from exc
+        latest: dict[str, EngineChoice] = {}
+        for choice in [*llm_choices, *flow_choices]:
+            seen = latest.get(choice.engine_id)
+            if seen is None or (choice.version or 0) > (seen.version or 0):
+                latest[choice.engine_id] = choice
+        return sorted(latest.values(), key=lambda choice: -choice.modified_ms)
+
+    async def definitions_quick(
+        self, engine: Engine, *, timeout: float = 2.0
+    ) -> list[CaseDefinition]:
+        """`definitions`, each page tried once with a short timeout: for menus Slack gives 3 s.
+
+        The SDK's retries back off for seconds, which an options request cannot wait for; the
+        user retries by typing again.
+        """
+        quick = self._client.with_options(timeout=timeout, max_retries=0)
+        return await RetellGateway(quick, metrics=self._metrics).definitions(engine)
+
+
+@dataclass(frozen=True, slots=True)
+class EngineChoice:
+    """A response engine of the account, as the Run modal offers it.
+
+    Retell's LLM and conversation-flow objects carry no name, so what identifies one to a user
+    is its id, plus its latest version and model.
+    """
+
+    engine_type: Literal["retell-llm", "conversation-flow"]
+    engine_id: str
+    version: int | None
+    model: str | None
+    modified_ms: int
+
+    @property
+    def engine(self) -> Engine:
+        """The engine unpinned: a run without a version uses Retell's latest."""
+        return Engine(self.engine_type, self.engine_id)
+
+
+def _llm_choice(item: Any) -> EngineChoice:
+    model = getattr(item, "model", None)
+    return EngineChoice(
+        engine_type="retell-llm",
+        engine_id=str(item.llm_id),
+        version=item.version if isinstance(item.version, int) else None,
+        model=model if isinstance(model, str) else None,
+        modified_ms=int(item.last_modification_timestamp or 0),
+    )
+
+
+def _flow_choice(item: Any) -> EngineChoice:
+    model = getattr(getattr(item, "api_model_choice", None), "model", None)
+    return EngineChoice(
+        engine_type="conversation-flow",
+        engine_id=str(item.conversation_flow_id),
+        version=item.version if isinstance(item.version, int) else None,
+        model=model if isinstance(model, str) else None,
+        modified_ms=int(item.last_modification_timestamp or 0),
+    )
