@@ -18,9 +18,11 @@ from slack_bolt.async_app import AsyncApp
 
 from bot import listeners
 from bot.metrics import Metrics
+from bot.reports import Reports
 from bot.retell import RetellGateway
 from bot.runs import RunWorkflow
-from bot.scheduling import build_scheduler, install_sweep, wake_periodically
+from bot.schedules import Schedules
+from bot.scheduling import build_scheduler, install_firing, install_sweep, wake_periodically
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
 from bot.store import Store, create_engine
@@ -39,6 +41,7 @@ class Application:
     slack: SlackGateway
     scheduler: AsyncScheduler
     workflow: RunWorkflow
+    schedules: Schedules
     bolt: AsyncApp
 
     @classmethod
@@ -57,6 +60,9 @@ class Application:
         )
         slack = SlackGateway(client, edits_per_minute=settings.slack_edits_per_minute)
         workflow = RunWorkflow(settings, store, retell, slack, metrics=metrics)
+        scheduler = build_scheduler(store.engine, lease_seconds=settings.follow_up_lease_seconds)
+        reports = Reports(store, slack)
+        schedules = Schedules(settings, store, scheduler, workflow, reports, retell, slack)
         signing_secret = settings.slack_signing_secret
         bolt = AsyncApp(
             client=client,
@@ -65,15 +71,18 @@ class Application:
             request_verification_enabled=not settings.socket_mode,
             logger=logging.getLogger("bot.bolt"),
         )
-        listeners.register(bolt, workflow)
+        # The modal first: `register` has listeners for every command text and action id.
+        listeners.register_modal(bolt, workflow, retell, max_cases=settings.max_cases_per_run)
+        listeners.register(bolt, workflow, schedules, reports)
         return cls(
             settings=settings,
             metrics=metrics,
             store=store,
             retell=retell,
             slack=slack,
-            scheduler=build_scheduler(store.engine, lease_seconds=settings.follow_up_lease_seconds),
+            scheduler=scheduler,
             workflow=workflow,
+            schedules=schedules,
             bolt=bolt,
         )
 
@@ -88,6 +97,7 @@ class Application:
                     self.workflow.sweep,
                     every_seconds=self.settings.poll_tick_seconds,
                 )
+                await install_firing(self.scheduler, self.schedules.fire)
                 await self.scheduler.start_in_background()
                 nudger = asyncio.create_task(
                     wake_periodically(

@@ -6,6 +6,7 @@ listener afterwards, so nothing here ever makes Slack wait on Retell.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Awaitable, Callable
@@ -15,26 +16,43 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 from slack_bolt.middleware.async_middleware import AsyncMiddleware
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import blocks
+from bot import blocks, modal
 from bot.commands import (
     USAGE,
     CommandError,
     HelpCommand,
+    ReportCommand,
     RunCommand,
+    ScheduleAction,
+    ScheduleAddCommand,
+    ScheduleCommand,
+    ScheduleReportCommand,
     StatusCommand,
     WatchCommand,
     parse,
 )
+from bot.reports import Reports
+from bot.retell import CaseDefinition, EngineChoice, RetellGateway, RetellProblem
 from bot.runs import Requester, RunRequest, RunWorkflow
+from bot.schedules import Schedules
+from bot.slackapi import SLACK_FAILURES, error_code
+from bot.suite import Engine
 
 log = logging.getLogger(__name__)
 
 COMMAND = "/retell-test"
+SCHEDULE_ACTIONS: dict[str, ScheduleAction] = {
+    blocks.ACTION_SCHEDULE_RUN: "run",
+    blocks.ACTION_SCHEDULE_PAUSE: "pause",
+    blocks.ACTION_SCHEDULE_RESUME: "resume",
+    blocks.ACTION_SCHEDULE_REMOVE: "remove",
+}
 MAX_RUN_ID = 2**31 - 1  # runs.id is a 32-bit integer on PostgreSQL
 
 
-def register(app: AsyncApp, workflow: RunWorkflow) -> None:
+def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports: Reports) -> None:
     """Attach every listener the bot answers to."""
 
     @app.command(COMMAND)
@@ -68,9 +86,26 @@ def register(app: AsyncApp, workflow: RunWorkflow) -> None:
             await ack()
             message = await workflow.status(who, parsed.batch_id)
             await respond(response_type="ephemeral", **message.as_kwargs())
+        elif isinstance(parsed, ScheduleAddCommand | ScheduleReportCommand):
+            await ack(text="🗓️ Adding the schedule…")
+            if isinstance(parsed, ScheduleAddCommand):
+                message = await schedules.add(who, parsed)
+            else:
+                message = await schedules.add_report(who, parsed)
+            await respond(response_type="ephemeral", **message.as_kwargs())
+        elif isinstance(parsed, ScheduleCommand) and parsed.action == "list":
+            await ack()
+            for message in await schedules.listing(who):
+                await respond(response_type="ephemeral", **message.as_kwargs())
+        elif isinstance(parsed, ScheduleCommand):
+            await ack()
+            message = await schedules.act(who, parsed, request_key=_request_key(command))
+            await respond(response_type="ephemeral", **message.as_kwargs())
+        elif isinstance(parsed, ReportCommand) and (refusal := workflow.not_allowed(who)):
+            await ack(**refusal.as_kwargs())
         else:
-            unavailable = CommandError("That part of `/retell-test` is not available yet.")
-            await ack(**blocks.command_error(unavailable).as_kwargs())
+            await ack(text=f"📊 Posting the digest of the last {parsed.days} days…")
+            await reports.post(who.team_id, who.channel_id, parsed.days)
 
     app.use(EmptyActionsAnswered())
 
@@ -91,6 +126,30 @@ def register(app: AsyncApp, workflow: RunWorkflow) -> None:
         await ack()
         run_id, who = _button(body)
         await workflow.show_failures(run_id, who)
+
+    @app.action(re.compile(f"^({'|'.join(SCHEDULE_ACTIONS)})$"))
+    async def on_schedule_button(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        action = _first_action(body) or {}
+        verb = SCHEDULE_ACTIONS[str(action.get("action_id"))]
+        _, who = _button(body)
+        on_home = _part(body, "view").get("type") == "home"
+        command = ScheduleCommand(verb, str(action.get("value", ""))[:40])
+        message = await schedules.act(
+            who, command, from_home=on_home, request_key=_request_key(body)
+        )
+        if on_home:
+            await schedules.publish_home(who.team_id, who.user_id)
+        if who.response_url or not on_home:
+            await workflow.tell(who, message)
+
+    @app.event("app_home_opened")
+    async def on_home_opened(event: dict[str, Any], body: dict[str, Any]) -> None:
+        if event.get("tab", "home") != "home":
+            return
+        user = event.get("user")
+        if isinstance(user, str) and user:
+            await schedules.publish_home(str(body.get("team_id", "")), user)
 
     @app.action(re.compile(".*"))
     async def on_unknown_action(ack: AsyncAck) -> None:
@@ -158,3 +217,177 @@ def _button(body: dict[str, Any]) -> tuple[int, Requester]:
         return int(value), who
     log.info("button press with an unusable value")
     return 0, who
+
+
+# -- the Run modal ---------------------------------------------------------------------------
+
+MENU_DEADLINE_SECONDS = 2.2  # Slack drops an options answer after 3 s; Bolt's ack is inside that
+RETELL_MENU_TIMEOUT_SECONDS = 2.0
+MENU_CACHE_SECONDS = 30.0
+
+
+def register_modal(
+    app: AsyncApp, workflow: RunWorkflow, retell: RetellGateway, *, max_cases: int
+) -> None:
+    """The Run modal: `/retell-test` with no text, or the "Run Retell tests" global shortcut.
+
+    Register it before `register`: Bolt hands a request to the first listener that matches, and
+    `register` has a command listener for every text (help, for none) and a catch-all action
+    listener that would otherwise take the engine menu's picks.
+    """
+    engines: modal.TTLCache[str, list[EngineChoice]] = modal.TTLCache(
+        ttl=MENU_CACHE_SECONDS, max_entries=1
+    )
+    definitions: modal.TTLCache[str, list[CaseDefinition]] = modal.TTLCache(
+        ttl=MENU_CACHE_SECONDS, max_entries=64
+    )
+
+    async def without_text(body: dict[str, Any]) -> bool:
+        return not str(body.get("text") or "").strip()
+
+    @app.command(COMMAND, matchers=[without_text])
+    async def on_bare_command(
+        ack: AsyncAck, respond: AsyncRespond, body: dict[str, Any], client: AsyncWebClient
+    ) -> None:
+        who = Requester(
+            team_id=str(body.get("team_id", "")),
+            channel_id=str(body.get("channel_id", "")),
+            user_id=str(body.get("user_id", "")),
+            response_url=body.get("response_url"),
+        )
+        if refusal := workflow.not_allowed(who):
+            await ack(**refusal.as_kwargs())
+            return
+        await ack()
+        origin = modal.Origin(channel_id=who.channel_id, response_url=who.response_url)
+        try:
+            await client.views_open(
+                trigger_id=str(body.get("trigger_id", "")), view=modal.run_view(origin)
+            )
+        except SLACK_FAILURES as exc:
+            code = error_code(exc)
+            log.warning("Run modal not opened: %s", code)
+            message = blocks.problem(
+                f"The Run form could not be opened ({code or 'no answer'}). Type "
+                "`/retell-test help` to see how to start a run with the command."
+            )
+            await respond(response_type="ephemeral", **message.as_kwargs())
+
+    @app.shortcut(modal.SHORTCUT_ID)
+    async def on_shortcut(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        await ack()
+        try:
+            await client.views_open(
+                trigger_id=str(body.get("trigger_id", "")), view=modal.run_view(modal.Origin())
+            )
+        except SLACK_FAILURES as exc:
+            log.warning("Run modal not opened from the shortcut: %s", error_code(exc))
+
+    @app.options(modal.ENGINE_ACTION)
+    async def on_engine_menu(ack: AsyncAck, body: dict[str, Any]) -> None:
+        query = str(body.get("value") or "")
+        choices = engines.get("all")
+        if choices is None:
+            try:
+                async with asyncio.timeout(MENU_DEADLINE_SECONDS):
+                    choices = await retell.engines(timeout=RETELL_MENU_TIMEOUT_SECONDS)
+            except (RetellProblem, TimeoutError) as exc:
+                log.info("engine menu: Retell did not list the engines: %s", _why(exc))
+                await ack(options=modal.retell_hint(_kind(exc)))
+                return
+            engines.put("all", choices)
+        options = modal.engine_options(choices, query)
+        await ack(options=options or modal.hint_options(_nothing_found(query, "engine")))
+
+    @app.options(modal.CASES_ACTION)
+    async def on_cases_menu(ack: AsyncAck, body: dict[str, Any]) -> None:
+        query = str(body.get("value") or "")
+        view = body.get("view")
+        engine_id = modal.engine_in_view(view) if isinstance(view, dict) else None
+        if engine_id is None:
+            await ack(options=modal.hint_options("Pick an engine first"))
+            return
+        found = definitions.get(engine_id)
+        if found is None:
+            try:
+                async with asyncio.timeout(MENU_DEADLINE_SECONDS):
+                    found = await retell.definitions_quick(
+                        Engine.from_id(engine_id), timeout=RETELL_MENU_TIMEOUT_SECONDS
+                    )
+            except (RetellProblem, TimeoutError) as exc:
+                log.info("test case menu: Retell did not list the cases: %s", _why(exc))
+                await ack(options=modal.retell_hint(_kind(exc)))
+                return
+            definitions.put(engine_id, found)
+        if not found:
+            await ack(options=modal.hint_options("This engine has no test cases in Retell"))
+            return
+        options = modal.case_options(found, query)
+        await ack(options=options or modal.hint_options(_nothing_found(query, "test case")))
+
+    @app.action(modal.ENGINE_ACTION)
+    async def on_engine_picked(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
+        """A new engine: rebuild the form so the test case menu starts empty for it."""
+        await ack()
+        view = body.get("view")
+        if not isinstance(view, dict) or not isinstance(view.get("id"), str):
+            return
+        origin = modal.Origin.decode(view.get("private_metadata"))
+        picked = (_first_action(body) or {}).get("selected_option")
+        value = picked.get("value") if isinstance(picked, dict) else None
+        engine_id = value if modal.is_engine_id(value) else modal.engine_in_view(view)
+        if engine_id == origin.engine_id:
+            return
+        rebuilt = modal.run_view(modal.Origin(origin.channel_id, origin.response_url, engine_id))
+        try:
+            await client.views_update(view_id=view["id"], hash=view.get("hash"), view=rebuilt)
+        except SLACK_FAILURES as exc:
+            # hash_conflict: the user moved on and a later pick updates it; the submission
+            # still checks that the cases belong to the engine.
+            log.info("Run modal not updated for the engine: %s", error_code(exc))
+
+    @app.view(modal.CALLBACK_ID)
+    async def on_submit(ack: AsyncAck, body: dict[str, Any]) -> None:
+        view = body.get("view")
+        view = view if isinstance(view, dict) else {}
+        response_urls = body.get("response_urls")
+        choice = modal.read_submission(
+            view,
+            response_urls if isinstance(response_urls, list) else [],
+            max_cases=max_cases,
+        )
+        if isinstance(choice, dict):
+            await ack(response_action="errors", errors=choice)
+            return
+        user, team = _part(body, "user"), _part(body, "team")
+        who = Requester(
+            team_id=str(team.get("id") or user.get("team_id") or view.get("team_id") or ""),
+            channel_id=choice.channel_id,
+            user_id=str(user.get("id", "")),
+            response_url=choice.response_url,
+        )
+        if refusal := workflow.not_allowed(who):
+            errors = {modal.CHANNEL_BLOCK: modal.refusal_error(refusal.text)}
+            await ack(response_action="errors", errors=errors)
+            return
+        await ack()
+        key = _request_key(body) or (f"view:{view['id']}"[:128] if view.get("id") else None)
+        request = RunRequest(who, choice.engine, choice.tests, source="modal", request_key=key)
+        await workflow.start(request)
+
+
+def _part(body: dict[str, Any], key: str) -> dict[str, Any]:
+    value = body.get(key)
+    return value if isinstance(value, dict) else {}
+
+
+def _kind(exc: Exception) -> str | None:
+    return exc.kind if isinstance(exc, RetellProblem) else None
+
+
+def _why(exc: Exception) -> str:
+    return exc.message if isinstance(exc, RetellProblem) else "no answer in time"
+
+
+def _nothing_found(query: str, noun: str) -> str:
+    return f"No {noun} matches “{query.strip()}”" if query.strip() else f"No {noun} found"
