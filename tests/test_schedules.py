@@ -654,3 +654,16 @@ def test_comparison_of_per_case_results() -> None:
     same = history.compare(previous, before, before)
     assert not history.regressed(previous, same) and not history.changed(previous, previous, same)
     assert history.compare(None, now, ()).previous_pass_rate is None
+
+
+async def test_a_firing_whose_batch_cannot_be_created_says_why_in_the_channel(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    await command(user, bot, slack, f'schedule add "every 15m" {ENGINE} tc_1 name=Broken')
+    retell.fail_next("/create-batch-test", 404, message="Test case definition tc_1 not found.")
+    await fire_now(bot.app.scheduler, 1)
+    await slack.wait_for(lambda: bool(top_level(slack)))
+    [notice] = top_level(slack)
+    assert "Couldn't start the Retell batch test" in visible_text(notice.to_json())
+    assert "tc_1 not found" in visible_text(notice.to_json())
+    assert not retell.batches, "nothing was created"
