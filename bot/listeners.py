@@ -105,7 +105,11 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
             await ack(**refusal.as_kwargs())
         else:
             await ack(text=f"📊 Posting the digest of the last {parsed.days} days…")
-            await reports.post(who.team_id, who.channel_id, parsed.days)
+            try:
+                await reports.post(who.team_id, who.channel_id, parsed.days)
+            except SLACK_FAILURES as exc:
+                why = f"The digest could not be posted in this channel ({error_code(exc)})."
+                await respond(response_type="ephemeral", **blocks.problem(why).as_kwargs())
 
     app.use(EmptyActionsAnswered())
 

@@ -29,7 +29,7 @@ from bot.reports import Reports
 from bot.retell import CaseDefinition, RetellGateway, RetellProblem
 from bot.runs import Requester, RunRequest, RunWorkflow
 from bot.settings import Settings
-from bot.slackapi import SlackGateway
+from bot.slackapi import SLACK_FAILURES, SlackGateway, error_code
 from bot.store import RunSchedule, ScheduleKind, Store, utcnow
 from bot.when import When, WhenError, parse_when
 
@@ -317,9 +317,12 @@ class Schedules:
         """
         now = self._clock()
         if row.kind == ScheduleKind.REPORT.value:
-            await self._reports.post(
-                row.team_id, row.channel_id, row.report_days or 7, label=row.name, due=due
-            )
+            try:
+                await self._reports.post(
+                    row.team_id, row.channel_id, row.report_days or 7, label=row.name, due=due
+                )
+            except SLACK_FAILURES as exc:
+                log.warning("schedule %s: digest not posted: %s", row.id, error_code(exc))
             await self._store.schedule_fired(row.id, at=now, run_id=None)
             return
         engine = row.engine
