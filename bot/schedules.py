@@ -31,7 +31,7 @@ from bot.runs import Requester, RunRequest, RunWorkflow
 from bot.settings import Settings
 from bot.slackapi import SLACK_FAILURES, SlackGateway, error_code
 from bot.store import RunSchedule, ScheduleKind, Store, utcnow
-from bot.when import When, WhenError, parse_when
+from bot.when import When, WhenError, parse_when, read_when
 
 log = logging.getLogger(__name__)
 
@@ -168,8 +168,9 @@ class Schedules:
             await self._store.remove_schedule(row.id)
             raise
         log.info("schedule %s added in %s: %s", row.id, row.channel_id, when.words)
-        entry = self._entry(row, when.next_fires(1)[0] if when.next_fires(1) else None)
-        return blocks.schedule_added(entry, when.next_fires())
+        next_fires = when.next_fires()
+        entry = self._entry(row, next_fires[0] if next_fires else None)
+        return blocks.schedule_added(entry, next_fires)
 
     # -- listing ----------------------------------------------------------------------------
 
@@ -205,7 +206,7 @@ class Schedules:
         self, row: RunSchedule, next_fire: datetime | None, last_run: blocks.RunView | None = None
     ) -> ScheduleEntry:
         try:
-            words = parse_when(row.when_text, row.timezone, min_interval=timedelta(0)).words
+            words = read_when(row.when_text, row.timezone).words
         except WhenError:
             words = row.when_text
         return ScheduleEntry(

@@ -107,9 +107,8 @@ def parse_when(text: str, timezone: str, *, min_interval: timedelta) -> When:
     Refuses expressions that cannot be parsed, that never fire, and that fire more often than
     `min_interval` (SCHEDULE_MIN_INTERVAL_MINUTES).
     """
-    tz = zone(timezone)
-    cleaned = " ".join(text.split())
-    when = _preset(cleaned.lower(), cleaned, tz) or _cron(cleaned, tz)
+    when = read_when(text, timezone)
+    cleaned = when.text
     if not when.next_fires(1):
         raise WhenError(f"`{cleaned}` never fires: no date matches it. Check the day and month.")
     gap = when.shortest_gap()
@@ -119,6 +118,13 @@ def parse_when(text: str, timezone: str, *, min_interval: timedelta) -> When:
             f"{_span(min_interval)} (SCHEDULE_MIN_INTERVAL_MINUTES)."
         )
     return when
+
+
+def read_when(text: str, timezone: str) -> When:
+    """`text` as a `When`, checking only that it parses: for showing a stored schedule."""
+    tz = zone(timezone)
+    cleaned = " ".join(text.split())
+    return _preset(cleaned.lower(), cleaned, tz) or _cron(cleaned, tz)
 
 
 def _preset(lowered: str, text: str, tz: str) -> When | None:
