@@ -731,8 +731,7 @@ def _parse_schedule_add(tokens: Sequence[_Token]) -> ScheduleAddCommand | Comman
     when = _quoted_when(tokens, example)
     if isinstance(when, CommandError):
         return when
-    options = [t for t in tokens[1:] if not t.quoted and _OPTION_RE.match(t.text)]
-    words = [t for t in tokens[1:] if t.quoted or not _OPTION_RE.match(t.text)]
+    words, options = _split_options(tokens[1:])
     if not words:
         return CommandError(
             f"`schedule add` needs an engine after the schedule: {_ENGINE_FORMS}.", "schedule"
@@ -748,6 +747,12 @@ def _parse_schedule_add(tokens: Sequence[_Token]) -> ScheduleAddCommand | Comman
         return parsed
     name, extra = parsed
     return ScheduleAddCommand(when, engine, tests, name, MappingProxyType(extra))
+
+
+def _split_options(tokens: Sequence[_Token]) -> tuple[list[_Token], list[_Token]]:
+    """The words of a `schedule` command, and its `key=value` options, each in order."""
+    options = [t for t in tokens if not t.quoted and _OPTION_RE.match(t.text)]
+    return [t for t in tokens if t not in options], options
 
 
 def _quoted_when(tokens: Sequence[_Token], example: str) -> str | CommandError:
@@ -780,8 +785,7 @@ def _parse_schedule_report(tokens: Sequence[_Token]) -> ScheduleReportCommand | 
     when = _quoted_when(tokens, example)
     if isinstance(when, CommandError):
         return when
-    options = [t for t in tokens[1:] if not t.quoted and _OPTION_RE.match(t.text)]
-    words = [t for t in tokens[1:] if t.quoted or not _OPTION_RE.match(t.text)]
+    words, options = _split_options(tokens[1:])
     if len(words) > 1:
         return _extra("schedule", words[1], "at most one number of days after the schedule")
     days = _parse_report(words[:1])
