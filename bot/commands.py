@@ -33,6 +33,7 @@ DEFAULT_REPORT_DAYS = 7
 MAX_REPORT_DAYS = 365
 SHOWN_CHARS = 40  # how much of an offending token an error quotes
 MAX_NAMES_SHOWN = 5  # unknown names listed one by one; the rest are counted
+MAX_REPEATS = 5  # `repeat=N`: N batches of the same suite, reported as one result
 
 SUBCOMMANDS = ("help", "run", "status", "watch", "schedule", "report")
 NOTIFY_VALUES = ("always", "failures", "changes")
@@ -50,7 +51,7 @@ _SCHEDULE_ACTIONS: dict[str, ScheduleAction] = {
 # Slack renders `<…>` as mentions and links even inside code spans, so placeholders are escaped.
 _USAGE_LINES: dict[str, str] = {
     "help": "`/retell-test help`",
-    "run": "`/retell-test [run] &lt;engine&gt; &lt;tests&gt;`",
+    "run": "`/retell-test [run] &lt;engine&gt; &lt;tests&gt; [repeat=2..5]`",
     "status": "`/retell-test status [&lt;batch_id&gt;]`",
     "watch": "`/retell-test watch &lt;batch_id&gt;`",
     "schedule": (
@@ -94,10 +95,11 @@ class HelpCommand:
 
 @dataclass(frozen=True, slots=True)
 class RunCommand:
-    """`[run] <engine> <tests>`: start a batch now."""
+    """`[run] <engine> <tests> [repeat=N]`: start a batch now (N batches of it with repeat)."""
 
     engine: Engine
     tests: TestSelection
+    repeats: int = 1
 
 
 @dataclass(frozen=True, slots=True)
@@ -266,7 +268,6 @@ _QUOTE_PAIRS = {
     "„": "“”",
     "«": "»",
 }
-_APOSTROPHES = "'\u2019"  # straight and curly apostrophes
 _SEPARATORS = " ,"
 
 
@@ -307,15 +308,13 @@ class _Scanner:
     def closing_quote(self, opener: str, start: int) -> int | None:
         """Where the quote opened by `opener` ends.
 
-        Apostrophe-like closers only close before a separator or the end, so that a single-quoted
-        "Customer's refund" stays one name; otherwise the first closer wins.
+        A closer counts first where it ends a word (before a separator or the end), so that
+        quotes inside a name stay in it: `"Customer's refund"`, and `“Customer says “cancel””`
+        as smart punctuation types it. Only when no closer ends a word does the first one win.
         """
         closers = _QUOTE_PAIRS[opener]
-        if any(ch in _APOSTROPHES for ch in closers):
-            found = self.next(closers, start, at_boundary=True)
-            if found is not None:
-                return found
-        return self.next(closers, start)
+        found = self.next(closers, start, at_boundary=True)
+        return found if found is not None else self.next(closers, start)
 
 
 def _tokenize(text: str) -> list[_Token] | CommandError:
@@ -435,18 +434,43 @@ def _unknown_first_word(token: _Token) -> CommandError:
 
 
 def _parse_run(tokens: Sequence[_Token]) -> RunCommand | CommandError:
-    """`<engine> <tests>`, after an optional `run` keyword."""
-    if not tokens:
+    """`<engine> <tests> [repeat=N]`, after an optional `run` keyword."""
+    words, options = _split_options(tokens)
+    if not words:
         return CommandError(
             f"`run` needs an engine and test cases. The engine is {_ENGINE_FORMS}.", "run"
         )
-    engine = _parse_engine(tokens[0], "run")
+    engine = _parse_engine(words[0], "run")
     if isinstance(engine, CommandError):
         return engine
-    tests = _parse_tests(tokens[1:], "run")
+    repeats = _parse_repeat(options)
+    if isinstance(repeats, CommandError):
+        return repeats
+    tests = _parse_tests(words[1:], "run")
     if isinstance(tests, CommandError):
         return tests
-    return RunCommand(engine, tests)
+    return RunCommand(engine, tests, repeats)
+
+
+def _parse_repeat(options: Sequence[_Token]) -> int | CommandError:
+    """`repeat=N` (at most once): how many batches of the suite to run, 1 to MAX_REPEATS."""
+    if not options:
+        return 1
+    key, _, value = options[0].text.partition("=")
+    if key.casefold() != "repeat":
+        where = "goes with `schedule add`" if key.casefold() in OPTION_KEYS else "is not an option"
+        return CommandError(
+            f"{_show(key + '=')} {where}; a run takes `repeat=` (2 to {MAX_REPEATS}).", "run"
+        )
+    if len(options) > 1:
+        return CommandError("Give one option, `repeat=`, once.", "run")
+    if not (_VERSION_RE.fullmatch(value.strip()) and 1 <= int(value) <= MAX_REPEATS):
+        return CommandError(
+            f"`repeat=` takes a number of runs from 2 to {MAX_REPEATS}; got {_show(value)}. "
+            "Each run is one batch of the whole suite, reported together with flaky cases named.",
+            "run",
+        )
+    return int(value)
 
 
 def _parse_engine(token: _Token, topic: str) -> Engine | CommandError:
@@ -601,11 +625,6 @@ def _bad_test_id(text: str, topic: str) -> CommandError:
             f"{_show(text)} is {len(text):,} characters long; test case ids have at most 128.",
             topic,
         )
-    if _OPTION_RE.match(text):
-        hint = "Options like `name=` only go with `schedule add`."
-        if topic == "schedule":
-            hint = "Options are `name=`, `notify=` and `mention=`."
-        return CommandError(f"{_show(text)} is not a test case id. {hint}", topic)
     if text.startswith("@") and _VERSION_RE.fullmatch(text[1:]):
         return CommandError(
             f"{_show(text)} is not a test case id. To pin the engine version, write it "
@@ -750,7 +769,7 @@ def _parse_schedule_add(tokens: Sequence[_Token]) -> ScheduleAddCommand | Comman
 
 
 def _split_options(tokens: Sequence[_Token]) -> tuple[list[_Token], list[_Token]]:
-    """The words of a `schedule` command, and its `key=value` options, each in order."""
+    """The words of a command, and its `key=value` options, each in order."""
     options = [t for t in tokens if not t.quoted and _OPTION_RE.match(t.text)]
     return [t for t in tokens if t not in options], options
 

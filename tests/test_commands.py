@@ -327,7 +327,12 @@ MALFORMED: list[tuple[str, list[str], str | None]] = [
     ("llm_abc tc#1", ["`tc#1` is not a test case id", "letters, digits"], "run"),
     ('llm_abc tc_1"Refund"', ['`tc_1"Refund"` is not a test case id', "as a whole"], "run"),
     ("llm_abc @3", ["`@3` is not a test case id", "right after the engine"], "run"),
-    ("llm_abc name=nightly", ["`name=nightly` is not a test case id", "`schedule add`"], "run"),
+    ("llm_abc name=nightly", ["`name=` goes with `schedule add`", "`repeat=`"], "run"),
+    ("llm_abc tc_1 foo=1", ["`foo=` is not an option", "`repeat=` (2 to 5)"], "run"),
+    ("llm_abc tc_1 repeat=6", ["`repeat=` takes a number of runs from 2 to 5", "`6`"], "run"),
+    ("llm_abc tc_1 repeat=0", ["from 2 to 5", "`0`"], "run"),
+    ("llm_abc tc_1 repeat=two", ["from 2 to 5", "`two`"], "run"),
+    ("llm_abc tc_1 repeat=2 repeat=3", ["`repeat=`, once"], "run"),
     ("llm_abc " + "t" * 129, ["129 characters long", "at most 128"], "run"),
     ("llm_abc tc_&lt;b&gt;", ["`tc_&lt;b&gt;` is not a test case id"], "run"),
     ('"Refund" tc_1', ["can't start with a quoted name (\u201cRefund\u201d)"], "run"),
@@ -674,3 +679,26 @@ def test_pathological_inputs_are_fast(text: str) -> None:
     result = parse(text)
     assert time.perf_counter() - start < 0.2
     assert isinstance(result, (CommandError, *COMMAND_TYPES))
+
+
+@pytest.mark.parametrize(
+    ("text", "repeats"),
+    [
+        ("llm_abc tc_1 repeat=3", 3),
+        ("run llm_abc repeat=5 tc_1,tc_2", 5),
+        ("llm_abc all REPEAT=2", 2),
+        ("llm_abc tc_1 repeat=1", 1),
+        ("llm_abc tc_1", 1),
+    ],
+)
+def test_repeat_option_anywhere_after_the_engine(text: str, repeats: int) -> None:
+    command = ok(text)
+    assert isinstance(command, RunCommand)
+    assert command.repeats == repeats
+    assert command.tests.ids or command.tests.everything
+
+
+def test_a_quoted_name_with_an_equals_sign_is_a_name_not_an_option() -> None:
+    command = ok('llm_abc "A=B transfer" repeat=2')
+    assert isinstance(command, RunCommand)
+    assert command.tests.names == ("A=B transfer",) and command.repeats == 2

@@ -268,9 +268,12 @@ class FakeRetell:
         time_scale: float = 1.0,
         shortest_batch_seconds: float | None = None,
         seed: int = 0,
+        page_cap: int | None = None,
     ) -> None:
         if time_scale <= 0:
             raise ValueError("time_scale must be positive")
+        if page_cap is not None and page_cap < 1:
+            raise ValueError("page_cap must be at least 1")
         self.api_key = api_key
         self.batch_seconds = batch_seconds
         # When set, new batches take a duration drawn uniformly between this and
@@ -280,6 +283,11 @@ class FakeRetell:
         self.time_scale = time_scale
         self.next_batch_durations: list[float] = []  # consumed first-in first-out by new batches
         self.complete_never = False  # new batches stall one case short of complete
+        # A real server may return fewer items than `limit` asks. When set, every `/v2/list-*`
+        # page (batch tests, test runs, definitions, LLMs, flows) holds at most this many
+        # items, with has_more/pagination_key as usual, so clients must follow the keys.
+        # None: pages are as long as `limit` asks; otherwise at least 1.
+        self.page_cap: int | None = page_cap
         self.requests: list[RecordedRequest] = []
         self.batches: dict[str, FakeBatch] = {}
         self._clock = clock
@@ -718,6 +726,11 @@ class FakeRetell:
 
     # ----- API handlers ----------------------------------------------------------------------
 
+    def _page_limit(self, query: dict[str, str]) -> int:
+        """The items one list page holds: the validated `limit`, then `page_cap` if smaller."""
+        limit = _query_limit(query)
+        return limit if self.page_cap is None else min(limit, self.page_cap)
+
     async def _create_batch_test(self, request: web.Request) -> web.Response:
         body = await _json_object(request)
         if "response_engine" not in body:
@@ -737,7 +750,7 @@ class FakeRetell:
         query = dict(request.query)
         engine = self._engine_from_query(query)
         version = self._resolve_version(engine, _query_version(query))
-        limit = _query_limit(query)
+        limit = self._page_limit(query)
         batches = self._batches_by_version.get((engine.engine_id, version), [])
         scope = f"batches:{engine.engine_id}:{version}"
         after = _decode_key(query.get("pagination_key"), scope, len(batches))
@@ -751,7 +764,7 @@ class FakeRetell:
     async def _list_test_runs(self, request: web.Request) -> web.Response:
         batch = self._find_batch(request.match_info["batch_id"])
         query = dict(request.query)
-        limit = _query_limit(query)
+        limit = self._page_limit(query)
         scope = f"runs:{batch.batch_id}"
         after = _decode_key(query.get("pagination_key"), scope, batch.total)
         start = 0 if after is None else after + 1
@@ -764,7 +777,7 @@ class FakeRetell:
     async def _list_test_case_definitions(self, request: web.Request) -> web.Response:
         query = dict(request.query)
         engine = self._engine_from_query(query)
-        limit = _query_limit(query)
+        limit = self._page_limit(query)
         ids = engine.definition_ids
         scope = f"definitions:{engine.engine_id}"
         after = _decode_key(query.get("pagination_key"), scope, len(ids))
@@ -777,7 +790,7 @@ class FakeRetell:
     async def _list_engines(self, request: web.Request, engine_type: EngineType) -> web.Response:
         """GET /v2/list-retell-llms and /v2/list-conversation-flows: the account's engines."""
         query = dict(request.query)
-        limit = _query_limit(query)
+        limit = self._page_limit(query)
         order = query.get("sort_order", "ascending")
         if order not in ("ascending", "descending"):
             raise RetellStandInError(400, "sort_order must be 'ascending' or 'descending'.")
