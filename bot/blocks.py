@@ -9,6 +9,8 @@ mid-word and never left for Slack to reject.
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -16,7 +18,8 @@ from datetime import datetime, timedelta
 from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.commands import CommandError
-from bot.retell import BatchJob, TestRun
+from bot.repeats import CaseSummary, Totals, totals
+from bot.retell import BatchJob
 from bot.store import RunState
 from bot.suite import Engine, Suite
 
@@ -500,7 +503,9 @@ def result_message(
         blocks.append(_section(comparison_text(run, comparison)))
     if state is RunState.TIMED_OUT:
         blocks.append(_context(_timed_out_note(run)))
-    blocks.append(_result_actions(run, has_failures_detail=has_failures_detail))
+    blocks.append(
+        _actions(run, _case_total(run), _bad(run), has_failures_detail=has_failures_detail)
+    )
     blocks.append(_footer(run))
     return _message(_result_text(run, comparison), blocks)
 
@@ -537,20 +542,26 @@ def _result_text(run: RunView, comparison: Comparison | None) -> str:
     return text
 
 
-def _result_actions(run: RunView, *, has_failures_detail: bool) -> Block:
+def _actions(
+    run: RunView, cases: int, bad: int, *, repeats: int = 1, has_failures_detail: bool
+) -> Block:
+    """Rerun, and when something failed or errored, Rerun failed and Show failures.
+
+    Reruns spend Retell credits, so each asks for confirmation saying what it will run.
+    """
     value = str(run.id)
-    cases = _case_total(run)
+    times = f", {repeats} times" if repeats > 1 else ""
     rerun_confirm = _confirm(
-        "Rerun this batch?",
-        f"Runs {plural(cases, 'test case')} again on the same engine at Retell.",
+        "Rerun this batch?" if repeats == 1 else "Rerun these batches?",
+        f"Runs {plural(cases, 'test case')} again on the same engine at Retell{times}.",
         "Rerun",
     )
     buttons = [_button("🔁 Rerun", ACTION_RERUN, value, confirm=rerun_confirm)]
-    bad = _bad(run)
     if bad > 0:
+        which = "failed or errored case" if repeats == 1 else "failed, flaky or errored case"
         failed_confirm = _confirm(
             "Rerun the failed cases?",
-            f"Runs the {plural(bad, 'failed or errored case')} again on the same engine.",
+            f"Runs the {plural(bad, which)} again on the same engine{times}.",
             "Rerun failed",
         )
         buttons.append(
@@ -678,12 +689,13 @@ def _finished_verb(run: RunView) -> str:
     return "finished" if state.finished else "is running"
 
 
-def ack_text(engine: Engine, case_count: int | None) -> str:
+def ack_text(engine: Engine, case_count: int | None, *, repeats: int = 1) -> str:
     """The instant ephemeral ack: Slack needs an answer within 3 s, before Retell is asked."""
-    on = f"Starting a Retell batch test on {_engine(engine)}"
+    what = f"{repeats} Retell batch tests" if repeats > 1 else "a Retell batch test"
+    on = f"Starting {what} on {_engine(engine)}"
     if case_count is None:
         return f"{on}, resolving test cases…"
-    return f"{on} with {plural(case_count, 'test case')}…"
+    return f"{on} with {plural(case_count, 'test case')}{' each' if repeats > 1 else ''}…"
 
 
 def start_failed(suite: Suite, reason: str, *, maybe_created: bool = False) -> Message:
@@ -813,31 +825,127 @@ def _followed_note(batch: BatchJob, run: RunView | None) -> str:
 # -- failures ------------------------------------------------------------------------------------
 
 
-def failures_replies(run: RunView, failures: Sequence[TestRun]) -> list[Message]:
-    """Thread replies for **Show failures**: every failed, then errored, case with Retell's why.
+FAILURE_REPLIES_INLINE = 3  # longer lists: one reply, and the whole list as a CSV file
+LISTED_VERDICTS = ("fail", "flaky", "error")  # what Show failures lists, in this order
+_VERDICT_ICON = {"fail": "❌", "flaky": "🔀", "error": "⚠️"}
 
-    Split over as many replies as needed so each stays inside Slack's limits.
+
+@dataclass(frozen=True, slots=True)
+class Attachment:
+    """A file to share with a message (Slack's upload flow, scope `files:write`)."""
+
+    filename: str
+    title: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class FailuresPost:
+    """What **Show failures** posts in the result's thread: replies, and a file when long."""
+
+    replies: list[Message]
+    attachment: Attachment | None = None
+
+
+def failures_post(
+    run: RunView, summaries: Sequence[CaseSummary], *, batches: int = 1
+) -> FailuresPost:
+    """Every failed, flaky, then errored case with Retell's why, within Slack's limits.
+
+    `summaries` are the per-case verdicts over the run's batches (one batch, or a repeat
+    group's). Up to FAILURE_REPLIES_INLINE replies' worth is posted as replies; a longer list
+    (hundreds of failures) gets one reply with the first of them and a CSV with all of them,
+    so a thread is never flooded and nothing is cut.
     """
-    failed = [t for t in failures if t.status == "fail"]
-    errored = [t for t in failures if t.status == "error"]
-    if not failed and not errored:
+    listed = [s for s in summaries if s.verdict in LISTED_VERDICTS]
+    counted = totals(summaries)
+    summary = _failures_summary(counted, batches)
+    if not listed:
         where = f"batch {_code(run.batch_id)}" if run.batch_id else "this batch"
+        if batches > 1:
+            where = f"any of the {batches} batches"
         text = f"No failed or errored test cases in {where}."
-        return [_message(text, [_section(text)])]
-    pages = _paginate([failure_entry(t) for t in (*failed, *errored)])
-    return [
-        _failures_page(run, _pack(page, sep="\n\n"), i + 1, len(pages), len(failed), len(errored))
-        for i, page in enumerate(pages)
-    ]
+        return FailuresPost([_message(text, [_section(text)])])
+    pages = _paginate([failure_entry(s) for s in listed])
+    if len(pages) <= FAILURE_REPLIES_INLINE:
+        return FailuresPost(
+            [
+                _failures_page(run, _pack(page, sep="\n\n"), summary, part=(i + 1, len(pages)))
+                for i, page in enumerate(pages)
+            ]
+        )
+    plain_batch = run.batch_id if _PLAIN_ID.fullmatch(run.batch_id or "") else None
+    name = plain_batch or f"run-{run.id}"
+    attachment = Attachment(
+        filename=f"failures-{name}.csv",
+        title=f"{summary}: every case with Retell's explanation",
+        content=failures_csv(listed),
+    )
+    first = pages[0]
+    note = (
+        f"📎 The first {len(first)} of {len(listed)} are below; all {len(listed)}, with "
+        f"Retell's full explanations, are in *{attachment.filename}* in this thread."
+    )
+    return FailuresPost(
+        [_failures_page(run, _pack(first, sep="\n\n"), summary, note=note)], attachment
+    )
 
 
-def failure_entry(test_run: TestRun) -> str:
-    """One case: name (and id when it differs), verdict, and the explanation quoted."""
-    icon, verdict = ("❌", "failed") if test_run.status == "fail" else ("⚠️", "errored")
-    case = f" {_code(test_run.case_id, 80)}" if test_run.case_id != test_run.name else ""
-    why = trim_explanation(test_run.explanation or "")
+def _failures_summary(counted: Totals, batches: int) -> str:
+    parts = [f"{counted.failed} failed"]
+    if batches > 1:
+        parts.append(f"{counted.flaky} flaky")
+    parts.append(f"{counted.errored} errored")
+    over = f" over {batches} batches" if batches > 1 else ""
+    return ", ".join(parts) + over
+
+
+def failure_entry(case: CaseSummary) -> str:
+    """One case: name (and id when it differs), verdict, and Retell's explanation quoted."""
+    id_shown = f" {_code(case.case_id, 80)}" if case.case_id != case.name else ""
+    why = trim_explanation(case.explanation or "")
     detail = f">{escape(why)}" if why else "_Retell gave no explanation._"
-    return f"{icon} *{_safe(test_run.name, NAME_CHARS)}*{case} {verdict}\n{detail}"
+    name = f"*{_safe(case.name, NAME_CHARS)}*{id_shown}"
+    return f"{_VERDICT_ICON[case.verdict]} {name} {_verdict_words(case)}\n{detail}"
+
+
+def _verdict_words(case: CaseSummary) -> str:
+    if case.runs == 1:
+        return "failed" if case.verdict == "fail" else "errored"
+    if case.verdict == "flaky":
+        return f"flaky: passed {case.passes} of {case.runs} runs, failed {case.fails}"
+    if case.verdict == "fail":
+        return f"failed {case.fails} of {case.runs} runs"
+    return f"errored {case.errors} of {case.runs} runs"
+
+
+def failures_csv(cases: Sequence[CaseSummary]) -> bytes:
+    """The full failure list for a spreadsheet: one row per case, every explanation whole."""
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(
+        ["case_id", "name", "verdict", "passed", "failed", "errored", "runs", "explanation"]
+    )
+    for case in cases:
+        writer.writerow(
+            [
+                _csv_text(case.case_id),
+                _csv_text(case.name),
+                case.verdict,
+                case.passes,
+                case.fails,
+                case.errors,
+                case.runs,
+                _csv_text("\n\n".join(case.explanations)),
+            ]
+        )
+    return out.getvalue().encode()
+
+
+def _csv_text(text: str) -> str:
+    """Text a spreadsheet would run as a formula gets an apostrophe in front: names and
+    explanations come from outside (explanations are model-written), not from the user."""
+    return f"'{text}" if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 
 def _paginate(entries: list[str]) -> list[list[str]]:
@@ -859,20 +967,24 @@ def _paginate(entries: list[str]) -> list[list[str]]:
 
 
 def _failures_page(
-    run: RunView, sections: list[str], part: int, parts: int, failed: int, errored: int
+    run: RunView,
+    sections: list[str],
+    summary: str,
+    *,
+    part: tuple[int, int] = (1, 1),
+    note: str | None = None,
 ) -> Message:
-    summary = f"{failed} failed, {errored} errored"
     where = _code(run.batch_id) if run.batch_id else "this batch"
-    of = f" (part {part}/{parts})" if parts > 1 else ""
-    note = _context(f"Batch {where} on {_engine(run.engine)} · run #{run.id}{of}")
+    of = f" (part {part[0]}/{part[1]})" if part[1] > 1 else ""
     blocks: list[Block] = []
-    if part == 1:
+    if part[0] == 1:
         blocks.append(_header(_failures_header(summary, run.batch_id)))
+    if note:
+        blocks.append(_section(note))
     blocks.extend(_section(text) for text in sections)
-    blocks.append(note)
+    blocks.append(_context(f"Batch {where} on {_engine(run.engine)} · run #{run.id}{of}"))
     batch = _safe(run.batch_id, NAME_CHARS) if run.batch_id else "this batch"
-    text = f"{summary} in Retell batch {batch}{of}"
-    return _message(text, blocks)
+    return _message(f"{summary} in Retell batch {batch}{of}", blocks)
 
 
 def _failures_header(summary: str, batch_id: str | None) -> str:
@@ -882,6 +994,168 @@ def _failures_header(summary: str, batch_id: str | None) -> str:
         if len(full) <= MAX_HEADER_TEXT:
             return full
     return summary
+
+
+# -- repeat=N -------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class RepeatGroup:
+    """A `repeat=N` run as the channel sees it: N batches of one suite, shown as one.
+
+    `runs` holds the lead first (it owns the status message and the buttons); `summaries` are
+    the per-case verdicts over every batch, known once all of them finished.
+    """
+
+    runs: Sequence[RunView]
+    summaries: Sequence[CaseSummary] = ()
+
+    @property
+    def lead(self) -> RunView:
+        return self.runs[0]
+
+    @property
+    def counts(self) -> tuple[int, int, int, int]:
+        """Test runs passed, failed, errored and in total, summed over the batches."""
+        return (
+            sum(r.passed for r in self.runs),
+            sum(r.failed for r in self.runs),
+            sum(r.errored for r in self.runs),
+            sum(_case_total(r) for r in self.runs if RunState(r.state) is not RunState.FAILED),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return all(RunState(r.state).finished for r in self.runs)
+
+
+def repeat_status(group: RepeatGroup) -> Message:
+    """The status message of a repeat group while any of its batches runs."""
+    if group.finished:
+        return repeat_result(group)
+    lead = group.lead
+    passed, failed, errored, total = group.counts
+    done = passed + failed + errored
+    blocks = [
+        _title(lead, f"🧪 Running {len(group.runs)} times"),
+        _repeat_fields(group, with_duration=False),
+        _section(f"{progress_bar(done, total)} · {counts_line(passed, failed, errored)}"),
+        _section("\n".join(_batch_line(i, run) for i, run in enumerate(group.runs, 1))),
+        _footer(lead),
+    ]
+    text = (
+        f"Retell suite on {_safe(lead.engine.label, NAME_CHARS)} run {len(group.runs)} times: "
+        f"{done}/{total} done"
+    )
+    return _message(text, blocks)
+
+
+def repeat_result(group: RepeatGroup) -> Message:
+    """One result for N batches: per-case pass counts, flaky cases named, the buttons.
+
+    The fallback text carries the four count phrases summed over the batches and every
+    batch id, like any result the bot posts (SPEC §4 item 4).
+    """
+    lead = group.lead
+    passed, failed, errored, total = group.counts
+    counted = totals(group.summaries)
+    blocks = [_title(lead, _repeat_outcome(group, counted))]
+    if group.summaries:
+        blocks.append(_section("\n".join(repeat_verdicts(group.summaries, passed, total))))
+    else:
+        blocks.append(_section(f"{counts_line(passed, failed, errored)} · {total} test runs"))
+        blocks.append(_context("Retell's per-case results could not be read; counts are summed."))
+    blocks.append(_repeat_fields(group, with_duration=True))
+    blocks.append(_section("\n".join(_batch_line(i, run) for i, run in enumerate(group.runs, 1))))
+    listed = counted.failed + counted.flaky + counted.errored
+    bad = listed if group.summaries else failed + errored
+    cases = _case_total(lead)
+    blocks.append(_actions(lead, cases, bad, repeats=len(group.runs), has_failures_detail=True))
+    blocks.append(_footer(lead))
+    batches = ", ".join(_safe(r.batch_id, NAME_CHARS) for r in group.runs if r.batch_id)
+    label = f"{_safe(lead.label, NAME_CHARS)}: " if lead.label else ""
+    text = (
+        f"{label}Retell suite on {_safe(lead.engine.label, NAME_CHARS)} run "
+        f"{len(group.runs)} times (batches {batches}): "
+        f"{counts_phrases(passed, failed, errored, total)} ({format_pass_rate(passed, total)})"
+    )
+    if group.summaries:
+        text += f"; {counted.flaky} flaky"
+    return _message(text, blocks)
+
+
+def repeat_mention(group: RepeatGroup) -> Message:
+    """The thread reply that notifies whoever asked for a repeat run, verdict in one line."""
+    lead = group.lead
+    outcome_line = _repeat_outcome(group, totals(group.summaries))
+    line = (
+        f"{mention(lead.user_id)} your {len(group.runs)} runs of the suite on "
+        f"{_engine(lead.engine)} finished: {outcome_line}"
+    )
+    return _message(line, [_section(line)])
+
+
+def repeat_verdicts(summaries: Sequence[CaseSummary], passed: int, total: int) -> list[str]:
+    """Lines saying how each case did over the runs: counts by verdict, then who."""
+    counted = totals(summaries)
+    lines = [
+        f"✅ {counted.passed} passed every run · 🔀 {counted.flaky} flaky · "
+        f"❌ {counted.failed} failed · ⚠️ {counted.errored} errored · "
+        f"*{format_pass_rate(passed, total)}* of all {total} test runs passed"
+    ]
+    groups = (
+        ("🔀 Flaky (passed and failed)", "flaky"),
+        ("❌ Failed", "fail"),
+        ("⚠️ Errored", "error"),
+        ("⏳ Unfinished", "unfinished"),
+    )
+    for title, wanted in groups:
+        names = [f"{s.name} ({s.passes}/{s.runs})" for s in summaries if s.verdict == wanted]
+        if names:
+            lines.append(f"{title}: {name_list(names)}")
+    return lines
+
+
+def _repeat_outcome(group: RepeatGroup, counted: Totals) -> str:
+    runs = len(group.runs)
+    if not group.summaries:
+        passed, failed, errored, total = group.counts
+        return f"{'✅' if failed + errored == 0 else '❌'} {runs} runs: {passed}/{total} passed"
+    if counted.all_passed:
+        return f"✅ All {counted.cases} passed in every one of {runs} runs"
+    parts = [f"{counted.failed} failed"] if counted.failed else []
+    if counted.flaky:
+        parts.append(f"{counted.flaky} flaky")
+    if counted.errored:
+        parts.append(f"{counted.errored} errored")
+    if counted.unfinished:
+        parts.append(f"{counted.unfinished} unfinished")
+    emoji = "❌" if counted.failed or counted.flaky else "⚠️"
+    return f"{emoji} {', '.join(parts)} of {counted.cases} over {runs} runs"
+
+
+def _repeat_fields(group: RepeatGroup, *, with_duration: bool) -> Block:
+    lead = group.lead
+    pairs = [
+        ("Test cases", f"{_case_total(lead)} in each of {len(group.runs)} runs"),
+        (_asker_label(lead), mention(lead.user_id)),
+    ]
+    if with_duration:
+        durations = [r.duration for r in group.runs if r.duration is not None]
+        pairs.append(("Duration", format_duration(max(durations) if durations else None)))
+    return _fields(pairs)
+
+
+def _batch_line(number: int, run: RunView) -> str:
+    state = RunState(run.state)
+    if state is RunState.FAILED:
+        return f"{number}. could not be created: {_safe(run.error or 'unknown reason', 300)}"
+    progress = f"{run.completed}/{_case_total(run)}"
+    what = {
+        RunState.COMPLETE: f"{counts_line(run.passed, run.failed, run.errored)}",
+        RunState.TIMED_OUT: f"⏱️ timed out at {progress}",
+    }.get(state, f"{progress} done")
+    return f"{number}. {_batch(run.batch_id)} · {what}"
 
 
 # -- schedules -----------------------------------------------------------------------------------

@@ -24,7 +24,14 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from bot import console
-from bot.commands import CommandError, RunCommand, WatchCommand, needs_definitions, parse
+from bot.commands import (
+    MAX_REPEATS,
+    CommandError,
+    RunCommand,
+    WatchCommand,
+    needs_definitions,
+    parse,
+)
 from bot.commands import resolve_tests as resolve_selection
 from bot.repeats import CaseSummary, summarize, totals
 from bot.settings import CliSettings, SettingsError, load_cli_settings
@@ -35,7 +42,6 @@ if TYPE_CHECKING:
     from bot.retell import BatchJob, RetellGateway, RetellProblem, TestRun
     from bot.slackapi import SlackGateway
 
-MAX_REPEAT = 5
 # Problems worth waiting out while following (the SDK has already retried them).
 TRANSIENT = frozenset({"unavailable", "rate_limited"})
 BAD_SLACK_TOKEN = frozenset({"invalid_auth", "not_authed", "account_inactive", "token_revoked"})
@@ -254,7 +260,14 @@ def repeat_message(report: Report, *, link: str | None) -> Message:
     Each batch's own result follows in the thread. The fallback text carries the four count
     phrases (summed over the runs) and every batch id, like any result the bot posts.
     """
-    from bot.blocks import Message, counts_phrases, escape, format_pass_rate, name_list, shorten
+    from bot.blocks import (
+        Message,
+        counts_phrases,
+        escape,
+        format_pass_rate,
+        repeat_verdicts,
+        shorten,
+    )
 
     counted = totals(report.summaries)
     runs = len(report.followed)
@@ -272,19 +285,8 @@ def repeat_message(report: Report, *, link: str | None) -> Message:
     verdict = "✅" if counted.all_passed else "❌" if counted.failed or counted.flaky else "⚠️"
     lines = [
         f"*{verdict} {runs} runs of {counted.cases} test cases* on `{engine}`",
-        f"✅ {counted.passed} passed every run · 🔀 {counted.flaky} flaky · "
-        f"❌ {counted.failed} failed · ⚠️ {counted.errored} errored · "
-        f"*{format_pass_rate(passed, total)}* of all runs passed",
+        *repeat_verdicts(report.summaries, passed, total),
     ]
-    groups = (
-        ("🔀 Flaky", "flaky"),
-        ("❌ Failed every run it finished", "fail"),
-        ("⚠️ Errored", "error"),
-    )
-    for title, wanted in groups:
-        names = [f"{s.name} ({s.passes}/{s.runs})" for s in report.summaries if s.verdict == wanted]
-        if names:
-            lines.append(f"{title}: {name_list(names)}")
     origin = "Reported by `retell-bot run --repeat`"
     if link:
         origin += f" from <{escape(link)}|this CI run>"
@@ -355,6 +357,8 @@ async def execute(
         terminal.error(console.from_mrkdwn(command.message))
         return ExitCode.USAGE
     problem = _check(request, settings)
+    if isinstance(command, RunCommand) and 1 < command.repeats != request.repeat > 1:
+        problem = f"repeat={command.repeats} and --repeat {request.repeat} disagree; give one"
     if problem is not None:
         terminal.error(problem)
         return ExitCode.USAGE
@@ -398,8 +402,8 @@ def parse_words(request: Request) -> RunCommand | WatchCommand | CommandError:
 
 def _check(request: Request, settings: CliSettings) -> str | None:
     """What is wrong with the request before anything is asked of Retell, or None."""
-    if not 1 <= request.repeat <= MAX_REPEAT:
-        return f"--repeat takes 1 to {MAX_REPEAT} runs; got {request.repeat}"
+    if not 1 <= request.repeat <= MAX_REPEATS:
+        return f"--repeat takes 1 to {MAX_REPEATS} runs; got {request.repeat}"
     if request.repeat > 1 and request.command == "watch":
         return "--repeat is for `run`; `watch` follows one existing batch"
     if request.poll_seconds is not None and not request.poll_seconds > 0:
@@ -450,12 +454,13 @@ async def _run(session: Session, request: Request, command: RunCommand) -> Repor
     """Resolve the suite, create the batches, follow them, collect every test run."""
     suite = Suite(command.engine, await _resolve(session, command))
     terminal = session.terminal
+    repeat = max(request.repeat, command.repeats)  # `--repeat N` or the grammar's `repeat=N`
     terminal.say(
         f"Running {_count(suite.size, 'test case')} on {suite.engine.label}"
-        + (f", {request.repeat} times" if request.repeat > 1 else "")
+        + (f", {repeat} times" if repeat > 1 else "")
     )
     created: list[BatchJob] = []
-    for _ in range(request.repeat):
+    for _ in range(repeat):
         try:
             batch = await session.gateway.create_batch(suite)
         except Exception as exc:

@@ -940,6 +940,42 @@ def resolve_tests(
     return result
 
 
+def ids_not_found(
+    case_ids: Sequence[str], definitions: Sequence[CaseDefinition]
+) -> CommandError | None:
+    """The ids among `case_ids` that are not definitions of the engine, each with close ids,
+    or None when all of them are (then Retell refused for another reason).
+
+    Ids are passed to Retell unchecked (no listing call per run); this is read only after
+    Retell refused a batch, to say which ids it did not know.
+    """
+    known = {d.case_id: d.name for d in definitions}
+    missing = [case_id for case_id in case_ids if case_id not in known]
+    if not missing:
+        return None
+    if not known:
+        return CommandError(
+            "This engine has no test case definitions in Retell, so none of the ids can run.",
+            "run",
+        )
+
+    def hint(case_id: str) -> str:
+        close = difflib.get_close_matches(case_id, list(known), n=3)
+        if not close:
+            return "no close match"
+        named = [f"`{_escape(c)}` ({_show_name(known[c], 40)})" for c in close]
+        return "did you mean " + _join_or(named) + "?"
+
+    lines = [f"• {_show(case_id)}: {hint(case_id)}" for case_id in missing[:MAX_NAMES_SHOWN]]
+    if len(missing) > MAX_NAMES_SHOWN:
+        lines.append(f"…and {len(missing) - MAX_NAMES_SHOWN} more.")
+    header = (
+        f"{len(missing)} of the test case ids are not definitions of this engine, so Retell "
+        "created nothing:"
+    )
+    return CommandError("\n".join([header, *lines]), "run")
+
+
 def _names_not_found(missing: Sequence[str], shown_name: Mapping[str, str]) -> CommandError:
     """One line per unknown name, each with up to three close matches among the engine's names."""
     if not shown_name:

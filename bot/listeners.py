@@ -74,9 +74,15 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
             case_count = (
                 None if parsed.tests.names or parsed.tests.everything else len(parsed.tests.ids)
             )
-            await ack(text=blocks.ack_text(parsed.engine, case_count))
-            key = _request_key(command)
-            await workflow.start(RunRequest(who, parsed.engine, parsed.tests, request_key=key))
+            await ack(text=blocks.ack_text(parsed.engine, case_count, repeats=parsed.repeats))
+            request = RunRequest(
+                who,
+                parsed.engine,
+                parsed.tests,
+                request_key=_request_key(command),
+                repeats=parsed.repeats,
+            )
+            await workflow.start(request)
         elif isinstance(parsed, WatchCommand) and (refusal := workflow.not_allowed(who)):
             await ack(**refusal.as_kwargs())
         elif isinstance(parsed, WatchCommand):

@@ -14,23 +14,38 @@ import functools
 import logging
 import math
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
+from collections.abc import AsyncIterator, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, Concatenate, ParamSpec, TypeVar
+from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 
 import anyio
 
 from bot import blocks, history
 from bot.blocks import Comparison, Message
-from bot.commands import CommandError, TestSelection, needs_definitions, resolve_tests
+from bot.commands import (
+    CommandError,
+    TestSelection,
+    ids_not_found,
+    needs_definitions,
+    resolve_tests,
+)
 from bot.followup import BatchRefresher, Followed, Refresh
 from bot.logs import about_run
 from bot.metrics import Metrics
-from bot.retell import LIST_PAGE_SIZE, BatchJob, CaseDefinition, RetellGateway, RetellProblem
+from bot.repeats import CaseSummary, summarize
+from bot.retell import (
+    LIST_PAGE_SIZE,
+    BatchJob,
+    CaseDefinition,
+    RetellGateway,
+    RetellProblem,
+    TestRun,
+    TestRunStatus,
+)
 from bot.settings import Settings
 from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, SlackGateway, error_code
-from bot.store import Run, RunSchedule, RunState, Store, utcnow
+from bot.store import CaseResult, Run, RunSchedule, RunState, Store, utcnow
 from bot.suite import Engine, Suite
 
 log = logging.getLogger(__name__)
@@ -86,6 +101,8 @@ class RunRequest:
     # A firing of this schedule, due at `scheduled_for` (later means it ran late).
     schedule: RunSchedule | None = None
     scheduled_for: datetime | None = None
+    # `repeat=N`: N batches of the suite, reported together as one result.
+    repeats: int = 1
 
 
 def _about_run(
@@ -185,7 +202,9 @@ class RunWorkflow:
 
     async def _start(self, request: RunRequest) -> Run | None:
         who = request.requester
-        refusal = await self._refusal(who, hourly_limit=request.schedule is None)
+        refusal = await self._refusal(
+            who, hourly_limit=request.schedule is None, runs=request.repeats
+        )
         if refusal is not None:
             await self._tell(who, refusal)
             return None
@@ -202,6 +221,7 @@ class RunWorkflow:
             request_key=request.request_key,
             schedule=request.schedule,
             scheduled_for=request.scheduled_for,
+            repeats=request.repeats,
         )
         if run is None:
             log.info("request %s was already handled; not starting it again", request.request_key)
@@ -221,13 +241,53 @@ class RunWorkflow:
             log.info("run %s: batch not created: %s", run.id, problem.message)
             await self._store.mark_failed(run.id, problem.message, now=self._clock())
             self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
-            message = blocks.start_failed(suite, problem.message, maybe_created=problem.uncertain)
-            await self._tell(who, message)
+            await self._tell(who, await self._not_created(suite, problem))
             return None
         run.batch_id = batch.batch_id
         log.info("run %s: batch %s created (%d cases)", run.id, batch.batch_id, suite.size)
+        if run.leads_repeats:
+            await self._create_repeats(run, suite, who)
         await self._follow(run, batch, who, started_at=self._clock())
         return run
+
+    async def _not_created(self, suite: Suite, problem: RetellProblem) -> Message:
+        """Why Retell created no batch; for a refusal over the cases, which ids it did not know.
+
+        Ids go to Retell unchecked, so that a run of ids costs no listing call; only when
+        Retell refuses one is the engine's list read to name the unknown ids and close ones.
+        """
+        if problem.kind in ("not_found", "invalid"):
+            try:
+                definitions = await self._retell.definitions(suite.engine)
+            except RetellProblem:
+                definitions = None  # the engine itself is unknown: Retell's reason says so
+            unknown = (
+                ids_not_found(suite.case_ids, definitions) if definitions is not None else None
+            )
+            if unknown is not None:
+                return blocks.command_error(unknown)
+        return blocks.start_failed(suite, problem.message, maybe_created=problem.uncertain)
+
+    async def _create_repeats(self, lead: Run, suite: Suite, who: Requester) -> None:
+        """The other batches of a `repeat=N` run, created at once once the first exists.
+
+        One that Retell refuses is recorded as failed with the reason and shown in the
+        group's result; the others go on. They post nothing: the lead speaks for them.
+        """
+        repeats = await self._store.add_repeats(lead)
+
+        async def create(run: Run) -> None:
+            with about_run(run):
+                try:
+                    batch = await self._retell.create_batch(suite)
+                except RetellProblem as problem:
+                    log.info("run %s: repeat batch not created: %s", run.id, problem.message)
+                    await self._store.mark_failed(run.id, problem.message, now=self._clock())
+                    self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
+                    return
+                await self._follow(run, batch, who, started_at=self._clock())
+
+        await asyncio.gather(*(create(run) for run in repeats))
 
     async def watch(
         self, who: Requester, batch_id: str, *, request_key: str | None = None
@@ -269,9 +329,10 @@ class RunWorkflow:
         """Hand a run with a batch to the sweep, and post its status message meanwhile.
 
         A quiet schedule (`notify=failures|changes`) posts no status message: whether it says
-        anything at all is decided when its result is known.
+        anything at all is decided when its result is known. Neither does a repeat batch
+        other than the first: the lead's status message shows the whole group.
         """
-        quiet = run.notify in QUIET_NOTIFY
+        quiet = not _posts_status(run)
         claim = await self._store.mark_started(
             run.id,
             batch,
@@ -319,25 +380,57 @@ class RunWorkflow:
             )
         return None
 
-    async def _refusal(self, who: Requester, *, hourly_limit: bool = True) -> Message | None:
+    async def _refusal(
+        self, who: Requester, *, hourly_limit: bool = True, runs: int = 1
+    ) -> Message | None:
         """`not_allowed`, plus the per-user hourly limit on runs (MAX_RUNS_PER_USER_PER_HOUR).
 
-        Schedule firings skip the hourly limit: SCHEDULE_MIN_INTERVAL_MINUTES bounds them.
+        Each batch of a `repeat=N` counts as a run. Schedule firings skip the hourly limit:
+        SCHEDULE_MIN_INTERVAL_MINUTES bounds them.
         """
         refusal = self.not_allowed(who)
         limit = self._settings.max_runs_per_user_per_hour if hourly_limit else 0
         if refusal is None and limit:
             since = self._clock() - timedelta(hours=1)
-            if await self._store.runs_by_user_since(who.user_id, since) >= limit:
+            started = await self._store.runs_by_user_since(who.user_id, since)
+            if started + runs > limit:
+                batches = f" {runs} more would go over it." if started < limit else ""
                 refusal = blocks.not_allowed(
-                    f"You have started {limit} runs in the last hour, the most this workspace "
-                    "allows (MAX_RUNS_PER_USER_PER_HOUR). Try again later.",
+                    f"You have started {started} runs in the last hour; this workspace allows "
+                    f"{limit} (MAX_RUNS_PER_USER_PER_HOUR).{batches} Try again later.",
                     self._settings.admin_user_ids,
                 )
         return refusal
 
+    async def _status(
+        self, run: Run, seen: Mapping[str, BatchJob] | None = None
+    ) -> tuple[Message, str]:
+        """The status message of a run, and the key of what it shows (to skip equal edits).
+
+        A repeat group's lead shows every batch of the group; `seen` holds batches refreshed
+        in this pass, newer than what the store has for the others.
+        """
+        if not run.leads_repeats:
+            return blocks.status_message(run), run.counts_key
+        group = await self._group(run)
+        for other in group[1:]:
+            batch = (seen or {}).get(other.batch_id or "")
+            if batch is not None and other.state == RunState.RUNNING.value:
+                _apply(other, batch, RunState.RUNNING)
+        view = blocks.RepeatGroup(group)
+        finished = sum(RunState(other.state).finished for other in group)
+        key = "/".join(map(str, (*view.counts, finished)))
+        return blocks.repeat_status(view), key
+
+    async def _group(self, lead: Run) -> list[Run]:
+        """A repeat group's runs with the lead as this process has it (its newest state)."""
+        return [
+            lead,
+            *(other for other in await self._store.repeat_group(lead.id) if other.id != lead.id),
+        ]
+
     async def _post_status(self, run: Run, who: Requester) -> None:
-        message = blocks.status_message(run)
+        message, shown = await self._status(run)
         try:
             ts = await self._slack.post(run.channel_id, message)
         except SLACK_FAILURES as exc:
@@ -351,8 +444,8 @@ class RunWorkflow:
                 await self._store.status_not_posted(run.id)
             return
         run.status_ts = ts
-        run.shown_counts = run.counts_key
-        await self._store.set_status_message(run.id, ts, run.counts_key)
+        run.shown_counts = shown
+        await self._store.set_status_message(run.id, ts, shown)
 
     # -- reruns and triage ------------------------------------------------------------------------
 
@@ -382,11 +475,10 @@ class RunWorkflow:
         case_ids: Sequence[str] = original.case_ids
         if only_failed:
             try:
-                runs = await self._retell.test_runs(original.batch_id or "")
+                case_ids = await self._failed_cases(original)
             except RetellProblem as problem:
                 await self._tell(who, blocks.problem(problem.message))
                 return None
-            case_ids = [r.case_id for r in runs if r.status in ("fail", "error")]
             if not case_ids:
                 message = "No case failed or errored in that batch: nothing to rerun."
                 await self._tell(who, blocks.problem(message))
@@ -399,25 +491,72 @@ class RunWorkflow:
             source="rerun",
             rerun_of=original.id,
             request_key=request_key,
+            repeats=original.repeats,
         )
         return await self.start(request)
 
+    async def _failed_cases(self, original: Run) -> list[str]:
+        """The cases that failed or errored in a run (in any batch of a repeat group), in the
+        suite's order: from the results stored when it finished, else read from Retell."""
+        bad: set[str] = set()
+        for run in await self._store.repeat_group(original.id):
+            if run.cases_recorded_at is not None:
+                cases = [(c.case_id, c.status) for c in await self._store.case_results(run.id)]
+            elif run.batch_id is not None:
+                cases = [(r.case_id, r.status) for r in await self._retell.test_runs(run.batch_id)]
+            else:
+                continue
+            bad.update(case_id for case_id, status in cases if status in ("fail", "error"))
+        in_suite = [case_id for case_id in original.case_ids if case_id in bad]
+        return in_suite + sorted(bad.difference(in_suite))
+
     async def show_failures(self, run_id: int, who: Requester) -> None:
-        """Thread replies listing each failed and errored case with Retell's explanation."""
+        """Thread replies listing each failed, flaky and errored case with Retell's why.
+
+        Read fresh from Retell (every page of every batch of the run), once: a second press,
+        or a double click, is told where the list is instead of posting it again.
+        """
         run = await self._authorized_run(run_id, who)
         if run is None or run.batch_id is None:
             return
-        try:
-            test_runs = await self._retell.test_runs(run.batch_id)
-        except RetellProblem as problem:
-            await self._tell(who, blocks.problem(problem.message))
+        if not await self._store.mark_failures_shown(run.id, now=self._clock()):
+            await self._tell(who, _failures_already_shown())
             return
-        failures = [r for r in test_runs if r.status in ("fail", "error")]
-        for message in blocks.failures_replies(run, failures):
-            await self._slack.post(run.channel_id, message, thread_ts=run.status_ts)
+        try:
+            await self._post_failures(run)
+        except RetellProblem as problem:
+            await self._store.unmark_failures_shown(run.id)
+            await self._tell(who, blocks.problem(problem.message))
+        except SLACK_FAILURES as exc:
+            await self._store.unmark_failures_shown(run.id)
+            log.warning("run %s: failures not posted: %s", run.id, error_code(exc))
+            await self._tell(
+                who,
+                blocks.problem(f"The failures could not be posted ({error_code(exc)}); try again."),
+            )
+
+    async def _post_failures(self, run: Run) -> None:
+        group = [r for r in await self._store.repeat_group(run.id) if r.batch_id]
+        batches = await asyncio.gather(*(self._retell.test_runs(r.batch_id or "") for r in group))
+        post = blocks.failures_post(run, summarize(batches), batches=len(batches))
+        for reply in post.replies:
+            await self._slack.post(run.channel_id, reply, thread_ts=run.status_ts)
+        if post.attachment is not None:
+            file = post.attachment
+            await self._slack.upload(
+                run.channel_id,
+                file.content,
+                filename=file.filename,
+                title=file.title,
+                thread_ts=run.status_ts,
+            )
 
     async def _authorized_run(self, run_id: int, who: Requester) -> Run | None:
+        """The run a button names, if it is this channel's; a repeat group's lead for any of
+        its batches (buttons act on the group)."""
         run = await self._store.get(run_id)
+        if run is not None and run.repeat_of is not None:
+            run = await self._store.get(run.repeat_of)
         if run is None or run.team_id != who.team_id or run.channel_id != who.channel_id:
             await self._tell(who, blocks.problem("That run is not one of this channel's."))
             return None
@@ -543,7 +682,7 @@ class RunWorkflow:
         if self._timed_out(run, now):
             await self._finish(run, claim, RunState.TIMED_OUT, batch, now)
             return None
-        return await self._progress(run, batch)
+        return await self._progress(run, batch, refresh.batches)
 
     def _status_being_posted(self, run: Run) -> bool:
         """Whether a start is posting this run's status message (and has not died doing so)."""
@@ -554,25 +693,34 @@ class RunWorkflow:
         started = run.started_at or run.created_at
         return now - started >= timedelta(minutes=self._settings.batch_timeout_minutes)
 
-    async def _progress(self, run: Run, batch: BatchJob | None) -> Check:
+    async def _progress(
+        self, run: Run, batch: BatchJob | None, seen: Mapping[str, BatchJob] | None = None
+    ) -> Check:
         # Back off while the counts stand still; start over as soon as they move.
         moved = batch is not None and batch.counts != run.counts
         backed_off = min(run.check_interval * BACKOFF_FACTOR, self._settings.poll_max_seconds)
         interval = self._settings.poll_initial_seconds if moved else backed_off
         if batch is not None:
             _apply(run, batch, RunState.RUNNING)
-        if run.status_ts is None and run.channel_error is None and run.notify not in QUIET_NOTIFY:
+        if run.status_ts is None and run.channel_error is None and _posts_status(run):
             if not self._status_being_posted(run):
                 await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
-        elif (
-            run.status_ts
-            and run.counts_key != run.shown_counts
-            and await self._edit(run, run.status_ts)
-        ):
-            await self._store.set_shown(run.id, run.counts_key)
+        elif run.status_ts:
+            await self._show_progress(run, run.status_ts, seen)
         return Check(run.id, batch, interval)
 
-    async def _edit(self, run: Run, status_ts: str) -> bool:
+    async def _show_progress(
+        self, run: Run, status_ts: str, seen: Mapping[str, BatchJob] | None = None
+    ) -> None:
+        """Edit the status message when what it would show changed since it was last shown."""
+        if not run.leads_repeats and run.counts_key == run.shown_counts:
+            return  # nothing moved: no need to read anything
+        message, shown = await self._status(run, seen)
+        if shown != run.shown_counts and await self._edit(run, status_ts, message):
+            run.shown_counts = shown
+            await self._store.set_shown(run.id, shown)
+
+    async def _edit(self, run: Run, status_ts: str, message: Message) -> bool:
         """Show new counts on the status message, unless the workspace's edits are spent.
 
         A skipped edit is not lost: the counts stay unshown and a later check shows them.
@@ -583,7 +731,7 @@ class RunWorkflow:
                     run.team_id,
                     run.channel_id,
                     status_ts,
-                    blocks.status_message(run),
+                    message,
                     urgent=False,
                 )
             except SLACK_FAILURES as exc:
@@ -636,9 +784,24 @@ class RunWorkflow:
         """Turn the status message into the result; retried by later sweeps until it lands.
 
         A quiet schedule's run may post one line instead, or nothing (see `_announcement`).
+        A repeat group reports once, through its lead, when every batch of it has finished.
         """
-        previous, comparison = await self._comparison(run)
-        message = _announcement(run, previous, comparison)
+        if run.repeat_of is not None:
+            await self._hand_to_lead(run, claim)
+            return
+        comparison: Comparison | None = None
+        mention = blocks.requester_mention(run)
+        if run.leads_repeats:
+            group = await self._group(run)
+            if not all(_settled(other) for other in group[1:]):
+                await self._await_repeats(run, claim)
+                return
+            view = blocks.RepeatGroup(group, await self._summaries(group))
+            message: Message | None = blocks.repeat_result(view)
+            mention = blocks.repeat_mention(view)
+        else:
+            previous, comparison = await self._comparison(run)
+            message = _announcement(run, previous, comparison)
         if message is None:
             await self._store.mark_reported(run.id, claim, now=self._clock())
             log.info("run %s: nothing changed; notify=changes stays quiet", run.id)
@@ -681,7 +844,7 @@ class RunWorkflow:
             and not run.channel_error
         ):
             if run.schedule_id is None:
-                await self._mention_requester(run)
+                await self._thread_reply(run, mention)
             if run.mention and comparison is not None and history.regressed(run, comparison):
                 await self._thread_reply(
                     run, blocks.regression_mention(run, run.mention, comparison)
@@ -711,8 +874,32 @@ class RunWorkflow:
         log.warning("run %s: result not delivered (%s); retry in %.1fs", run.id, code, retry_in)
         await self._store.delivery_failed(run.id, claim, retry_in=retry_in, now=now)
 
-    async def _mention_requester(self, run: Run) -> None:
-        await self._thread_reply(run, blocks.requester_mention(run))
+    async def _hand_to_lead(self, run: Run, claim: str) -> None:
+        """A repeat batch other than the first is done (its cases recorded): wake the lead."""
+        if await self._store.mark_reported(run.id, claim, now=self._clock()) and run.repeat_of:
+            await self._store.nudge(run.repeat_of, now=self._clock())
+
+    async def _await_repeats(self, lead: Run, claim: str) -> None:
+        """The lead finished before other batches of its group: keep showing their progress,
+        and look again shortly (a batch finishing nudges it sooner)."""
+        if lead.status_ts and not lead.channel_error:
+            await self._show_progress(lead, lead.status_ts)
+        retry_in = self._settings.poll_initial_seconds
+        await self._store.defer_delivery(lead.id, claim, retry_in=retry_in, now=self._clock())
+
+    async def _summaries(self, group: Sequence[Run]) -> list[CaseSummary]:
+        """Per-case verdicts over a group's batches, from the results stored as each finished."""
+        order = {case_id: i for i, case_id in enumerate(group[0].case_ids)}
+        batches = []
+        for run in group:
+            if run.cases_recorded_at is None:
+                continue
+            cases = sorted(
+                await self._store.case_results(run.id),
+                key=lambda c: order.get(c.case_id, len(order)),
+            )
+            batches.append([_test_run(case) for case in cases])
+        return summarize(batches)
 
     async def _thread_reply(self, run: Run, message: Message) -> None:
         try:
@@ -746,6 +933,23 @@ async def _at_most(
     for start in range(0, len(runs), limit):
         results += await asyncio.gather(*(step(run) for run in runs[start : start + limit]))
     return results
+
+
+def _posts_status(run: Run) -> bool:
+    """Whether a run shows a status message while it runs (quiet schedules and repeat batches
+    other than the first do not)."""
+    return run.notify not in QUIET_NOTIFY and run.repeat_of is None
+
+
+def _settled(run: Run) -> bool:
+    """A repeat batch is settled once it reported to its lead, or could not be created."""
+    return run.reported_at is not None or run.state == RunState.FAILED.value
+
+
+def _test_run(case: CaseResult) -> TestRun:
+    """A stored per-case result in the shape the aggregation reads (explanations stay at
+    Retell: Show failures reads them fresh)."""
+    return TestRun("", case.case_id, case.name, cast(TestRunStatus, case.status), None)
 
 
 def _due(run: Run, now: datetime) -> bool:
@@ -783,6 +987,12 @@ def _start_broke() -> Message:
     return blocks.problem(
         "Something went wrong on the bot's side while starting this batch test, so it may not "
         "have started. Check `/retell-test status` in a minute and try again if it is not there."
+    )
+
+
+def _failures_already_shown() -> Message:
+    return blocks.problem(
+        "The failures of this run are already listed in the thread under its result."
     )
 
 

@@ -220,11 +220,21 @@ class SlackGateway:
         return found if isinstance(found, str) and found else None
 
     async def upload(
-        self, channel: str, content: bytes, *, filename: str, title: str, alt_text: str
+        self,
+        channel: str,
+        content: bytes,
+        *,
+        filename: str,
+        title: str,
+        alt_text: str | None = None,
+        thread_ts: str | None = None,
     ) -> None:
-        """Share a file in a channel through Slack's upload flow v2 (get URL, send, complete)."""
+        """Share a file in a channel (or a thread) through Slack's upload flow v2."""
+        extra: dict[str, Any] = {"alt_txt": alt_text} if alt_text else {}
+        if thread_ts:
+            extra["thread_ts"] = thread_ts
         await self.client.files_upload_v2(
-            channel=channel, content=content, filename=filename, title=title, alt_txt=alt_text
+            channel=channel, content=content, filename=filename, title=title, **extra
         )
 
     async def publish_home(self, user: str, view: dict[str, Any]) -> None:

@@ -51,7 +51,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock: one replica migrates at a time
 # The newest migration in bot/migrations/versions (a test keeps the two in step): a database
 # already there is not handed to Alembic at all, which saves importing it at every start.
-SCHEMA_REVISION = "0004"
+SCHEMA_REVISION = "0005"
 VERSION_TABLE = "bot_alembic_version"
 
 
@@ -157,6 +157,12 @@ class Run(Base):
     scheduled_for: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     notify: Mapped[str | None] = mapped_column(String(16), default=None)
     mention: Mapped[str | None] = mapped_column(String(64), default=None)
+    # `repeat=N`: one suite run as N batches and reported as one result. The first run (the
+    # lead) owns the status message and the result; the others point at it and post nothing.
+    repeats: Mapped[int] = mapped_column(Integer, default=1)
+    repeat_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Set by the first **Show failures** press, so a double click lists the failures once.
+    failures_shown_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
     __table_args__ = (
         Index("ix_runs_due", "state", "next_check_at"),
@@ -165,6 +171,7 @@ class Run(Base):
         Index("ix_runs_engine", "state", "engine_type", "engine_id"),
         Index("uq_runs_request_key", "request_key", unique=True),
         Index("ix_runs_suite", "channel_id", "suite_key", "finished_at"),
+        Index("ix_runs_repeat_of", "repeat_of"),
     )
 
     @property
@@ -196,6 +203,16 @@ class Run(Base):
         if self.started_at is None:
             return None
         return (self.finished_at or utcnow()) - self.started_at
+
+    @property
+    def leads_repeats(self) -> bool:
+        """The first of a `repeat=N` group: it speaks for the whole group in the channel."""
+        return self.repeat_of is None and self.repeats > 1
+
+    @property
+    def group_id(self) -> int:
+        """The id buttons and replies use: the lead's for any run of a repeat group."""
+        return self.repeat_of if self.repeat_of is not None else self.id
 
 
 class ScheduleKind(enum.StrEnum):
@@ -308,6 +325,28 @@ def _upgrade(connection: Connection) -> None:
     command.upgrade(config, "head")
 
 
+# What a repeat group's other runs take over from its lead.
+_REPEAT_COPIES = (
+    "team_id",
+    "channel_id",
+    "user_id",
+    "source",
+    "rerun_of",
+    "engine_type",
+    "engine_id",
+    "engine_version",
+    "case_ids",
+    "case_count",
+    "suite_key",
+    "schedule_id",
+    "label",
+    "scheduled_for",
+    "notify",
+    "mention",
+    "repeats",
+)
+
+
 class Store:
     """Queries over the bot's tables. One instance per process, built by the application."""
 
@@ -355,10 +394,12 @@ class Store:
         request_key: str | None = None,
         schedule: RunSchedule | None = None,
         scheduled_for: datetime | None = None,
+        repeats: int = 1,
     ) -> Run | None:
         """A new run; None when `request_key` already started one (a retried Slack request).
 
-        A run fired by `schedule` copies its name and noise control (see `Run.label`).
+        A run fired by `schedule` copies its name and noise control (see `Run.label`). With
+        `repeats` > 1 it leads a repeat group; `add_repeats` adds the rest once it has a batch.
         """
         run = Run(
             team_id=team_id,
@@ -380,6 +421,7 @@ class Store:
             notify=schedule.notify if schedule else None,
             mention=schedule.mention if schedule else None,
             scheduled_for=scheduled_for,
+            repeats=repeats,
         )
         try:
             async with self._sessions.begin() as session:
@@ -389,6 +431,28 @@ class Store:
                 raise
             return None
         return run
+
+    async def add_repeats(self, lead: Run) -> list[Run]:
+        """The other runs of the lead's repeat group: same suite, requester and channel."""
+        runs = [
+            Run(
+                **{name: getattr(lead, name) for name in _REPEAT_COPIES},
+                repeat_of=lead.id,
+                created_at=utcnow(),
+            )
+            for _ in range(lead.repeats - 1)
+        ]
+        async with self._sessions.begin() as session:
+            session.add_all(runs)
+        return runs
+
+    async def repeat_group(self, lead_id: int) -> list[Run]:
+        """A repeat group's runs, the lead first; just the run itself when it repeats nothing."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Run).where(or_(Run.id == lead_id, Run.repeat_of == lead_id)).order_by(Run.id)
+            )
+            return list(result.scalars().all())
 
     async def get(self, run_id: int) -> Run | None:
         async with self._sessions() as session:
@@ -436,6 +500,14 @@ class Store:
 
     async def unlock_rerun(self, run_id: int) -> None:
         await self._update(run_id, rerun_lock_until=None)
+
+    async def mark_failures_shown(self, run_id: int, *, now: datetime) -> bool:
+        """True for the first **Show failures** press only (double clicks, two people)."""
+        return await self._update(run_id, Run.failures_shown_at.is_(None), failures_shown_at=now)
+
+    async def unmark_failures_shown(self, run_id: int) -> None:
+        """The failures could not be posted after all: let the next press try again."""
+        await self._update(run_id, failures_shown_at=None)
 
     async def recent_runs(self, limit: int = 100) -> Sequence[Run]:
         async with self._sessions() as session:
@@ -651,6 +723,16 @@ class Store:
             next_check_at=now + timedelta(seconds=retry_in),
             claim=None,
             claimed_until=None,
+        )
+
+    async def nudge(self, run_id: int, *, now: datetime) -> None:
+        """Have a finished, unreported run looked at on the next sweep (a repeat group's lead
+        waiting for its last batch)."""
+        await self._update(
+            run_id,
+            Run.reported_at.is_(None),
+            Run.state.in_([RunState.COMPLETE.value, RunState.TIMED_OUT.value]),
+            next_check_at=now,
         )
 
     async def give_up_delivery(self, run_id: int, claim: str | None, *, now: datetime) -> None:

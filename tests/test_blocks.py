@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
@@ -13,6 +15,7 @@ import pytest
 from bot import blocks
 from bot.blocks import Comparison, Message, RunView
 from bot.commands import USAGE, CommandError, parse
+from bot.repeats import summarize
 from bot.retell import BatchJob, TestRun
 from bot.store import Run
 from bot.suite import Engine, Suite
@@ -472,9 +475,20 @@ def _failure(i: int, status: str = "fail", explanation: str | None = None) -> Te
     return TestRun(f"job_{i}", f"tcd_{i}", f"Case {i}", status, explanation)  # type: ignore[arg-type]
 
 
+def _replies(run: FakeRun, *batches: list[TestRun]) -> list[blocks.Message]:
+    post = blocks.failures_post(run, summarize(batches), batches=len(batches))
+    assert post.attachment is None, "short lists are posted as replies only"
+    return post.replies
+
+
+def _entry(test_run: TestRun) -> str:
+    (summary,) = summarize([[test_run]])
+    return blocks.failure_entry(summary)
+
+
 def test_failures_are_listed_failed_then_errored() -> None:
     runs = [_failure(1, "error", "Timed out."), _failure(2, "pass"), _failure(3, "fail", "Wrong.")]
-    (message,) = blocks.failures_replies(done(), runs)
+    (message,) = _replies(done(), runs)
     check_limits(message)
     text = _all_text(message)
     assert message.blocks[0] == {
@@ -491,34 +505,75 @@ def test_failures_are_listed_failed_then_errored() -> None:
 
 
 def test_no_failures_to_show() -> None:
-    (message,) = blocks.failures_replies(done(), [_failure(1, "pass")])
+    (message,) = _replies(done(), [_failure(1, "pass")])
     assert "No failed or errored" in check_limits(message).text
 
 
 def test_failure_without_explanation() -> None:
-    assert "no explanation" in blocks.failure_entry(_failure(1))
+    assert "no explanation" in _entry(_failure(1))
 
 
-def test_400_failures_with_long_explanations_split_within_limits() -> None:
+def test_a_few_pages_of_failures_are_split_over_replies_within_limits() -> None:
     long = "The agent did not confirm the caller's identity before the refund. " * 20
-    failures = [_failure(i, "fail" if i % 4 else "error", long) for i in range(400)]
-    messages = blocks.failures_replies(done(failed=300, errored=100), failures)
-    assert len(messages) > 1
+    failures = [_failure(i, "fail" if i % 4 else "error", long) for i in range(40)]
+    messages = _replies(done(failed=30, errored=10), failures)
+    assert 1 < len(messages) <= blocks.FAILURE_REPLIES_INLINE
     for message in messages:
         check_limits(message)
     joined = "\n".join(_all_text(m) for m in messages)
-    assert all(f"*Case {i}*" in joined for i in range(400))
+    assert all(f"*Case {i}*" in joined for i in range(40))
     assert messages[0].blocks[0]["type"] == "header"
-    assert "300 failed, 100 errored" in messages[0].text
+    assert "30 failed, 10 errored" in messages[0].text
     assert all(m.blocks[0]["type"] != "header" for m in messages[1:])
     assert f"(part {len(messages)}/{len(messages)})" in messages[-1].text
-    for entry in blocks.failure_entry(failures[1]).split("\n")[1:]:
+    for entry in _entry(failures[1]).split("\n")[1:]:
         assert len(entry) <= 301 and entry.endswith(" …")
+
+
+def test_400_failures_are_one_reply_and_a_csv_of_all_of_them() -> None:
+    long = "The agent did not confirm the caller's identity before the refund. " * 20
+    failures = [_failure(i, "fail" if i % 4 else "error", f"{i}: {long}") for i in range(400)]
+    post = blocks.failures_post(done(failed=300, errored=100), summarize([failures]))
+    (reply,) = post.replies
+    check_limits(reply)
+    assert "300 failed, 100 errored" in reply.text
+    assert post.attachment is not None
+    assert post.attachment.filename == f"failures-{BATCH}.csv"
+    assert "*failures-" in _all_text(reply) and "of 400 are below" in _all_text(reply)
+    rows = list(csv.DictReader(io.StringIO(post.attachment.content.decode())))
+    assert len(rows) == 400
+    verdicts = [row["verdict"] for row in rows]
+    assert verdicts == ["fail"] * 300 + ["error"] * 100, "failures before errors"
+    assert rows[0]["explanation"] == f"1: {long}", "the file keeps explanations whole"
+    shown = [int(n) for n in re.findall(r"\*Case (\d+)\*", _all_text(reply))]
+    assert shown == [int(row["name"].split()[1]) for row in rows[: len(shown)]]
+
+
+def test_csv_cells_cannot_run_as_spreadsheet_formulas() -> None:
+    hostile = TestRun("j", "=cmd|' /C calc'!A0", "+SUM(A1)", "fail", "@HYPERLINK(evil)")
+    content = blocks.failures_csv(summarize([[hostile]])).decode()
+    (row,) = list(csv.DictReader(io.StringIO(content)))
+    assert row["case_id"].startswith("'=") and row["name"].startswith("'+")
+    assert row["explanation"].startswith("'@")
+
+
+def test_repeats_list_flaky_cases_with_their_pass_counts() -> None:
+    first = [_failure(1, "pass"), _failure(2, "fail", "Hung up."), _failure(3, "fail", "No.")]
+    second = [_failure(1, "pass"), _failure(2, "pass"), _failure(3, "fail", "Still no.")]
+    third = [_failure(1, "error", "SIP"), _failure(2, "fail", "Hung up."), _failure(3, "fail")]
+    (message,) = _replies(done(failed=5, errored=1), first, second, third)
+    check_limits(message)
+    text = _all_text(message)
+    assert "1 failed, 1 flaky, 1 errored over 3 batches" in message.text
+    assert text.index("Case 3") < text.index("Case 2") < text.index("Case 1")
+    assert "*Case 3* `tcd_3` failed 3 of 3 runs" in text
+    assert "*Case 2* `tcd_2` flaky: passed 1 of 3 runs, failed 2" in text
+    assert "*Case 1* `tcd_1` errored 1 of 3 runs" in text
 
 
 def test_failure_names_and_explanations_are_escaped() -> None:
     failures = [TestRun("j", "tcd_1", f"Refund {EVIL}", "fail", f"Said {EVIL}")]
-    (message,) = blocks.failures_replies(done(), failures)
+    (message,) = _replies(done(), failures)
     check_limits(message)
     assert "*Refund &lt;!channel&gt; &lt;@U1&gt; &amp;" in _all_text(message)
 
@@ -526,7 +581,7 @@ def test_failure_names_and_explanations_are_escaped() -> None:
 def test_huge_names_and_unbroken_explanations_stay_within_limits() -> None:
     failures = [_failure(i, "fail", "x" * 5000) for i in range(50)]
     failures.append(TestRun("j", "<@U1>" * 100, "&" * 2000, "error", "&" * 2000))
-    for message in blocks.failures_replies(done(batch_id="b" * 200), failures):
+    for message in blocks.failures_post(done(batch_id="b" * 200), summarize([failures])).replies:
         check_limits(message)
 
 
@@ -552,7 +607,7 @@ def test_hostile_ids_everywhere_are_escaped() -> None:
     check_limits(blocks.requester_mention(run))
     check_limits(blocks.in_flight_list([run]))
     check_limits(blocks.batch_status(BatchJob(EVIL, engine, "complete", 1, 1, 1, 3, 0, 0), run))
-    for message in blocks.failures_replies(run, [TestRun(EVIL, EVIL, EVIL, "fail", EVIL)]):
+    for message in _replies(run, [TestRun(EVIL, EVIL, EVIL, "fail", EVIL)]):
         check_limits(message)
 
 

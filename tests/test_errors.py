@@ -78,10 +78,9 @@ def everything_slack_saw(slack: FakeSlack) -> str:
     ("tests", "named"),
     [
         ("llm_nope tc_1", "llm_nope"),
-        (f"{ENGINE} tc_1 tc_missing", "tc_missing"),
         (f"{ENGINE}@9 tc_1", "Version 9"),
     ],
-    ids=["unknown-engine", "unknown-test-case", "unknown-version"],
+    ids=["unknown-engine", "unknown-version"],
 )
 async def test_not_found_says_retell_could_not_find_it(
     bot: RunningBot,

@@ -158,7 +158,8 @@ async def test_metrics_count_runs_checks_requests_and_acks(
     assert samples['retell_bot_runs_started_total{source="command"}'] == 1
     assert samples['retell_bot_runs_finished_total{state="complete"}'] == 1
     assert samples['retell_bot_runs_finished_total{state="failed"}'] == 1
-    assert samples['retell_bot_retell_errors_total{kind="not_found"}'] == 1
+    # The refused create, and the listing that would have named unknown test case ids.
+    assert samples['retell_bot_retell_errors_total{kind="not_found"}'] == 2
     assert samples["retell_bot_follow_up_checks_total"] >= 1
     assert samples['retell_bot_retell_requests_total{call="create-batch-test",status="201"}'] == 1
     assert samples["retell_bot_ack_latency_seconds_count"] == 2
