@@ -610,7 +610,9 @@ def comparison_text(run: RunView, comparison: Comparison) -> str:
         )
     if comparison.fixed:
         lines.append(f"🟢 Fixed ({len(comparison.fixed)}): " + name_list(comparison.fixed))
-    if not comparison.newly_failing and not comparison.fixed:
+    if comparison.previous_pass_rate is not None and not (
+        comparison.newly_failing or comparison.fixed
+    ):
         lines.append("Same cases failing as the previous run.")
     return "\n".join(line for line in lines if line)
 
@@ -1030,14 +1032,19 @@ class RepeatGroup:
 
 
 def repeat_status(group: RepeatGroup) -> Message:
-    """The status message of a repeat group while any of its batches runs."""
-    if group.finished:
-        return repeat_result(group)
+    """The status message of a repeat group until its result is delivered.
+
+    Unlike `status_message` it never turns into the result by itself: the result needs the
+    per-case verdicts of every batch, which only the workflow knows when they are recorded.
+    """
     lead = group.lead
     passed, failed, errored, total = group.counts
     done = passed + failed + errored
+    headline = f"🧪 Running {len(group.runs)} times"
+    if group.finished:
+        headline = f"🧪 Reading the results of {len(group.runs)} runs…"
     blocks = [
-        _title(lead, f"🧪 Running {len(group.runs)} times"),
+        _title(lead, headline),
         _repeat_fields(group, with_duration=False),
         _section(f"{progress_bar(done, total)} · {counts_line(passed, failed, errored)}"),
         _section("\n".join(_batch_line(i, run) for i, run in enumerate(group.runs, 1))),

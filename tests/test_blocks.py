@@ -351,6 +351,11 @@ def test_long_comparisons_are_summarised_and_escaped() -> None:
     assert "No previous run" in text
 
 
+def test_a_first_run_only_says_there_is_nothing_to_compare_with() -> None:
+    text = blocks.comparison_text(done(), Comparison(None))
+    assert text == "No previous run of this suite in this channel to compare with."
+
+
 def test_comparison_without_changes() -> None:
     text = blocks.comparison_text(done(), Comparison(97.5))
     assert "📉 Pass rate 97.5% → 95.0% (-2.5 pts)" in text
@@ -653,3 +658,38 @@ def test_the_orm_run_renders() -> None:
 def test_message_kwargs() -> None:
     message = blocks.help_message("")
     assert message.as_kwargs() == {"text": message.text, "blocks": message.blocks}
+
+
+def test_a_repeat_group_of_5_batches_of_1000_cases_renders_within_limits() -> None:
+    ids = [f"tcd_{i:04d}" for i in range(1000)]
+    runs = [
+        done(
+            id=i,
+            batch_id=f"b_{i}",
+            case_ids=ids,
+            case_count=1000,
+            total=1000,
+            passed=900,
+            failed=60,
+            errored=40,
+        )
+        for i in range(1, 6)
+    ]
+    batches = [
+        [
+            TestRun(f"j{b}{i}", case_id, EVIL * 3, ("pass", "fail", "error")[(i + b) % 3], EVIL)  # type: ignore[arg-type]
+            for i, case_id in enumerate(ids)
+        ]
+        for b in range(5)
+    ]
+    group = blocks.RepeatGroup(runs, summarize(batches))
+    result = check_limits(blocks.repeat_result(group))
+    for phrase in ("4500 passed", "300 failed", "200 errored", "5000 total", "b_1", "b_5"):
+        assert phrase in result.text
+    check_limits(
+        blocks.repeat_status(blocks.RepeatGroup([replace(r, state="running") for r in runs]))
+    )
+    check_limits(blocks.repeat_mention(group))
+    post = blocks.failures_post(runs[0], group.summaries, batches=5)
+    assert post.attachment is not None and len(post.replies) == 1
+    check_limits(post.replies[0])

@@ -250,6 +250,8 @@ async def test_repeat_reports_n_batches_as_one_result_with_flaky_cases(
     assert creates(retell) == [["tc_1", "tc_2", "tc_fail_1"]] * 3
     [result] = top_level(slack)
     assert result.update_count >= 1, "one status message, edited into the result"
+    finals = [version.text for version in result.updates if " total" in version.text]
+    assert all("1 flaky" in text for text in finals), "no result before every verdict is in"
     for phrase in ("5 passed", "4 failed", "0 errored", "9 total", "1 flaky", *retell.batches):
         assert phrase in result.text
     text = visible_text({"blocks": result.blocks})
