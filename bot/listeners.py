@@ -382,7 +382,14 @@ def register_modal(
             return
         await ack()
         key = _request_key(body) or (f"view:{view['id']}"[:128] if view.get("id") else None)
-        request = RunRequest(who, choice.engine, choice.tests, source="modal", request_key=key)
+        request = RunRequest(
+            who,
+            choice.engine,
+            choice.tests,
+            source="modal",
+            request_key=key,
+            repeats=choice.repeats,
+        )
         await workflow.start(request)
 
 

@@ -22,7 +22,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Generic, TypeGuard, TypeVar
 
-from bot.commands import TestSelection
+from bot.commands import MAX_REPEATS, TestSelection
 from bot.suite import Engine
 
 if TYPE_CHECKING:  # types only: the pure module stays free of the SDK's import cost
@@ -42,6 +42,8 @@ CASES_BLOCK = "run_cases"  # the block id gets a suffix per engine: see `cases_b
 CASES_ACTION = "run_cases"
 CHANNEL_BLOCK = "run_channel"
 CHANNEL_ACTION = "run_channel"
+REPEAT_BLOCK = "run_repeat"
+REPEAT_ACTION = "run_repeat"
 
 # Option values no engine or test case id can take (ids never start with `*` or `!`).
 ALL_CASES = "*all*"  # "All test cases"; `*all*:<count>` carries the count seen when listed
@@ -260,6 +262,22 @@ def run_view(origin: Origin) -> dict[str, Any]:
         },
         {
             "type": "input",
+            "block_id": REPEAT_BLOCK,
+            "optional": True,
+            "label": _plain("Runs"),
+            "hint": _plain(
+                "Run the suite several times, as one batch each, to tell flaky cases (passed "
+                "and failed) from broken ones. Reported as one result."
+            ),
+            "element": {
+                "type": "static_select",
+                "action_id": REPEAT_ACTION,
+                "initial_option": _repeat_option(1),
+                "options": [_repeat_option(n) for n in range(1, MAX_REPEATS + 1)],
+            },
+        },
+        {
+            "type": "input",
             "block_id": CHANNEL_BLOCK,
             "optional": origin.channel_id is not None,
             "label": _plain("Post the results in"),
@@ -275,6 +293,10 @@ def run_view(origin: Origin) -> dict[str, Any]:
         "private_metadata": origin.encode(),
         "blocks": blocks,
     }
+
+
+def _repeat_option(runs: int) -> Option:
+    return _option("Once" if runs == 1 else f"{runs} times, flag flaky cases", str(runs))
 
 
 # --------------------------------------------------------------------------- the menus
@@ -409,6 +431,7 @@ class RunChoice:
     channel_id: str
     response_url: str | None
     case_count: int | None  # None when "All" was picked and the count is not known
+    repeats: int = 1
 
 
 def read_submission(
@@ -468,6 +491,14 @@ def read_submission(
     ):
         errors[cases_block] = "These test cases were picked for another engine; pick them again."
 
+    repeats = 1
+    runs = _selected_value(_element(view, REPEAT_BLOCK, REPEAT_ACTION))
+    if runs is not None:
+        if runs.isascii() and runs.isdigit() and 1 <= int(runs) <= MAX_REPEATS:
+            repeats = int(runs)
+        else:
+            errors[REPEAT_BLOCK] = f"Pick how many runs, 1 to {MAX_REPEATS}."
+
     chosen = _element(view, CHANNEL_BLOCK, CHANNEL_ACTION).get("selected_conversation")
     channel_id = chosen if isinstance(chosen, str) and chosen else origin.channel_id
     if not channel_id:
@@ -482,6 +513,7 @@ def read_submission(
         channel_id=channel_id,
         response_url=_response_url(response_urls, channel_id, origin),
         case_count=count,
+        repeats=repeats,
     )
 
 

@@ -45,7 +45,17 @@ from bot.standins.slack import (
 )
 from bot.suite import Engine
 
-from .conftest import CHANNEL, ENGINE, FLOW, USER, BotFactory, RunningBot, results, visible_text
+from .conftest import (
+    CHANNEL,
+    ENGINE,
+    FLOW,
+    USER,
+    BotFactory,
+    RunningBot,
+    results,
+    top_level,
+    visible_text,
+)
 
 OTHER_CHANNEL = "C0002"
 JSONDict = dict[str, Any]
@@ -100,6 +110,7 @@ def state(
     cases: Sequence[str] = (),
     channel: str | None = None,
     cases_block: str | None = None,
+    runs: str | None = None,
 ) -> JSONDict:
     """`view.state.values` as Slack reports the form's inputs."""
 
@@ -122,6 +133,12 @@ def state(
         },
         CHANNEL_BLOCK: {
             CHANNEL_ACTION: {"type": "conversations_select", "selected_conversation": channel}
+        },
+        modal.REPEAT_BLOCK: {
+            modal.REPEAT_ACTION: {
+                "type": "static_select",
+                "selected_option": option(runs) if runs else None,
+            }
         },
     }
 
@@ -568,6 +585,20 @@ async def test_all_test_cases_from_the_shortcut_runs_every_definition(
     }
 
 
+async def test_runs_picked_in_the_form_repeat_the_suite_as_one_result(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    _, view, _ = await open_from_command(bot, slack, user)
+    values = state(engine=ENGINE, cases=["tc_1", "tc_fail_1"], runs="3")
+
+    reply = await send(bot, user, submission_payload(slack, user, as_sent(view, values)))
+    assert reply.text == ""
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+    assert retell.count("/create-batch-test") == 3
+    [result] = top_level(slack)
+    assert "run 3 times" in result.text and "3 passed, 3 failed, 0 errored, 6 total" in result.text
+
+
 async def test_invalid_submissions_get_inline_errors_and_start_nothing(
     start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
 ) -> None:
@@ -910,6 +941,10 @@ def test_read_submission_builds_what_the_command_would() -> None:
     assert isinstance(without_url, RunChoice) and without_url.response_url is None, (
         "the command's response_url answers only in the command's channel"
     )
+    tampered = as_sent(view, state(engine=ENGINE, cases=["tc_1"], channel="C9", runs="9"))
+    assert modal.read_submission(tampered, max_cases=7) == {
+        modal.REPEAT_BLOCK: "Pick how many runs, 1 to 5."
+    }
     assert modal.read_submission({}, max_cases=1) == {
         ENGINE_BLOCK: "Pick an engine.",
         modal.CASES_BLOCK: "Pick at least one test case, or “All test cases”.",
