@@ -25,6 +25,7 @@ BENCHMARKS: tuple[str, ...] = (
     "followup",  # issue 7.2: Retell requests and detection lag, 1,000 batches in flight
     "capacity",  # issue 7.3: batches in flight before lag doubles, RSS up to 10,000
     "startup",  # issue 7.4: time to /healthz 200, idle RSS
+    "triage",  # Show failures on 400 of 1,000, repeat=5 of 1,000, rendering cost
 )
 
 

@@ -164,6 +164,7 @@ class Upload:
     thread_ts: str | None = None
     initial_comment: str | None = None
     completed: bool = False
+    completed_at: float | None = None  # time.time() when completeUploadExternal shared it
 
 
 @dataclass
@@ -561,6 +562,7 @@ class FakeSlack:
         app.router.add_get("/socket-mode", self._handle_socket)
         app.router.add_get("/_control/stats", self._control_stats)
         app.router.add_get("/_control/messages", self._control_messages)
+        app.router.add_get("/_control/files/{file_id}", self._control_file)
         app.router.add_get("/_control/responses", self._control_responses)
         app.router.add_post("/_control/response-url", self._control_new_response_url)
         app.router.add_post("/_control/fail-next", self._control_fail_next)
@@ -820,6 +822,18 @@ class FakeSlack:
                     "update_count": m.update_count,
                 }
                 for m in self.messages
+            ],
+            "uploads": [
+                {
+                    "file_id": u.file_id,
+                    "filename": u.filename,
+                    "size": len(u.data) if u.data is not None else 0,
+                    "channel_id": u.channel_id,
+                    "thread_ts": u.thread_ts,
+                    "completed": u.completed,
+                    "completed_at": u.completed_at,
+                }
+                for u in self.uploads.values()
             ],
         }
 
@@ -1253,6 +1267,7 @@ class FakeSlack:
             upload.thread_ts = _param_str(params, "thread_ts")
             upload.initial_comment = _param_str(params, "initial_comment")
             upload.completed = True
+            upload.completed_at = time.time()
             completed.append(
                 {
                     "id": upload.file_id,
@@ -1323,6 +1338,13 @@ class FakeSlack:
 
     async def _control_stats(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response(self.stats())
+
+    async def _control_file(self, request: web.Request) -> web.StreamResponse:
+        """The bytes of an uploaded file, as sent by the bot."""
+        upload = self.uploads.get(request.match_info["file_id"])
+        if upload is None or upload.data is None:
+            return web.Response(status=404, text="file_not_found")
+        return web.Response(body=upload.data, content_type="application/octet-stream")
 
     async def _control_messages(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response([m.to_json() for m in self.messages])
