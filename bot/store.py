@@ -209,11 +209,6 @@ class Run(Base):
         """The first of a `repeat=N` group: it speaks for the whole group in the channel."""
         return self.repeat_of is None and self.repeats > 1
 
-    @property
-    def group_id(self) -> int:
-        """The id buttons and replies use: the lead's for any run of a repeat group."""
-        return self.repeat_of if self.repeat_of is not None else self.id
-
 
 class ScheduleKind(enum.StrEnum):
     RUN = "run"  # a batch run of a suite
