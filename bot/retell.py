@@ -198,15 +198,33 @@ def _batch(data: Any) -> BatchJob:
     )
 
 
-def _test_run(data: Any) -> TestRun:
-    snapshot = data.test_case_definition_snapshot
-    name = getattr(snapshot, "name", None) or data.test_case_definition_id
+TEST_RUN_STATUSES: tuple[TestRunStatus, ...] = ("pending", "in_progress", "pass", "fail", "error")
+
+
+def _test_runs_page(body: object) -> tuple[list[TestRun], str | None]:
+    """A `list-test-runs` page as read raw: its test runs, and the key of the next page."""
+    if not isinstance(body, dict) or not isinstance(body.get("items"), list):
+        raise ValueError("a list-test-runs page without items")
+    runs = [_test_run(item) for item in body["items"]]
+    key = body.get("pagination_key")
+    more = body.get("has_more") and isinstance(key, str) and key
+    return runs, key if more else None
+
+
+def _test_run(item: object) -> TestRun:
+    if not isinstance(item, dict):
+        raise ValueError("a test run that is not an object")
+    case_id = str(item["test_case_definition_id"])
+    snapshot = item.get("test_case_definition_snapshot")
+    name = snapshot.get("name") if isinstance(snapshot, dict) else None
+    status = item.get("status")
+    explanation = item.get("result_explanation")
     return TestRun(
-        job_id=data.test_case_job_id,
-        case_id=data.test_case_definition_id,
-        name=name,
-        status=data.status,
-        explanation=data.result_explanation,
+        job_id=str(item.get("test_case_job_id", "")),
+        case_id=case_id,
+        name=name if isinstance(name, str) and name else case_id,
+        status=status if status in TEST_RUN_STATUSES else "pending",
+        explanation=explanation if isinstance(explanation, str) else None,
     )
 
 
@@ -309,16 +327,19 @@ class RetellGateway:
         key: str | None = None
         while True:
             try:
-                page = await self._client.tests.list_test_runs(
+                # The JSON itself rather than the SDK's models: each of a page's 1,000 test runs
+                # carries its whole definition snapshot, and modelling it all costs ~0.1 s of
+                # event-loop CPU per page (measured: 0.11 s against 0.017 s read raw).
+                response = await self._client.tests.with_raw_response.list_test_runs(
                     batch_id, limit=LIST_PAGE_SIZE, pagination_key=key or omit
                 )
+                items, key = _test_runs_page(await response.json())
             except Exception as exc:
                 raise self._problem(exc, what=f"batch {batch_id}") from exc
-            for item in page.items:
-                yield _test_run(item)
-            if not page.has_more or not page.pagination_key:
+            for item in items:
+                yield item
+            if key is None:
                 return
-            key = page.pagination_key
 
     async def definitions(self, engine: Engine) -> list[CaseDefinition]:
         """Every test case definition of an engine, all pages."""

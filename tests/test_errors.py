@@ -358,3 +358,34 @@ async def test_a_start_that_breaks_after_the_ack_tells_the_requester(
     assert top_level(slack) == []
     [run] = await bot.app.store.recent_runs()
     assert run.state == RunState.FAILED.value, "a later sweep must not tell the requester again"
+
+
+def test_a_test_runs_page_is_read_defensively() -> None:
+    """Pages are read as raw JSON (see `RetellGateway.test_runs`), so odd items are tolerated."""
+    from bot.retell import TestRun, _test_runs_page
+
+    page = {
+        "items": [
+            {"test_case_definition_id": "tc_1", "status": "fail", "result_explanation": "No."},
+            {
+                "test_case_job_id": "j2",
+                "test_case_definition_id": "tc_2",
+                "test_case_definition_snapshot": {"name": "Refund"},
+                "status": "brand_new_status",
+                "result_explanation": None,
+            },
+        ],
+        "has_more": True,
+        "pagination_key": "k2",
+    }
+    assert _test_runs_page(page) == (
+        [
+            TestRun("", "tc_1", "tc_1", "fail", "No."),
+            TestRun("j2", "tc_2", "Refund", "pending", None),
+        ],
+        "k2",
+    )
+    assert _test_runs_page({"items": [], "has_more": False, "pagination_key": "k"}) == ([], None)
+    for garbage in (None, [], {"items": None}, {"items": ["x"]}, {"items": [{}]}):
+        with pytest.raises((ValueError, KeyError)):
+            _test_runs_page(garbage)
