@@ -91,7 +91,9 @@ class Application:
         """Migrate, start the scheduler and the follow-up sweep; undo it all on the way out."""
         await self.store.upgrade()
         try:
-            async with self.scheduler:
+            async with contextlib.AsyncExitStack() as started:
+                async with self.store.one_replica_at_a_time():
+                    await started.enter_async_context(self.scheduler)
                 await install_sweep(
                     self.scheduler,
                     self.workflow.sweep,

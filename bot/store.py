@@ -9,9 +9,10 @@ replica and its restarted self, can never both win. Schema changes go through Al
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import enum
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, cast
@@ -360,6 +361,24 @@ class Store:
                     text("SELECT pg_advisory_xact_lock(:key)"), {"key": MIGRATION_LOCK}
                 )
             await conn.run_sync(_upgrade)
+
+    @contextlib.asynccontextmanager
+    async def one_replica_at_a_time(self) -> AsyncIterator[None]:
+        """Hold the migration lock (PostgreSQL) while something else creates schema.
+
+        APScheduler's data store creates its tables, and on PostgreSQL an enum type, as the
+        scheduler starts; two replicas starting at once collided on `CREATE TYPE` (a unique
+        violation in pg_type). Under this lock the second finds everything in place.
+        """
+        if self.engine.dialect.name != "postgresql":
+            yield
+            return
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+            try:
+                yield
+            finally:
+                await conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
 
     async def schema_revision(self) -> str | None:
         """The revision the database is at; None for a database the bot never migrated."""

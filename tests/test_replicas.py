@@ -679,3 +679,58 @@ async def test_sigterm_of_a_busy_replica_exits_0_within_25s_and_the_other_finish
     assert "shutting down" in logs[0].read_text()
     for log in logs:
         assert not log_problems(log, until_shutdown=True), log_tail(log)
+
+
+@on_postgres
+async def test_replicas_starting_at_once_create_the_schedulers_tables_one_at_a_time(
+    slack: FakeSlack, retell: FakeRetell, database_url: str
+) -> None:
+    """APScheduler creates its tables and an enum type as it starts; at once, two replicas
+    collided on CREATE TYPE. Four applications start together on a fresh database, in-process
+    (so no process start-up spreads them out), and all become healthy."""
+    from bot.application import Application
+    from bot.store import Store
+
+    from .conftest import settings_for
+
+    apps = [Application.build(settings_for(slack, retell, database_url)) for _ in range(4)]
+    healthy = asyncio.Event()
+    started: list[Application] = []
+
+    async def host(app: Application) -> None:
+        async with app.running():
+            started.append(app)
+            if len(started) == len(apps):
+                healthy.set()
+            await healthy.wait()
+
+    await asyncio.wait_for(asyncio.gather(*(host(app) for app in apps)), timeout=60)
+    assert len(started) == 4
+
+    # The lock itself: a second holder waits (seen in pg_locks) until the first lets go.
+    first, second = (Store(create_engine(database_url)) for _ in range(2))
+    order: list[str] = []
+
+    async def take(store: Store, name: str) -> None:
+        async with store.one_replica_at_a_time():
+            order.append(name)
+
+    async def waiting_for_lock() -> bool:
+        async with first.engine.connect() as conn:
+            query = "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted"
+            return bool((await conn.execute(text(query))).scalar())
+
+    try:
+        async with first.one_replica_at_a_time():
+            order.append("first")
+            waiter = asyncio.create_task(take(second, "second"))
+            deadline = time.monotonic() + 10
+            while not await waiting_for_lock():
+                assert time.monotonic() < deadline, "the second holder never asked for the lock"
+                await asyncio.sleep(0.02)
+            assert order == ["first"], "the second holder did not wait"
+        await asyncio.wait_for(waiter, timeout=10)
+        assert order == ["first", "second"]
+    finally:
+        await first.engine.dispose()
+        await second.engine.dispose()
