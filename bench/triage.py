@@ -78,7 +78,7 @@ from bot.standins.slack import (
     block_action_body,
     signed_headers,
 )
-from bot.suite import Engine
+from bot.store import Run
 
 JSONDict = dict[str, Any]
 
@@ -527,37 +527,6 @@ async def run_repeat(fakes: Standins, bot: BotProcess, plan: Repeat, timeout: fl
 
 
 @dataclass(frozen=True)
-class RunShape:
-    """A finished run as `bot.blocks.RunView` reads it (no database)."""
-
-    id: int
-    channel_id: str
-    user_id: str
-    engine: Engine
-    case_count: int
-    case_ids: list[str]
-    state: str
-    batch_id: str | None
-    error: str | None
-    passed: int
-    failed: int
-    errored: int
-    total: int
-    created_at: datetime
-    started_at: datetime | None
-    finished_at: datetime | None
-    duration: timedelta | None
-    source: str = "command"
-    rerun_of: int | None = None
-    label: str | None = None
-    scheduled_for: datetime | None = None
-
-    @property
-    def completed(self) -> int:
-        return self.passed + self.failed + self.errored
-
-
-@dataclass(frozen=True)
 class Rendered:
     step: str
     median_ms: float
@@ -584,19 +553,22 @@ def synthetic_batches(cases: int, failing: int, times: int) -> list[list[TestRun
 
 def finished_run(
     number: int, case_ids: list[str], runs: Sequence[TestRun], *, batch_id: str | None = None
-) -> RunShape:
+) -> Run:
+    """A finished run as the bot stores it: a transient `bot.store.Run`, no database."""
     now = datetime.now(UTC)
     counts = {status: sum(r.status == status for r in runs) for status in ("pass", "fail", "error")}
-    return RunShape(
+    return Run(
         id=number,
+        team_id=TEAM_ID,
         channel_id=REPEAT_CHANNEL,
         user_id="U0RENDER",
-        engine=Engine("retell-llm", REPEAT_ENGINE),
-        case_count=len(case_ids),
+        source="command",
+        engine_type="retell-llm",
+        engine_id=REPEAT_ENGINE,
         case_ids=case_ids,
+        case_count=len(case_ids),
         state="complete",
         batch_id=batch_id or f"test_case_batch_job_{number:024x}",
-        error=None,
         passed=counts["pass"],
         failed=counts["fail"],
         errored=counts["error"],
@@ -604,7 +576,6 @@ def finished_run(
         created_at=now - timedelta(minutes=12),
         started_at=now - timedelta(minutes=12),
         finished_at=now,
-        duration=timedelta(minutes=12),
     )
 
 
