@@ -586,8 +586,11 @@ class RunWorkflow:
             await self._sweep()
 
     async def _sweep(self) -> None:
-        # Pass after pass until nothing is due, but no longer than a lease: peers take the rest.
-        until = asyncio.get_running_loop().time() + self._lease.total_seconds()
+        # Pass after pass until nothing is due, for at most half a lease: peers take the rest.
+        # The APScheduler job running this holds a lease of the same length, extended every
+        # half lease; a job that outlived a late extension was acquired again by its own
+        # scheduler, and APScheduler 4.0.0a6 then crashed (KeyError in `_running_jobs`).
+        until = asyncio.get_running_loop().time() + self._lease.total_seconds() / 2
         while asyncio.get_running_loop().time() < until:
             now = self._clock()
             claim, runs = await self._store.claim_due(
