@@ -23,7 +23,8 @@ def _settings(*, http_mode: bool) -> Settings:
 
 def _secrets(settings: Settings) -> list[str]:
     values = [settings.slack_bot_token, settings.retell_api_key]
-    values += [s for s in (settings.slack_signing_secret, settings.slack_app_token) if s]
+    optional = (settings.slack_signing_secret, settings.slack_app_token, settings.metrics_token)
+    values += [s for s in optional if s]
     found = [v.get_secret_value() for v in values]
     from sqlalchemy.engine import make_url
 
@@ -41,6 +42,23 @@ def _serve(args: argparse.Namespace) -> int:
     settings = _settings(http_mode=True)
     logs.configure(settings.log_level, settings.log_format, _secrets(settings))
     asyncio.run(serve(Application.build(settings), host=args.host, port=args.port))
+    return 0
+
+
+def _config(args: argparse.Namespace) -> int:
+    """Print the configuration `serve` would start with: what a deploy can check beforehand."""
+    import json
+
+    settings = _settings(http_mode=True)
+    shown = {name.upper(): value for name, value in settings.shown().items()}
+    if args.json:
+        print(json.dumps(shown, indent=2, sort_keys=True))
+    else:
+        width = max(len(name) for name in shown)
+        for name, value in sorted(shown.items()):
+            if isinstance(value, list):
+                value = ",".join(value) or "(empty)"
+            print(f"{name:<{width}}  {'(unset)' if value is None else value}")
     return 0
 
 
@@ -190,6 +208,14 @@ def parser() -> argparse.ArgumentParser:
     )
     watch.add_argument("batch_id", metavar="BATCH_ID")
     _ci_options(watch)
+
+    config = commands.add_parser(
+        "config",
+        help="print the configuration `serve` would use (from the environment and .env), "
+        "secrets shown only as set",
+    )
+    config.add_argument("--json", action="store_true", help="one JSON object")
+    config.set_defaults(handler=_config)
 
     db = commands.add_parser("db", help="database maintenance")
     db_commands = db.add_subparsers(dest="db_command", required=True)

@@ -5,15 +5,26 @@ Secrets are `SecretStr` so that printing or logging a `Settings` never shows the
 
 from __future__ import annotations
 
+import json
 import os
-from typing import Literal
+from typing import Annotated, Literal
 
 from dotenv import dotenv_values
 from pydantic import Field, SecretStr, ValidationError, field_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+# A comma-separated list as README documents it (`U1,U2`, `U1, U2`, empty). `NoDecode` keeps
+# pydantic-settings from JSON-decoding the variable first, which refused all of those forms.
+IdList = Annotated[frozenset[str], NoDecode]
 
 
 def _id_list(value: object) -> object:
+    """`U1,U2`, `U1, U2` or nothing; a JSON list (`["U1","U2"]`) is accepted as well."""
+    if isinstance(value, str) and value.strip().startswith("["):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return value
     if isinstance(value, str):
         return frozenset(part.strip() for part in value.split(",") if part.strip())
     return value
@@ -30,7 +41,9 @@ def _log_option(value: object) -> object:
 class Settings(BaseSettings):
     """Everything the bot reads from its environment."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     slack_bot_token: SecretStr
     slack_signing_secret: SecretStr | None = None
@@ -55,12 +68,15 @@ class Settings(BaseSettings):
     slack_edits_per_minute: float = Field(default=45.0, gt=0)
     schedule_min_interval_minutes: float = Field(default=15.0, ge=0)
 
-    allowed_user_ids: frozenset[str] = frozenset()
-    allowed_channel_ids: frozenset[str] = frozenset()
-    admin_user_ids: frozenset[str] = frozenset()
+    allowed_user_ids: IdList = frozenset()
+    allowed_channel_ids: IdList = frozenset()
+    admin_user_ids: IdList = frozenset()
 
     max_cases_per_run: int = Field(default=1000, ge=1, le=1000)
     max_runs_per_user_per_hour: int = Field(default=30, ge=0)
+
+    # When set, `GET /metrics` answers only `Authorization: Bearer <token>`.
+    metrics_token: SecretStr | None = None
 
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
     log_format: Literal["text", "json"] = "text"
@@ -76,6 +92,20 @@ class Settings(BaseSettings):
     def _trailing_slash(cls, value: str) -> str:
         return value if value.endswith("/") else value + "/"
 
+    def shown(self) -> dict[str, object]:
+        """Every setting as it is in force, for `retell-bot config`: secrets only as "set"."""
+        shown: dict[str, object] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                value = "(set)" if value.get_secret_value() else None
+            elif isinstance(value, frozenset):
+                value = sorted(value)
+            elif name == "database_url":
+                value = _without_password(value)
+            shown[name] = value
+        return shown
+
     @property
     def socket_mode(self) -> bool:
         return self.slack_app_token is not None and bool(self.slack_app_token.get_secret_value())
@@ -86,10 +116,21 @@ class Settings(BaseSettings):
         return min(max(self.poll_initial_seconds / 4, 0.05), 2.0)
 
 
+def _without_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except Exception:  # not a URL SQLAlchemy can read: serve will say so; show nothing of it
+        return "(unreadable)"
+
+
 class DatabaseSettings(BaseSettings):
     """What `retell-bot db upgrade` needs: the database, and how to log; no Slack or Retell."""
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     database_url: str = Settings.model_fields["database_url"].default
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
@@ -161,7 +202,9 @@ class CliSettings(BaseSettings):
     the CLI must not demand the bot's full `Settings`. Defaults match the bot's.
     """
 
-    model_config = SettingsConfigDict(env_file=".env", extra="ignore", frozen=True)
+    model_config = SettingsConfigDict(
+        env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+    )
 
     retell_api_key: SecretStr
     retell_base_url: str = Settings.model_fields["retell_base_url"].default

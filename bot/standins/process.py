@@ -54,12 +54,18 @@ class BotProcess:
     """One `retell-bot serve` child process."""
 
     def __init__(
-        self, environment: Mapping[str, str], *, log_path: Path | None = None, port: int = 0
+        self,
+        environment: Mapping[str, str],
+        *,
+        log_path: Path | None = None,
+        port: int = 0,
+        cwd: Path | None = None,
     ) -> None:
         self.port = port or free_port()
         inherited = {k: v for k, v in os.environ.items() if k.lower() not in Settings.model_fields}
         self._environment = {**inherited, **environment, "PORT": str(self.port)}
         self._log_path = log_path
+        self._cwd = cwd  # where it looks for `.env`
         self._log: IO[bytes] | None = None
         self._process: asyncio.subprocess.Process | None = None
 
@@ -89,6 +95,7 @@ class BotProcess:
             "--port",
             str(self.port),
             env=self._environment,
+            cwd=self._cwd,
             stdout=self._log or asyncio.subprocess.DEVNULL,
             stderr=self._log or asyncio.subprocess.DEVNULL,
         )
