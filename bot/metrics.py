@@ -60,6 +60,12 @@ class Metrics:
             "Progress edits skipped to stay within Slack's chat.update limit (shown later).",
             registry=registry,
         )
+        self.rejected_requests = Counter(
+            "retell_bot_rejected_requests",
+            "Requests to /slack/events refused before Bolt: signature (401) or malformed (400).",
+            ["reason"],
+            registry=registry,
+        )
         self.ack_latency = Histogram(
             "retell_bot_ack_latency_seconds",
             "Time from receiving a Slack request on /slack/events to answering it.",

@@ -9,12 +9,18 @@ authenticated socket.
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import signal
+from collections.abc import Mapping
+from typing import Literal
+from urllib.parse import parse_qs
 
 from aiohttp import web
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 
 from bot.application import Application
 
@@ -23,13 +29,67 @@ log = logging.getLogger(__name__)
 SHUTDOWN_GRACE_SECONDS = 20.0
 
 
+Rejection = Literal["signature", "malformed"]
+REFUSALS: dict[Rejection, tuple[int, str]] = {
+    "signature": (401, "invalid signature"),
+    "malformed": (400, "malformed request"),
+}
+
+
+def screen(
+    body: bytes, query: str, headers: Mapping[str, str], verifier: SignatureVerifier
+) -> AsyncBoltRequest | Rejection:
+    """The request Bolt may dispatch, or why it must not see it.
+
+    The signature is checked on the raw bytes before anything parses them, so an unsigned
+    request costs one HMAC and never a JSON parse; a signed one that Bolt still cannot read
+    (a `payload` that is no JSON object, JSON nested 5,000 deep) is refused as malformed
+    instead of failing inside Bolt with a 500 and a traceback.
+    """
+    # Bytes that are not UTF-8 survive as surrogates, which the verifier cannot encode: such a
+    # body can never carry a valid signature, so it is refused like any unsigned one.
+    text = body.decode("utf-8", "surrogateescape")
+    try:
+        signed = verifier.is_valid_request(text, headers)
+    except (ValueError, TypeError, OverflowError):  # a timestamp `abc`, a non-ASCII signature
+        signed = False
+    if not signed and not _is_ssl_check(text):
+        return "signature"
+    try:
+        request = AsyncBoltRequest(body=text, query=query, headers=dict(headers))
+    except (ValueError, RecursionError, TypeError, AttributeError, KeyError):
+        return "malformed"
+    return request if isinstance(request.body, dict) else "malformed"
+
+
+def _is_ssl_check(text: str) -> bool:
+    """Slack's unsigned certificate probe, which Bolt answers with an empty 200."""
+    return "payload" not in text and parse_qs(text).get("ssl_check") == ["1"]
+
+
 def http_app(bot: Application) -> web.Application:
+    secret = bot.settings.slack_signing_secret
+    verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
+    token = bot.settings.metrics_token
+    metrics_token = token.get_secret_value().encode() if token else None
+
     async def slack_events(request: web.Request) -> web.Response:
         with bot.metrics.ack_latency.time():
-            bolt_response = await bot.bolt.async_dispatch(await to_bolt_request(request))
-            return await to_aiohttp_response(bolt_response)
+            assert verifier is not None  # HTTP mode always has a signing secret
+            screened = screen(await request.read(), request.query_string, request.headers, verifier)
+            if isinstance(screened, str):
+                bot.metrics.rejected_requests.labels(screened).inc()
+                log.debug("request to /slack/events refused: %s", screened)
+                status, reason = REFUSALS[screened]
+                return web.Response(status=status, text=reason)
+            return await to_aiohttp_response(await bot.bolt.async_dispatch(screened))
 
-    async def metrics(_request: web.Request) -> web.Response:
+    async def metrics(request: web.Request) -> web.Response:
+        if metrics_token is not None:
+            given = request.headers.get("Authorization", "").removeprefix("Bearer ").strip()
+            if not hmac.compare_digest(given.encode(), metrics_token):
+                challenge = {"WWW-Authenticate": 'Bearer realm="metrics"'}
+                return web.Response(status=401, text="bearer token needed", headers=challenge)
         body, content_type = bot.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
