@@ -9,6 +9,7 @@ failure turned into a `RetellProblem` whose text a Slack user can act on.
 from __future__ import annotations
 
 import asyncio
+import logging
 import random
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -21,6 +22,8 @@ from retell import AsyncRetell, DefaultAsyncHttpxClient, omit
 from bot.metrics import Metrics
 from bot.suite import Engine, Suite
 
+log = logging.getLogger(__name__)
+
 MAX_RETRY_AFTER_SECONDS = 30.0
 
 BatchStatus = Literal["in_progress", "complete"]
@@ -30,6 +33,9 @@ ProblemKind = Literal[
 ]
 
 LIST_PAGE_SIZE = 1000  # Retell's documented maximum for the /v2/list-* calls
+SMALLEST_PAGE = 50  # Retell's default page size: a list reads as many pages as this allows
+MAX_TEST_RUNS = 1000  # a batch holds at most 1,000 test case definitions, one run each
+MAX_DEFINITIONS = 10_000  # far beyond any real engine's suite; `run … all` takes 1,000
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,14 +207,12 @@ def _batch(data: Any) -> BatchJob:
 TEST_RUN_STATUSES: tuple[TestRunStatus, ...] = ("pending", "in_progress", "pass", "fail", "error")
 
 
-def _test_runs_page(body: object) -> tuple[list[TestRun], str | None]:
-    """A `list-test-runs` page as read raw: its test runs, and the key of the next page."""
+def _test_runs_page(body: object) -> tuple[list[TestRun], bool, object]:
+    """A `list-test-runs` page as read raw: its test runs, `has_more` and the key offered."""
     if not isinstance(body, dict) or not isinstance(body.get("items"), list):
         raise ValueError("a list-test-runs page without items")
     runs = [_test_run(item) for item in body["items"]]
-    key = body.get("pagination_key")
-    more = body.get("has_more") and isinstance(key, str) and key
-    return runs, key if more else None
+    return runs, bool(body.get("has_more")), body.get("pagination_key")
 
 
 def _test_run(item: object) -> TestRun:
@@ -226,6 +230,47 @@ def _test_run(item: object) -> TestRun:
         status=status if status in TEST_RUN_STATUSES else "pending",
         explanation=explanation if isinstance(explanation, str) else None,
     )
+
+
+class PageWalk:
+    """Follows `pagination_key`s only as far as the data can reach.
+
+    A listing that keeps answering `has_more` (with new keys, or the same one) once made one
+    Show failures press send 4,734 requests in 20 s. A walk ends with a `RetellProblem` on a
+    repeated key, on more items than the data can hold, or on more pages than that many
+    items fill at Retell's default page size.
+    """
+
+    def __init__(self, what: str, max_items: int) -> None:
+        self._what = what
+        self._max_items = max_items
+        self._max_pages = -(-max_items // SMALLEST_PAGE) + 1
+        self._keys: set[str] = set()
+        self._items = 0
+        self._pages = 0
+
+    def next_key(self, items: int, has_more: object, key: object) -> str | None:
+        """The key of the page to read next, None when this was the last one."""
+        self._items += items
+        self._pages += 1
+        if not has_more or not isinstance(key, str) or not key:
+            return None
+        if key in self._keys:
+            raise self._endless(f"offered page {self._pages + 1} under a key it had given before")
+        if self._items > self._max_items:
+            raise self._endless(f"listed {self._items:,}, more than it can hold")
+        if self._pages >= self._max_pages:
+            raise self._endless(f"still had more after {self._pages} pages")
+        self._keys.add(key)
+        return key
+
+    def _endless(self, why: str) -> RetellProblem:
+        log.warning("Retell's list of %s %s; stopped reading it", self._what, why)
+        return RetellProblem(
+            "unexpected",
+            f"Retell's list of {self._what} never ended (it {why}), so the bot stopped reading "
+            f"it. Try again in a while; if this persists, Retell's listing is misbehaving.",
+        )
 
 
 class RetellGateway:
@@ -325,6 +370,7 @@ class RetellGateway:
 
     async def _iter_test_runs(self, batch_id: str) -> AsyncIterator[TestRun]:
         key: str | None = None
+        walk = PageWalk(f"test runs of batch {batch_id}", MAX_TEST_RUNS)
         while True:
             try:
                 # The JSON itself rather than the SDK's models: each of a page's 1,000 test runs
@@ -333,9 +379,10 @@ class RetellGateway:
                 response = await self._client.tests.with_raw_response.list_test_runs(
                     batch_id, limit=LIST_PAGE_SIZE, pagination_key=key or omit
                 )
-                items, key = _test_runs_page(await response.json())
+                items, more, offered = _test_runs_page(await response.json())
             except Exception as exc:
                 raise self._problem(exc, what=f"batch {batch_id}") from exc
+            key = walk.next_key(len(items), more, offered)
             for item in items:
                 yield item
             if key is None:
@@ -345,6 +392,7 @@ class RetellGateway:
         """Every test case definition of an engine, all pages."""
         found: list[CaseDefinition] = []
         key: str | None = None
+        walk = PageWalk(f"test case definitions of {engine.label}", MAX_DEFINITIONS)
         while True:
             try:
                 page = await self._client.tests.list_test_case_definitions(
@@ -359,9 +407,9 @@ class RetellGateway:
             found.extend(
                 CaseDefinition(item.test_case_definition_id, item.name) for item in page.items
             )
-            if not page.has_more or not page.pagination_key:
+            key = walk.next_key(len(page.items), page.has_more, page.pagination_key)
+            if key is None:
                 return found
-            key = page.pagination_key
 
     async def engines(self, *, timeout: float = 2.0, max_pages: int = 3) -> list[EngineChoice]:
         """The account's Retell LLMs and conversation flows, most recently modified first.

@@ -300,6 +300,7 @@ class FakeRetell:
         self._batches_by_version: dict[tuple[str, int], list[FakeBatch]] = {}
         self._faults: list[_Fault] = []
         self._delays: list[_Delay] = []
+        self._endless: dict[str, bool] = {}  # path prefix -> the same pagination_key every time
         self._requests_by_prefix: Counter[str] = Counter()
         self._requests_by_minute: Counter[int] = Counter()
         self._activity = asyncio.Event()
@@ -461,6 +462,18 @@ class FakeRetell:
             raise ValueError("times must be at least 1")
         text = message or DEFAULT_FAULT_MESSAGES.get(status) or _reason(status)
         self._faults.append(_Fault(path_prefix, status, times, retry_after, text))
+
+    def paginate_without_end(self, path_prefix: str, *, same_key: bool = False) -> None:
+        """Misbehave like a broken list endpoint: every page under `path_prefix` says `has_more`.
+
+        Each answer repeats the first page's items with a new `pagination_key` (or, with
+        `same_key`, the key it was asked with), so a client that trusts `has_more` never stops.
+        """
+        self._endless[path_prefix] = same_key
+
+    def paginate_normally(self) -> None:
+        """Undo every `paginate_without_end`."""
+        self._endless.clear()
 
     def delay(
         self,
@@ -928,7 +941,14 @@ class FakeRetell:
         if delay is not None and not delay.answer_late:
             await asyncio.sleep(delay.seconds)
         body = await _recorded_body(request)
+        endless = next((v for k, v in self._endless.items() if request.path.startswith(k)), None)
+        asked_key = request.query.get("pagination_key")
+        if endless is not None and asked_key is not None:
+            query = {k: v for k, v in request.query.items() if k != "pagination_key"}
+            request = request.clone(rel_url=request.rel_url.with_query(query))
         response = self._reject(request) or await _answer(request, handler)
+        if endless is not None and isinstance(response, web.Response) and response.status == 200:
+            response = _without_end(response, asked_key if endless else None, len(self.requests))
         self._record(request, body, response.status, arrived)
         if delay is not None and delay.answer_late:
             await asyncio.sleep(delay.seconds)
@@ -1083,6 +1103,12 @@ def _decode_key(key: str | None, scope: str, size: int) -> int | None:
         if found_scope == scope and 0 <= int(position) < size:
             return int(position)
     raise RetellStandInError(400, "Invalid pagination_key.")
+
+
+def _without_end(response: web.Response, same_key: str | None, serial: int) -> web.Response:
+    assert isinstance(response.body, bytes)
+    page = json.loads(response.body)
+    return _page(page["items"], True, same_key or f"endless-{serial}")
 
 
 def _page(items: list[dict[str, Any]], has_more: bool, key: str | None) -> web.Response:
