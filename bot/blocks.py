@@ -22,6 +22,7 @@ from bot.repeats import CaseSummary, Totals, totals
 from bot.retell import BatchJob
 from bot.store import RunState
 from bot.suite import Engine, Suite
+from bot.text import one_line
 
 if TYPE_CHECKING:  # history imports this module; the digest is only a type here
     from bot.history import Digest
@@ -162,6 +163,11 @@ def _hard_cut(text: str, room: int) -> str:
 def _safe(text: str, limit: int) -> str:
     """Outside text, escaped and fitted (word boundaries never split an entity)."""
     return shorten(escape(text), limit)
+
+
+def _name(text: str, limit: int = NAME_CHARS) -> str:
+    """A name from outside (a test case, a schedule): one line, escaped and fitted."""
+    return _safe(one_line(text), limit)
 
 
 def _code(text: str, limit: int = NAME_CHARS) -> str:
@@ -380,7 +386,7 @@ def _origin(run: RunView) -> str:
     if run.source == "rerun" and run.rerun_of is not None:
         return f"Rerun of run #{run.rerun_of}"
     if run.source == "schedule" and run.label:
-        return f"Scheduled run “{_safe(run.label, NAME_CHARS)}”"
+        return f"Scheduled run “{_name(run.label)}”"
     return {
         "schedule": "Scheduled run",
         "watch": "Batch created outside Slack, followed here",
@@ -412,7 +418,7 @@ def _late(run: RunView) -> str:
 
 
 def _title(run: RunView, headline: str) -> Block:
-    label = f" · *{_safe(run.label, NAME_CHARS)}*" if run.label else ""
+    label = f" · *{_name(run.label)}*" if run.label else ""
     return _section(f"*{headline}*{label} · Retell batch test on {_engine(run.engine)}")
 
 
@@ -533,7 +539,7 @@ def _result_text(run: RunView, comparison: Comparison | None) -> str:
     engine = _safe(run.engine.label, NAME_CHARS)
     counts = counts_phrases(run.passed, run.failed, run.errored, run.total)
     rate = format_pass_rate(run.passed, run.total)
-    label = f"{_safe(run.label, NAME_CHARS)}: " if run.label else ""
+    label = f"{_name(run.label)}: " if run.label else ""
     if RunState(run.state) is RunState.TIMED_OUT:
         return f"{label}Retell batch {batch} on {engine} timed out; last counts: {counts} ({rate})"
     text = f"{label}Retell batch {batch} on {engine}: {counts} ({rate})"
@@ -629,7 +635,7 @@ def _rate_change(run: RunView, previous: float | None) -> str:
 
 def name_list(names: Sequence[str], limit: int = LISTED_NAMES) -> str:
     """`a, b, c …and 940 more`: escaped, each name bounded, the list bounded."""
-    shown = ", ".join(_safe(name, 80) for name in names[:limit])
+    shown = ", ".join(_name(name, 80) for name in names[:limit])
     rest = len(names) - limit
     return f"{shown} …and {rest} more" if rest > 0 else shown
 
@@ -652,7 +658,7 @@ def requester_mention(run: RunView) -> Message:
 
 def quiet_result(run: RunView) -> Message:
     """What a `notify=failures` schedule posts when everything passed: one quiet line."""
-    label = _safe(run.label or "Scheduled run", NAME_CHARS)
+    label = _name(run.label or "Scheduled run")
     batch = f" · batch {_code(run.batch_id)}" if run.batch_id else ""
     line = (
         f"✅ {label}: all {run.passed} passed on {_engine(run.engine)}"
@@ -672,7 +678,7 @@ def regression_mention(run: RunView, mention_markup: str, comparison: Comparison
     `mention_markup` was validated by the parser (`<@U…>` or `<!subteam^S…>`) and is stored
     as such; it is the only markup here that is not escaped.
     """
-    label = _safe(run.label or "A scheduled run", NAME_CHARS)
+    label = _name(run.label or "A scheduled run")
     what = (
         f"{len(comparison.newly_failing)} newly failing: {name_list(comparison.newly_failing)}"
         if comparison.newly_failing
@@ -756,11 +762,16 @@ def problem(text: str) -> Message:
     return _message(line, [_section(line)])
 
 
-def not_allowed(reason: str, admin_ids: Iterable[str]) -> Message:
-    """Ephemeral: a polite refusal that names who to ask (the admins, mentioned)."""
+def not_allowed(reason: str, admin_ids: Iterable[str], *, owner: str | None = None) -> Message:
+    """Ephemeral: a polite refusal that names who to ask (the admins, and `owner`, mentioned).
+
+    `reason` is plain text and escaped here; mentions are added after it, so they stay
+    mentions rather than showing as `&lt;@U…&gt;`.
+    """
     admins = ", ".join(mention(admin) for admin in sorted(admin_ids))
     ask = f"Ask {admins} if you need it." if admins else "Ask the bot's admin if you need it."
-    text = f"🔒 {_safe(reason, REASON_CHARS)} {ask}"
+    owned = f" It was created by {mention(owner)}." if owner else ""
+    text = f"🔒 {_safe(reason, REASON_CHARS)}{owned} {ask}"
     return _message(text, [_section(text)])
 
 
@@ -907,7 +918,7 @@ def failure_entry(case: CaseSummary) -> str:
     id_shown = f" {_code(case.case_id, 80)}" if case.case_id != case.name else ""
     why = trim_explanation(case.explanation or "")
     detail = f">{escape(why)}" if why else "_Retell gave no explanation._"
-    name = f"*{_safe(case.name, NAME_CHARS)}*{id_shown}"
+    name = f"*{_name(case.name)}*{id_shown}"
     return f"{_VERDICT_ICON[case.verdict]} {name} {_verdict_words(case)}\n{detail}"
 
 
@@ -932,7 +943,7 @@ def failures_csv(cases: Sequence[CaseSummary]) -> bytes:
         writer.writerow(
             [
                 _csv_text(case.case_id),
-                _csv_text(case.name),
+                _csv_text(one_line(case.name)),
                 case.verdict,
                 case.passes,
                 case.fails,
@@ -1080,7 +1091,7 @@ def repeat_result(group: RepeatGroup) -> Message:
     blocks.append(_actions(lead, cases, bad, repeats=len(group.runs), has_failures_detail=True))
     blocks.append(_footer(lead))
     batches = ", ".join(_safe(r.batch_id, NAME_CHARS) for r in group.runs if r.batch_id)
-    label = f"{_safe(lead.label, NAME_CHARS)}: " if lead.label else ""
+    label = f"{_name(lead.label)}: " if lead.label else ""
     text = (
         f"{label}Retell suite on {_safe(lead.engine.label, NAME_CHARS)} run "
         f"{len(group.runs)} times (batches {batches}): "
@@ -1220,7 +1231,7 @@ def _schedule_line(entry: ScheduleEntry) -> str:
         local_time(entry.next_fire, entry.timezone) if entry.next_fire and not entry.paused else "—"
     )
     lines = [
-        f"*#{entry.id} · {_safe(entry.name, NAME_CHARS)}* · {state}",
+        f"*#{entry.id} · {_name(entry.name)}* · {state}",
         f"{_what(entry)}\n🗓️ {when} · next: {next_fire}",
     ]
     extras = [f"by {mention(entry.user_id)}"]
@@ -1252,12 +1263,12 @@ def _schedule_buttons(entry: ScheduleEntry) -> Block:
     )
     run_confirm = _confirm(
         "Run this schedule now?",
-        f"Runs “{shorten(entry.name, 80)}” now, once; the schedule itself is unchanged.",
+        f"Runs “{shorten(one_line(entry.name), 80)}” now, once; the schedule itself is unchanged.",
         "Run now",
     )
     remove_confirm = _confirm(
         "Remove this schedule?",
-        f"“{shorten(entry.name, 80)}” will not run again. Its past results stay.",
+        f"“{shorten(one_line(entry.name), 80)}” will not run again. Its past results stay.",
         "Remove",
     )
     return {
@@ -1281,7 +1292,7 @@ def schedule_added(entry: ScheduleEntry, next_fires: Sequence[datetime]) -> Mess
     """Ephemeral confirmation of `schedule add`: what, where, and the next three firings."""
     fires = "\n".join(f"• {local_time(fire, entry.timezone)}" for fire in next_fires)
     title = (
-        f"🗓️ Scheduled *#{entry.id} · {_safe(entry.name, NAME_CHARS)}* in "
+        f"🗓️ Scheduled *#{entry.id} · {_name(entry.name)}* in "
         f"{channel_link(entry.channel_id)}: {_what(entry)}, {_safe(entry.when, 200)} "
         f"({_safe(entry.timezone, 64)})."
     )
@@ -1313,7 +1324,7 @@ def schedule_list(entries: Sequence[ScheduleEntry]) -> list[Message]:
         page_blocks = [_section(heading)]
         for entry in page:
             page_blocks.extend(_schedule_blocks(entry))
-        names = ", ".join(f"#{e.id} {_safe(e.name, 40)}" for e in page)
+        names = ", ".join(f"#{e.id} {_name(e.name, 40)}" for e in page)
         messages.append(_message(f"Schedules in this channel: {names}", page_blocks))
     return messages
 
@@ -1357,7 +1368,7 @@ def home_view(
 
 
 def _home_run_line(run: RunView) -> str:
-    label = f"*{_safe(run.label, 60)}* · " if run.label else ""
+    label = f"*{_name(run.label, 60)}* · " if run.label else ""
     batch = f" · {_code(run.batch_id)}" if run.batch_id else ""
     return (
         f"{channel_link(run.channel_id)} · {label}{_engine(run.engine)} · "
@@ -1403,14 +1414,14 @@ def digest_message(
     report_blocks = [_header(title), _section(summary)]
     if digest.failing:
         lines = [
-            f"• {_safe(case.name, 80)}: failed {case.failed} of {case.ran}"
+            f"• {_name(case.name, 80)}: failed {case.failed} of {case.ran}"
             for case in digest.failing
         ]
         report_blocks.append(_section("*Failed most often*\n" + "\n".join(lines)))
     if digest.slowest:
         lines = [
             f"• run #{run.id} · {_engine(run.engine)} · {format_duration(run.duration)}"
-            + (f" · {_safe(run.label, 60)}" if run.label else "")
+            + (f" · {_name(run.label, 60)}" if run.label else "")
             for run in digest.slowest
         ]
         report_blocks.append(_section("*Slowest runs*\n" + "\n".join(lines)))

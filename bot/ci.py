@@ -36,6 +36,7 @@ from bot.commands import resolve_tests as resolve_selection
 from bot.repeats import CaseSummary, summarize, totals
 from bot.settings import CliSettings, SettingsError, load_cli_settings
 from bot.suite import Engine, Suite
+from bot.text import one_line
 
 if TYPE_CHECKING:
     from bot.blocks import Message
@@ -467,8 +468,8 @@ async def _run(session: Session, request: Request, command: RunCommand) -> Repor
             raise _retell_failure(session, exc, created, creating=True) from None
         created.append(batch)
         terminal.say(
-            f"Created batch {console.clean(batch.batch_id)} "
-            f"(follow it elsewhere: retell-bot watch {console.clean(batch.batch_id)})"
+            f"Created batch {one_line(batch.batch_id)} "
+            f"(follow it elsewhere: retell-bot watch {one_line(batch.batch_id)})"
         )
     followed = await _follow(session, request, created)
     return await _collect(session, "run", suite.engine, followed)
@@ -497,7 +498,7 @@ async def _watch(session: Session, request: Request, command: WatchCommand) -> R
     except Exception as exc:
         raise _retell_failure(session, exc, []) from None
     session.terminal.say(
-        f"Watching batch {console.clean(batch.batch_id)} on {console.clean(batch.engine.label)} "
+        f"Watching batch {one_line(batch.batch_id)} on {one_line(batch.engine.label)} "
         f"({_count(batch.total, 'test case')})"
     )
     followed = await _follow(session, request, [batch])
@@ -659,8 +660,8 @@ def _retell_failure(
     for batch in created:
         if not batch.is_complete:
             session.terminal.error(
-                f"batch {console.clean(batch.batch_id)} keeps running at Retell; "
-                f"`retell-bot watch {console.clean(batch.batch_id)}` follows it"
+                f"batch {one_line(batch.batch_id)} keeps running at Retell; "
+                f"`retell-bot watch {one_line(batch.batch_id)}` follows it"
             )
     return Stop(ExitCode.RETELL)
 

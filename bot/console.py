@@ -18,6 +18,7 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, TextIO
 
 from bot.repeats import CaseSummary, Totals, Verdict
+from bot.text import one_line
 
 if TYPE_CHECKING:
     from bot.retell import BatchJob
@@ -28,7 +29,6 @@ NAME_WIDTH = 40
 MIN_DETAIL_WIDTH = 30
 HEARTBEAT_SECONDS = 60.0  # a plain progress line at least this often, even without change
 
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f\u200b-\u200f\u2028-\u202e\u2066-\u2069]+")
 _MRKDWN_ENTITY = re.compile(r"&(amp|lt|gt);")
 _ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
 
@@ -50,11 +50,6 @@ _LABELS: dict[Verdict, str] = {
 
 
 # -- text ----------------------------------------------------------------------------------------
-
-
-def clean(text: str) -> str:
-    """Outside text on one line with no control or bidi characters (no terminal escapes)."""
-    return " ".join(_CONTROL.sub(" ", text).split())
 
 
 def clip(text: str, width: int) -> str:
@@ -183,7 +178,7 @@ def result_table(
         return "No test cases."
     labels = [status_label(s) for s in summaries]
     status_width = max(len("STATUS"), *(len(label) for label in labels))
-    names = [clip(clean(s.name), NAME_WIDTH) for s in summaries]
+    names = [clip(one_line(s.name), NAME_WIDTH) for s in summaries]
     name_width = max(len("TEST CASE"), *(len(name) for name in names))
     detail_width = max(width - status_width - name_width - 4, MIN_DETAIL_WIDTH)
     rows = [f"{'STATUS':<{status_width}}  {'TEST CASE':<{name_width}}  WHY"]
@@ -193,7 +188,7 @@ def result_table(
             shown = f"{_COLOURS[summary.verdict]}{shown}{_RESET}"
         detail = ""
         if summary.verdict != "pass" and summary.explanation:
-            detail = trim_explanation(clean(summary.explanation), detail_width)
+            detail = trim_explanation(one_line(summary.explanation), detail_width)
         elif summary.verdict == "unfinished":
             detail = "did not finish before the timeout"
         rows.append(f"{shown}  {name:<{name_width}}  {detail}".rstrip())
@@ -229,7 +224,7 @@ def batch_line(batch: BatchJob, *, timed_out: bool, seconds: float) -> str:
         f"{batch.passed} passed, {batch.failed} failed, {batch.errored} errored, "
         f"{batch.total} total"
     )
-    return f"Batch {clean(batch.batch_id)} on {clean(batch.engine.label)}: {state} · {counts}"
+    return f"Batch {one_line(batch.batch_id)} on {one_line(batch.engine.label)}: {state} · {counts}"
 
 
 # -- the terminal --------------------------------------------------------------------------------

@@ -14,6 +14,7 @@ from datetime import datetime
 from pathlib import Path
 
 from bot.repeats import CaseSummary, totals
+from bot.text import one_line
 
 # XML 1.0 cannot carry most control characters, even escaped: drop them from outside text.
 _NOT_XML = re.compile("[^\t\n\r\u0020-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
@@ -68,7 +69,7 @@ def junit_tree(
 
 def _testcase(summary: CaseSummary, classname: str) -> ET.Element:
     case = ET.Element(
-        "testcase", {"classname": xml_text(classname), "name": xml_text(summary.name)}
+        "testcase", {"classname": xml_text(classname), "name": xml_text(one_line(summary.name))}
     )
     listed = ET.SubElement(case, "properties")
     details = {

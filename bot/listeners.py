@@ -50,6 +50,7 @@ SCHEDULE_ACTIONS: dict[str, ScheduleAction] = {
     blocks.ACTION_SCHEDULE_REMOVE: "remove",
 }
 MAX_RUN_ID = 2**31 - 1  # runs.id is a 32-bit integer on PostgreSQL
+ANONYMOUS_PRESS = "This press did not say who made it, so nothing was done."
 
 
 def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports: Reports) -> None:
@@ -94,10 +95,11 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
             await respond(response_type="ephemeral", **message.as_kwargs())
         elif isinstance(parsed, ScheduleAddCommand | ScheduleReportCommand):
             await ack(text="🗓️ Adding the schedule…")
+            key = _request_key(command)
             if isinstance(parsed, ScheduleAddCommand):
-                message = await schedules.add(who, parsed)
+                message = await schedules.add(who, parsed, request_key=key)
             else:
-                message = await schedules.add_report(who, parsed)
+                message = await schedules.add_report(who, parsed, request_key=key)
             await respond(response_type="ephemeral", **message.as_kwargs())
         elif isinstance(parsed, ScheduleCommand) and parsed.action == "list":
             await ack()
@@ -112,30 +114,45 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
         else:
             await ack(text=f"📊 Posting the digest of the last {parsed.days} days…")
             try:
-                await reports.post(who.team_id, who.channel_id, parsed.days)
+                await reports.post(
+                    who.team_id, who.channel_id, parsed.days, request_key=_request_key(command)
+                )
             except SLACK_FAILURES as exc:
                 why = f"The digest could not be posted in this channel ({error_code(exc)})."
                 await respond(response_type="ephemeral", **blocks.problem(why).as_kwargs())
 
     app.use(EmptyActionsAnswered())
 
+    async def nobody_pressed(who: Requester) -> bool:
+        """A press that names no user (no Slack client sends one) is refused: no run may
+        start that nobody asked for, mentioned as an empty `<@>`."""
+        if who.user_id:
+            return False
+        log.info("button press without a user: refused")
+        if who.response_url:
+            await workflow.tell(who, blocks.problem(ANONYMOUS_PRESS))
+        return True
+
     @app.action("rerun")
     async def on_rerun(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         run_id, who = _button(body)
-        await workflow.rerun(run_id, who, only_failed=False, request_key=_request_key(body))
+        if not await nobody_pressed(who):
+            await workflow.rerun(run_id, who, only_failed=False, request_key=_request_key(body))
 
     @app.action("rerun_failed")
     async def on_rerun_failed(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         run_id, who = _button(body)
-        await workflow.rerun(run_id, who, only_failed=True, request_key=_request_key(body))
+        if not await nobody_pressed(who):
+            await workflow.rerun(run_id, who, only_failed=True, request_key=_request_key(body))
 
     @app.action("show_failures")
     async def on_show_failures(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
         run_id, who = _button(body)
-        await workflow.show_failures(run_id, who)
+        if not await nobody_pressed(who):
+            await workflow.show_failures(run_id, who)
 
     @app.action(re.compile(f"^({'|'.join(SCHEDULE_ACTIONS)})$"))
     async def on_schedule_button(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -143,6 +160,8 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
         action = _first_action(body) or {}
         verb = SCHEDULE_ACTIONS[str(action.get("action_id"))]
         _, who = _button(body)
+        if await nobody_pressed(who):
+            return
         on_home = _part(body, "view").get("type") == "home"
         command = ScheduleCommand(verb, str(action.get("value", ""))[:40])
         message = await schedules.act(
@@ -381,7 +400,11 @@ def register_modal(
             await ack(response_action="errors", errors=errors)
             return
         await ack()
-        key = _request_key(body) or (f"view:{view['id']}"[:128] if view.get("id") else None)
+        # One form, one run: the view id stays the same however often the form is submitted
+        # (each submission has a trigger_id of its own), so it keys the request first.
+        view_id = view.get("id")
+        key = f"view:{view_id}"[:128] if isinstance(view_id, str) and view_id else None
+        key = key or _request_key(body)
         request = RunRequest(
             who,
             choice.engine,

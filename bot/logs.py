@@ -15,6 +15,8 @@ from contextvars import ContextVar
 from datetime import UTC, datetime
 from typing import Protocol, TextIO
 
+from bot.text import printable
+
 
 class LoggedRun(Protocol):
     id: int
@@ -70,6 +72,31 @@ class SecretMask(logging.Filter):
         return True
 
 
+class TextFormatter(logging.Formatter):
+    """One record per line, whatever text from outside it carries.
+
+    Retell's error messages and ids reach log lines; a newline in one forged a second log line
+    and an ANSI escape coloured the operator's terminal. Control characters in the message are
+    written as escapes, and a traceback's lines are indented under their record, so every
+    line that starts at the margin is a real record.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def format(self, record: logging.LogRecord) -> str:
+        record.message = printable(record.getMessage())
+        record.asctime = self.formatTime(record, self.datefmt)
+        line = self.formatMessage(record)
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self.formatException(record.exc_info)
+        stack = self.formatStack(record.stack_info) if record.stack_info else None
+        for block in (record.exc_text, stack):
+            if block:
+                line += "".join(f"\n    {printable(part)}" for part in block.splitlines())
+        return line
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         entry = {
@@ -95,7 +122,7 @@ def configure(
     if fmt == "json":
         handler.setFormatter(JsonFormatter())
     else:
-        handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+        handler.setFormatter(TextFormatter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -50,12 +50,25 @@ class Reports:
         *,
         label: str | None = None,
         due: datetime | None = None,
-    ) -> None:
-        """Post the digest to the channel, then its pass-rate chart as an image."""
+        request_key: str | None = None,
+    ) -> bool:
+        """Post the digest to the channel, then its pass-rate chart as an image.
+
+        False when `request_key` (Slack's trigger_id) already posted it: a replayed request.
+        """
+        if request_key and not await self._store.first_handling(request_key, now=self._clock()):
+            log.info("request %s was already handled: its digest is posted", request_key)
+            return False
         digest = await self.digest(team_id, channel_id, days)
         message = blocks.digest_message(digest, label=label, due=due)
-        await self._slack.post(channel_id, message)
+        try:
+            await self._slack.post(channel_id, message)
+        except Exception:
+            if request_key:  # nothing was posted: the user may ask again
+                await self._store.forget_handling(request_key)
+            raise
         if digest.runs == 0:
+            return True
             return
         from bot.chart import pass_rate_png
 
@@ -72,3 +85,4 @@ class Reports:
         except SLACK_FAILURES as exc:
             # The digest itself is posted and carries the same numbers as text.
             log.warning("digest chart not uploaded to %s: %s", channel_id, error_code(exc))
+        return True

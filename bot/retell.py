@@ -21,6 +21,7 @@ from retell import AsyncRetell, DefaultAsyncHttpxClient, omit
 
 from bot.metrics import Metrics
 from bot.suite import Engine, Suite
+from bot.text import one_line
 
 log = logging.getLogger(__name__)
 
@@ -226,7 +227,7 @@ def _test_run(item: object) -> TestRun:
     return TestRun(
         job_id=str(item.get("test_case_job_id", "")),
         case_id=case_id,
-        name=name if isinstance(name, str) and name else case_id,
+        name=one_line(name) if isinstance(name, str) and one_line(name) else case_id,
         status=status if status in TEST_RUN_STATUSES else "pending",
         explanation=explanation if isinstance(explanation, str) else None,
     )
@@ -405,7 +406,8 @@ class RetellGateway:
             except Exception as exc:
                 raise self._problem(exc, what=f"engine {engine.label}") from exc
             found.extend(
-                CaseDefinition(item.test_case_definition_id, item.name) for item in page.items
+                CaseDefinition(item.test_case_definition_id, one_line(item.name or ""))
+                for item in page.items
             )
             key = walk.next_key(len(page.items), page.has_more, page.pagination_key)
             if key is None:

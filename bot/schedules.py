@@ -71,8 +71,16 @@ class Schedules:
 
     # -- adding -----------------------------------------------------------------------------
 
-    async def add(self, who: Requester, command: ScheduleAddCommand) -> Message:
-        """`schedule add`: validate everything first (nothing is created on bad input)."""
+    async def add(
+        self, who: Requester, command: ScheduleAddCommand, *, request_key: str | None = None
+    ) -> Message:
+        """`schedule add`: validate everything first (nothing is created on bad input).
+
+        `request_key` (Slack's trigger_id) makes a replayed request answer with the schedule
+        it already added instead of adding a second one.
+        """
+        if replayed := await self._replayed(request_key):
+            return replayed
         when = await self._checked_when(who, command.when)
         if isinstance(when, Message):
             return when
@@ -98,11 +106,16 @@ class Schedules:
             mention=command.options.get("mention"),
             paused=False,
             created_at=self._clock(),
+            request_key=request_key,
         )
         return await self._create(row, when)
 
-    async def add_report(self, who: Requester, command: ScheduleReportCommand) -> Message:
+    async def add_report(
+        self, who: Requester, command: ScheduleReportCommand, *, request_key: str | None = None
+    ) -> Message:
         """`schedule add-report`: a digest of the channel posted on a schedule."""
+        if replayed := await self._replayed(request_key):
+            return replayed
         when = await self._checked_when(who, command.when)
         if isinstance(when, Message):
             return when
@@ -119,6 +132,7 @@ class Schedules:
             notify="always",
             paused=False,
             created_at=self._clock(),
+            request_key=request_key,
         )
         return await self._create(row, when)
 
@@ -160,8 +174,22 @@ class Schedules:
             return blocks.command_error(resolved)
         return len(resolved)
 
+    async def _replayed(self, request_key: str | None) -> Message | None:
+        """What a replayed `schedule add` is told: the schedule its first delivery added."""
+        row = await self._store.schedule_by_request(request_key) if request_key else None
+        if row is None:
+            return None
+        log.info("request %s was already handled: it added schedule %s", request_key, row.id)
+        next_fires = read_when(row.when_text, row.timezone).next_fires()
+        return blocks.schedule_added(
+            self._entry(row, next_fires[0] if next_fires else None), next_fires
+        )
+
     async def _create(self, row: RunSchedule, when: When) -> Message:
-        await self._store.add_schedule(row)
+        if await self._store.add_schedule(row) is None:  # the same request, a moment earlier
+            replayed = await self._replayed(row.request_key)
+            assert replayed is not None, "a request key is only taken by an existing schedule"
+            return replayed
         try:
             await scheduling.add_firing(self._scheduler, row.id, when.trigger())
         except Exception:
@@ -260,8 +288,9 @@ class Schedules:
         if who.user_id != row.user_id and who.user_id not in self._settings.admin_user_ids:
             return blocks.not_allowed(
                 f"Only the schedule's creator or an admin can {command.action} schedule "
-                f"#{row.id} “{row.name}” (created by {blocks.mention(row.user_id)}).",
+                f"#{row.id} “{row.name}”.",
                 self._settings.admin_user_ids,
+                owner=row.user_id,
             )
         name = f"#{row.id} “{blocks.escape(row.name)}”"
         if command.action == "remove":

@@ -52,7 +52,7 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock: one replica migrates at a time
 # The newest migration in bot/migrations/versions (a test keeps the two in step): a database
 # already there is not handed to Alembic at all, which saves importing it at every start.
-SCHEMA_REVISION = "0005"
+SCHEMA_REVISION = "0006"
 VERSION_TABLE = "bot_alembic_version"
 
 
@@ -247,10 +247,13 @@ class RunSchedule(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     last_run_id: Mapped[int | None] = mapped_column(Integer, default=None)
+    # Slack's trigger_id of the `schedule add` that created it: a replay creates nothing new.
+    request_key: Mapped[str | None] = mapped_column(String(128), default=None)
 
     __table_args__ = (
         Index("ix_run_schedules_channel", "team_id", "channel_id"),
         Index("ix_run_schedules_user", "team_id", "user_id"),
+        Index("uq_run_schedules_request_key", "request_key", unique=True),
     )
 
     @property
@@ -269,6 +272,22 @@ class CaseResult(Base):
     case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(300))
     status: Mapped[str] = mapped_column(String(16))
+
+
+class HandledRequest(Base):
+    """A Slack request (by trigger_id) whose one-off effect, such as a digest, has happened."""
+
+    __tablename__ = "handled_requests"
+
+    request_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    handled_at: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_handled_requests_handled_at", "handled_at"),)
+
+
+# Slack retries a request within seconds and a trigger_id expires after minutes: a day of
+# keys is plenty to tell a replay, and keeps the table small.
+HANDLED_REQUESTS_KEPT = timedelta(days=1)
 
 
 def async_database_url(url: str) -> str:
@@ -893,10 +912,47 @@ class Store:
 
     # -- schedules -------------------------------------------------------------------------
 
-    async def add_schedule(self, schedule: RunSchedule) -> RunSchedule:
-        async with self._sessions.begin() as session:
-            session.add(schedule)
+    async def add_schedule(self, schedule: RunSchedule) -> RunSchedule | None:
+        """The schedule as added; None when its `request_key` already added one (a replay)."""
+        try:
+            async with self._sessions.begin() as session:
+                session.add(schedule)
+        except IntegrityError:
+            if schedule.request_key is None:
+                raise
+            return None
         return schedule
+
+    async def schedule_by_request(self, request_key: str) -> RunSchedule | None:
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(RunSchedule).where(RunSchedule.request_key == request_key)
+            )
+            return result.scalars().first()
+
+    async def first_handling(self, request_key: str, *, now: datetime) -> bool:
+        """True the first time a request key is seen (its effect is to happen now), else False.
+
+        Keys older than `HANDLED_REQUESTS_KEPT` are forgotten on the way.
+        """
+        try:
+            async with self._sessions.begin() as session:
+                await session.execute(
+                    delete(HandledRequest).where(
+                        HandledRequest.handled_at < now - HANDLED_REQUESTS_KEPT
+                    )
+                )
+                session.add(HandledRequest(request_key=request_key, handled_at=now))
+        except IntegrityError:
+            return False
+        return True
+
+    async def forget_handling(self, request_key: str) -> None:
+        """Let a request be handled again: its effect did not happen after all."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(HandledRequest).where(HandledRequest.request_key == request_key)
+            )
 
     async def get_schedule(self, schedule_id: int) -> RunSchedule | None:
         async with self._sessions() as session:

@@ -583,6 +583,25 @@ def test_failure_names_and_explanations_are_escaped() -> None:
     assert "*Refund &lt;!channel&gt; &lt;@U1&gt; &amp;" in _all_text(message)
 
 
+FAKE_LINE = "Cancel\n✅ All 4 passed · 100.0% pass rate"
+INVISIBLE = "\u202e\u2066\u200b\ufeff"
+
+
+def test_names_are_one_line_without_bidi_or_zero_width_controls() -> None:
+    """The probe's case: a name with a newline started a fake result line in the thread."""
+    name = f"{FAKE_LINE}{INVISIBLE}\r\n\u2028 tail"
+    failures = [TestRun("j", "tcd_1", name, "fail", "Hung up.")]
+    (reply,) = _replies(done(), failures)
+    shown = _all_text(reply)
+    assert "Cancel ✅ All 4 passed · 100.0% pass rate tail" in shown
+    assert "\n✅ All 4 passed" not in shown
+    assert not any(char in shown for char in INVISIBLE + "\u2028")
+    listed = blocks.name_list([name, "Second\ncase"])
+    assert listed == "Cancel ✅ All 4 passed · 100.0% pass rate tail, Second case"
+    csv_rows = list(csv.reader(io.StringIO(blocks.failures_csv(summarize([failures])).decode())))
+    assert csv_rows[1][1] == "Cancel ✅ All 4 passed · 100.0% pass rate tail"
+
+
 def test_huge_names_and_unbroken_explanations_stay_within_limits() -> None:
     failures = [_failure(i, "fail", "x" * 5000) for i in range(50)]
     failures.append(TestRun("j", "<@U1>" * 100, "&" * 2000, "error", "&" * 2000))

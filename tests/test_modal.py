@@ -558,11 +558,16 @@ async def test_submission_runs_the_batch_in_the_picked_channel_like_the_command(
 
     for _ in range(2):  # the same submission delivered again
         assert (await send(bot, user, payload)).text == ""
-    # A different submission, sent after those: once its batch exists, they have been handled.
-    sentinel = submission_payload(slack, user, as_sent(view, values), response_urls=urls)
-    await send(bot, user, sentinel)
+    # The same form submitted again with a trigger_id of its own (a double click that Slack
+    # delivered twice): the view id is the same, so it is the same request.
+    again = submission_payload(slack, user, as_sent(view, values), response_urls=urls)
+    assert again["trigger_id"] != payload["trigger_id"]
+    assert (await send(bot, user, again)).text == ""
+    # Another form, sent after those: once its batch exists, they have been handled.
+    other_form = {**as_sent(view, values), "id": "V_ANOTHER_FORM"}
+    await send(bot, user, submission_payload(slack, user, other_form, response_urls=urls))
     await slack.wait_for(lambda: len(results(slack, OTHER_CHANNEL)) == 2)
-    assert retell.count("/create-batch-test") == 2, "the trigger_id kept the repeats to one run"
+    assert retell.count("/create-batch-test") == 2, "the view id kept the repeats to one run"
     assert len(await bot.app.store.recent_runs()) == 2
 
 

@@ -236,3 +236,50 @@ async def test_results_wait_for_the_edit_allowance_and_all_arrive_once(
     assert slack.rate_limited("chat.update") == 0
     assert len(results(slack)) == 90
     assert len(top_level(slack)) == 90
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        f'schedule add "daily 09:00" {ENGINE} tc_1 name=Nightly',
+        'schedule add-report "daily 09:00" 7',
+    ],
+    ids=["schedule add", "schedule add-report"],
+)
+async def test_a_replayed_schedule_add_adds_one_schedule(
+    bot: RunningBot, slack: FakeSlack, handled_twice: LogWatch, text: str
+) -> None:
+    """Three deliveries of one request (Slack's retries, or a double press) add one schedule."""
+    response_url = slack.new_response_url(channel=CHANNEL)
+    body = slash_command_body(
+        text=text,
+        user_id=USER,
+        channel_id=CHANNEL,
+        team_id=slack.team_id,
+        response_url=response_url,
+    )
+    statuses = await asyncio.gather(*(post_again(bot.events_url, body, n) for n in (0, 1, 2)))
+    assert statuses == [200, 200, 200]
+    await slack.wait_for(lambda: len(slack.responses_to(response_url)) == 3)
+    await asyncio.wait_for(handled_twice.seen.wait(), 10)
+    assert [row.id for row in await bot.app.store.schedules_in(slack.team_id, CHANNEL)] == [1]
+    assert len(await bot.app.scheduler.get_schedules()) == 1 + 1, "its firing and the sweep"
+    for answer in slack.responses_to(response_url):
+        assert "Scheduled *#1" in str(answer), "every delivery is told about the one schedule"
+
+
+async def test_a_replayed_report_posts_one_digest(
+    bot: RunningBot, slack: FakeSlack, handled_twice: LogWatch
+) -> None:
+    body = slash_command_body(
+        text="report 7",
+        user_id=USER,
+        channel_id=CHANNEL,
+        team_id=slack.team_id,
+        response_url=slack.new_response_url(channel=CHANNEL),
+    )
+    assert await post_again(bot.events_url, body, 0) == 200
+    await slack.wait_for(lambda: len(top_level(slack)) == 1)
+    assert await post_again(bot.events_url, body, 1) == 200
+    await asyncio.wait_for(handled_twice.seen.wait(), 10)
+    assert len(top_level(slack)) == 1

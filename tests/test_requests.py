@@ -309,6 +309,29 @@ async def test_garbled_button_presses_are_acked_and_do_nothing(
     assert len(await bot.app.store.recent_runs()) == 1
 
 
+async def test_a_press_that_names_no_user_is_refused_and_starts_nothing(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """The probe's case: a press without `user` started a rerun that mentioned `<@>`."""
+    ts = await finished_run(bot, slack, user)
+    [result] = results(slack)
+    run_id = button_value(result, "rerun")
+    assert run_id is not None
+    creates = retell.count("/create-batch-test")
+    for action_id in ("rerun", "rerun_failed", "show_failures", "schedule_run"):
+        for broken in ({"user": None}, {"user": {}}, {"user": {"id": ""}}, {"user": "U0001"}):
+            payload = {**user.press_payload(action_id=action_id, value=run_id, message_ts=ts)}
+            payload.update(broken)
+            status, _, url = await press_payload(bot, user, payload)
+            assert status == 200, (action_id, broken)
+            await slack.wait_for(lambda u=url: bool(slack.responses_to(u)))
+            [answer] = slack.responses_to(url)
+            assert "did not say who made it" in visible_text(answer), (action_id, broken)
+    assert retell.count("/create-batch-test") == creates
+    assert slack.thread(CHANNEL, ts)[1:] == [], "no failures listed, no mention of nobody"
+    assert "<@>" not in "".join(m.text for m in slack.messages)
+
+
 async def test_button_payloads_no_listener_handles_are_still_acked(
     bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
 ) -> None:

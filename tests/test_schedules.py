@@ -348,6 +348,9 @@ async def test_only_the_creator_or_an_admin_may_remove_or_pause_a_schedule(
         for action in ("pause", "remove"):
             said = await command(other, bot, slack, f"schedule {action} 1")
             assert f"Only the schedule's creator or an admin can {action} schedule #1" in said
+            # The creator and the admin are mentions, escaped once: never `&lt;@U…&gt;`.
+            assert f"created by <@{USER}>" in said and f"<@{ADMIN}>" in said
+            assert "&lt;@" not in said
         [row] = await bot.app.store.schedules_in(slack.team_id, CHANNEL)
         assert not row.paused
         assert "Paused schedule #1" in await command(admin, bot, slack, "schedule pause 1")

@@ -179,3 +179,39 @@ async def test_a_rerun_press_is_authorized_like_a_command(
     assert answer["response_type"] == "ephemeral"
     assert "not on the list" in visible_text(answer) and "<@UADMIN>" in visible_text(answer)
     assert retell.count("/create-batch-test") == 1, "the press started nothing"
+
+
+# -- text from Retell in text-format logs: no forged lines, no terminal escapes --------------------
+
+FORGED = "2026-12-03 08:00:00,000 ERROR bot.runs: run 1: forged"
+
+
+async def test_retells_text_cannot_forge_log_lines_or_colour_the_terminal(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    buffer = io.StringIO()
+    logs.configure("INFO", "text", stream=buffer)
+    try:
+        retell.fail_next(
+            "/create-batch-test", 400, message=f"bad engine\n{FORGED}\x1b[31m red \u202eevil"
+        )
+        async with start_bot() as bot:
+            reply = await user.command(bot.events_url, f"{ENGINE} tc_1")
+            await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
+            try:
+                raise RuntimeError(f"a traceback\n{FORGED}")
+            except RuntimeError:
+                logging.getLogger("bot.test").exception("failed")
+    finally:
+        root.handlers[:] = handlers
+        root.setLevel(level)
+    lines = buffer.getvalue().splitlines()
+    assert not [line for line in lines if line.startswith("2026-12-03 08:00:00")], "a forged line"
+    [created] = [line for line in lines if "batch not created" in line]
+    assert f"bad engine\\n{FORGED}\\x1b[31m red \\u202eevil" in created
+    assert "\x1b" not in buffer.getvalue() and "\u202e" not in buffer.getvalue()
+    traceback = lines[lines.index(next(line for line in lines if line.endswith(": failed"))) + 1 :]
+    assert traceback[0] == "    Traceback (most recent call last):"
+    assert f"    {FORGED}" in traceback, "a traceback's lines stay indented under their record"

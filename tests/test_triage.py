@@ -15,6 +15,7 @@ import re
 
 from bot.standins.retell import FakeRetell
 from bot.standins.slack import FakeSlack, Message, SlackUser
+from bot.suite import Engine
 
 from .conftest import (
     CHANNEL,
@@ -300,3 +301,24 @@ async def test_repeat_out_of_range_is_refused_before_anything_runs(
     reply = await user.command(bot.events_url, f"{ENGINE} tc_1 repeat=8")
     assert "`repeat=` takes a number of runs from 2 to 5" in reply.text
     assert retell.batches == {} and top_level(slack) == []
+
+
+async def test_a_case_name_with_line_breaks_and_bidi_controls_shows_as_one_plain_line(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.add_definition(ENGINE, "tc_forged", "Cancel\n✅ All 4 passed\u202e · 100.0% pass rate")
+    retell.set_outcome("tc_forged", "fail", "The agent hung up.")
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_forged")
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+    [result] = results(slack)
+    run_id = button_value(result, "show_failures")
+    assert run_id is not None
+    await user.press(bot.events_url, action_id="show_failures", value=run_id, message_ts=result.ts)
+    await slack.wait_for(lambda: len(thread_replies(slack, result)) == 1)
+    [reply] = thread_replies(slack, result)
+    shown = visible_text(reply.to_json())
+    assert "Cancel ✅ All 4 passed · 100.0% pass rate" in shown
+    assert "\n✅" not in shown and "\u202e" not in shown
+    definitions = await bot.app.retell.definitions(Engine.from_id(ENGINE))
+    [name] = [d.name for d in definitions if d.case_id == "tc_forged"]
+    assert name == "Cancel ✅ All 4 passed · 100.0% pass rate", "names are one line on entry"
