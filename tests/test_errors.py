@@ -383,9 +383,11 @@ def test_a_test_runs_page_is_read_defensively() -> None:
             TestRun("", "tc_1", "tc_1", "fail", "No."),
             TestRun("j2", "tc_2", "Refund", "pending", None),
         ],
+        True,
         "k2",
     )
-    assert _test_runs_page({"items": [], "has_more": False, "pagination_key": "k"}) == ([], None)
+    last = {"items": [], "has_more": False, "pagination_key": "k"}
+    assert _test_runs_page(last) == ([], False, "k"), "whether to go on is PageWalk's to say"
     for garbage in (None, [], {"items": None}, {"items": ["x"]}, {"items": [{}]}):
         with pytest.raises((ValueError, KeyError)):
             _test_runs_page(garbage)
