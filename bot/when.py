@@ -183,7 +183,7 @@ def _preset(lowered: str, text: str, tz: str) -> When | None:
 
 def _cron_when(text: str, words: str, tz: str, **fields: object) -> When:
     def build(start: datetime) -> Trigger:
-        return CronTrigger(**fields, timezone=tz, start_time=start)  # type: ignore[arg-type]
+        return CronTrigger(**fields, timezone=tz, start_time=_local(start, tz))  # type: ignore[arg-type]
 
     return When(text, words, tz, build)
 
@@ -197,9 +197,20 @@ def _cron(text: str, tz: str) -> When:
         raise WhenError(f"`{text}` is not a valid cron expression: {exc}.") from None
 
     def build(start: datetime) -> Trigger:
-        return CronTrigger.from_crontab(text, timezone=tz, start_time=start)
+        return CronTrigger.from_crontab(text, timezone=tz, start_time=_local(start, tz))
 
     return When(text, f"cron `{text}`", tz, build)
+
+
+def _local(moment: datetime, tz: str) -> datetime:
+    """`moment` in the trigger's own zone.
+
+    APScheduler 4.0.0a6's `CronTrigger` reads a start time's clock fields as if they were in the
+    trigger's zone: started at 08:36 UTC, `daily 09:00` in Europe/Berlin (09:36 there) first
+    fired at 09:00 Berlin, already past, so a new schedule fired at once; `daily 07:00` in New
+    York (03:36 there) skipped to tomorrow.
+    """
+    return moment.astimezone(ZoneInfo(tz))
 
 
 def _next_minute(moment: datetime) -> datetime:

@@ -130,6 +130,29 @@ def test_next_fires_keep_the_local_time_across_daylight_saving(
     assert all(b - a == timedelta(days=1) for a, b in itertools.pairwise(days))
 
 
+@pytest.mark.parametrize(
+    ("text", "timezone", "after", "first"),
+    [
+        # 09:36 in Berlin: today's 09:00 is past, the first firing is tomorrow's.
+        ("daily 09:00", "Europe/Berlin", datetime(2026, 12, 3, 8, 36, tzinfo=UTC), (4, 9)),
+        ("0 9 * * *", "Europe/Berlin", datetime(2026, 12, 3, 8, 36, tzinfo=UTC), (4, 9)),
+        # 03:36 in New York: today's 07:00 is still to come.
+        ("daily 07:00", "America/New_York", datetime(2026, 12, 3, 8, 36, tzinfo=UTC), (3, 7)),
+        ("weekdays 07:00", "America/New_York", datetime(2026, 12, 3, 8, 36, tzinfo=UTC), (3, 7)),
+        ("0 7 * * *", "America/New_York", datetime(2026, 12, 3, 8, 36, tzinfo=UTC), (3, 7)),
+    ],
+)
+def test_the_first_firing_is_the_next_local_time_after_now_in_any_zone(
+    text: str, timezone: str, after: datetime, first: tuple[int, int]
+) -> None:
+    """APScheduler 4.0.0a6 read a UTC start time as local time: `daily 09:00` created at 09:36
+    in Berlin fired at once (its 09:00 was "next"), and 07:00 in New York skipped a day."""
+    [fire] = parse_when(text, timezone, min_interval=FIFTEEN).next_fires(1, after=after)
+    assert fire > after
+    local = fire.astimezone(ZoneInfo(timezone))
+    assert (local.day, local.hour) == first
+
+
 def test_a_cron_schedule_across_daylight_saving_is_not_refused_as_too_frequent() -> None:
     # 02:30 happens twice on 25 October in Berlin: APScheduler fires an hour apart, not "0 min".
     when = parse_when("30 2 * * *", "Europe/Berlin", min_interval=FIFTEEN)
