@@ -6,14 +6,13 @@ is the whole life cycle: migrate, start the scheduler, serve, and shut down in o
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-from apscheduler import AsyncScheduler, RunState
+from apscheduler import AsyncScheduler
 from slack_bolt.async_app import AsyncApp
 
 from bot import listeners
@@ -22,7 +21,13 @@ from bot.reports import Reports
 from bot.retell import RetellGateway
 from bot.runs import RunWorkflow
 from bot.schedules import Schedules
-from bot.scheduling import build_scheduler, install_firing, install_sweep, wake_periodically
+from bot.scheduling import (
+    SchedulerState,
+    SchedulerSupervisor,
+    build_scheduler,
+    install_firing,
+    install_sweep,
+)
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
 from bot.store import Store, create_engine
@@ -43,6 +48,7 @@ class Application:
     workflow: RunWorkflow
     schedules: Schedules
     bolt: AsyncApp
+    supervisor: SchedulerSupervisor
 
     @classmethod
     def build(cls, settings: Settings) -> Application:
@@ -74,6 +80,20 @@ class Application:
         # The modal first: `register` has listeners for every command text and action id.
         listeners.register_modal(bolt, workflow, retell, max_cases=settings.max_cases_per_run)
         listeners.register(bolt, workflow, schedules, reports)
+
+        async def prepare(started: AsyncScheduler) -> None:
+            await install_sweep(
+                started, workflow.sweep, every_seconds=settings.poll_tick_seconds, metrics=metrics
+            )
+            await install_firing(started, schedules.fire, metrics=metrics)
+
+        supervisor = SchedulerSupervisor(
+            scheduler,
+            prepare=prepare,
+            entry_lock=store.one_replica_at_a_time,
+            nudge_seconds=settings.follow_up_lease_seconds,
+            metrics=metrics,
+        )
         return cls(
             settings=settings,
             metrics=metrics,
@@ -84,6 +104,7 @@ class Application:
             workflow=workflow,
             schedules=schedules,
             bolt=bolt,
+            supervisor=supervisor,
         )
 
     @contextlib.asynccontextmanager
@@ -91,21 +112,7 @@ class Application:
         """Migrate, start the scheduler and the follow-up sweep; undo it all on the way out."""
         await self.store.upgrade()
         try:
-            async with contextlib.AsyncExitStack() as started:
-                async with self.store.one_replica_at_a_time():
-                    await started.enter_async_context(self.scheduler)
-                await install_sweep(
-                    self.scheduler,
-                    self.workflow.sweep,
-                    every_seconds=self.settings.poll_tick_seconds,
-                )
-                await install_firing(self.scheduler, self.schedules.fire)
-                await self.scheduler.start_in_background()
-                nudger = asyncio.create_task(
-                    wake_periodically(
-                        self.scheduler, every_seconds=self.settings.follow_up_lease_seconds
-                    )
-                )
+            async with self.supervisor.running():
                 log.info(
                     "scheduler started; follow-up sweep every %.2fs",
                     self.settings.poll_tick_seconds,
@@ -119,7 +126,6 @@ class Application:
                 try:
                     yield self
                 finally:
-                    nudger.cancel()
                     await self.workflow.drain(timeout=SHUTDOWN_DRAIN_SECONDS)
                     # Stopping APScheduler cancels its loops, possibly mid-query; SQLAlchemy then
                     # discards those connections and logs each as an ERROR with a traceback.
@@ -136,7 +142,8 @@ class Application:
         try:
             await self.store.ping()
         except Exception as exc:  # any database failure means "not healthy"
-            problems["database"] = type(exc).__name__
-        if self.scheduler.state is not RunState.started:
-            problems["scheduler"] = self.scheduler.state.name
+            log.debug("health check: database unreachable: %s", type(exc).__name__)
+            problems["database"] = "unreachable"
+        if self.supervisor.state is not SchedulerState.STARTED:
+            problems["scheduler"] = self.supervisor.state.value
         return problems

@@ -66,6 +66,17 @@ class Metrics:
             ["reason"],
             registry=registry,
         )
+        self.job_errors = Counter(
+            "retell_bot_job_errors",
+            "Scheduled jobs (the follow-up sweep, schedule firings) that failed; retried later.",
+            ["task"],
+            registry=registry,
+        )
+        self.scheduler_restarts = Counter(
+            "retell_bot_scheduler_restarts",
+            "Times the scheduler stopped by itself and was started again.",
+            registry=registry,
+        )
         self.ack_latency = Histogram(
             "retell_bot_ack_latency_seconds",
             "Time from receiving a Slack request on /slack/events to answering it.",

@@ -192,9 +192,13 @@ class Schedules:
             return replayed
         try:
             await scheduling.add_firing(self._scheduler, row.id, when.trigger())
-        except Exception:
+        except Exception as exc:  # the scheduler restarting, its database unreachable
+            log.warning("schedule %s not added: %s: %s", row.id, type(exc).__name__, exc)
             await self._store.remove_schedule(row.id)
-            raise
+            return blocks.problem(
+                "The schedule could not be saved just now (the bot's scheduler is recovering "
+                "from a database problem). Nothing was added; try again in a minute."
+            )
         log.info("schedule %s added in %s: %s", row.id, row.channel_id, when.words)
         next_fires = when.next_fires()
         entry = self._entry(row, next_fires[0] if next_fires else None)

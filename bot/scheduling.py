@@ -10,13 +10,22 @@ needs a global to find the application.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+import contextlib
+import enum
+import functools
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 from datetime import UTC, datetime, timedelta
+from typing import ParamSpec
 
+import anyio
+import anyio.abc
 from apscheduler import (
     AsyncScheduler,
     CoalescePolicy,
     ConflictPolicy,
+    RunState,
     ScheduleLookupError,
     ScheduleUpdated,
     current_job,
@@ -29,9 +38,18 @@ from apscheduler.serializers.json import JSONSerializer
 from apscheduler.triggers.interval import IntervalTrigger
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from bot.metrics import Metrics
+
+log = logging.getLogger(__name__)
+P = ParamSpec("P")
+
 SWEEP_TASK = "runs.sweep"
 SWEEP_SCHEDULE = "runs.sweep"
 FIRE_TASK = "schedules.fire"
+FIRST_RESTART_SECONDS = 0.5
+LONGEST_RESTART_SECONDS = 30.0
+STOP_SECONDS = 10.0
+STEADY_AFTER_SECONDS = 60.0  # a scheduler that ran this long without stopping is healthy again
 
 
 def build_scheduler(
@@ -56,7 +74,11 @@ def build_scheduler(
 
 
 async def install_sweep(
-    scheduler: AsyncScheduler, sweep: Callable[[], Awaitable[None]], *, every_seconds: float
+    scheduler: AsyncScheduler,
+    sweep: Callable[[], Awaitable[None]],
+    *,
+    every_seconds: float,
+    metrics: Metrics | None = None,
 ) -> None:
     """Bind the follow-up sweep and make sure exactly one recurring schedule drives it.
 
@@ -68,7 +90,10 @@ async def install_sweep(
     # good. Overlapping sweeps are safe anyway (runs are claimed), and each process runs at
     # most one at a time (RunWorkflow.sweep).
     await scheduler.configure_task(
-        SWEEP_TASK, func=sweep, max_running_jobs=None, misfire_grace_time=max(every_seconds * 4, 5)
+        SWEEP_TASK,
+        func=never_raising(SWEEP_TASK, sweep, metrics),
+        max_running_jobs=None,
+        misfire_grace_time=max(every_seconds * 4, 5),
     )
     trigger = IntervalTrigger(seconds=every_seconds)
     try:
@@ -93,13 +118,179 @@ async def wake_periodically(scheduler: AsyncScheduler, *, every_seconds: float) 
     out, so without a nudge the sweep would stay silent until some other schedule changed. A
     local `ScheduleUpdated` event wakes the loop, which then takes over the expired lease.
     """
-    while True:
+    while scheduler.state is RunState.started:
         await asyncio.sleep(every_seconds)
         await scheduler.event_broker.publish_local(
             ScheduleUpdated(
                 schedule_id=SWEEP_SCHEDULE, task_id=SWEEP_TASK, next_fire_time=datetime.now(UTC)
             )
         )
+
+
+def never_raising(
+    task_id: str, func: Callable[P, Awaitable[None]], metrics: Metrics | None
+) -> Callable[P, Awaitable[None]]:
+    """`func` as an APScheduler job that never raises into the scheduler.
+
+    A job's exception travels with its `JobReleased` event: through PostgreSQL's NOTIFY its
+    traceback overflowed the 8,000-byte payload and crashed the scheduler (a dropped database
+    connection in the sweep was enough). The job's work is safe to leave to its next run (the
+    sweep's next tick, a firing's own claim), so the error is counted and logged, once per
+    streak of failures rather than once per tick, and swallowed.
+    """
+    failing = False
+
+    @functools.wraps(func)
+    async def job(*args: P.args, **kwargs: P.kwargs) -> None:
+        nonlocal failing
+        try:
+            await func(*args, **kwargs)
+        except Exception as exc:
+            if metrics is not None:
+                metrics.job_errors.labels(task_id).inc()
+            if not failing:
+                log.warning("%s failed (%s); it is tried again on its next run", task_id, _why(exc))
+            failing = True
+        else:
+            if failing:
+                log.info("%s works again", task_id)
+            failing = False
+
+    return job
+
+
+def _why(exc: BaseException) -> str:
+    """An exception in one short line: its type and the first line of its message."""
+    if isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        return _why(exc.exceptions[0])
+    first = str(exc).strip().splitlines()[:1]
+    return f"{type(exc).__name__}: {first[0][:200]}" if first else type(exc).__name__
+
+
+class SchedulerState(enum.StrEnum):
+    STARTING = "starting"
+    STARTED = "started"
+    RESTARTING = "restarting"
+    STOPPED = "stopped"
+
+
+class SchedulerSupervisor:
+    """Keeps APScheduler running in a task of its own, restarting it whenever it stops.
+
+    APScheduler 4.0.0a6 ends its scheduler on errors of its own (a data store query on a
+    dropped connection, `KeyError` in its running-jobs bookkeeping), and a scheduler entered in
+    the serving task took the whole process down with it. Here it runs apart: when it stops
+    without being asked, it is started again after a back-off (0.5 s doubling to 30 s), the
+    same instance, so everything holding it keeps working. `state` is what `/healthz` shows.
+    """
+
+    def __init__(
+        self,
+        scheduler: AsyncScheduler,
+        *,
+        prepare: Callable[[AsyncScheduler], Awaitable[None]],
+        entry_lock: Callable[[], AbstractAsyncContextManager[None]],
+        nudge_seconds: float,
+        metrics: Metrics,
+    ) -> None:
+        self.scheduler = scheduler
+        self.state = SchedulerState.STOPPED
+        self._prepare = prepare
+        self._entry_lock = entry_lock
+        self._nudge_seconds = nudge_seconds
+        self._metrics = metrics
+        self._stopping = asyncio.Event()
+        self._settled = asyncio.Event()  # set once the first start succeeded or failed
+        self._task: asyncio.Task[None] | None = None
+        self._failures = 0
+        self._quiet = _RepeatedCrashes(self)
+
+    @contextlib.asynccontextmanager
+    async def running(self) -> AsyncIterator[SchedulerSupervisor]:
+        """Start supervising; returns once the scheduler started (or failed to, once)."""
+        self.state = SchedulerState.STARTING
+        apscheduler_log = self.scheduler.logger
+        apscheduler_log.addFilter(self._quiet)
+        self._task = asyncio.create_task(self._supervise(), name="scheduler supervisor")
+        try:
+            await self._settled.wait()
+            yield self
+        finally:
+            self._stopping.set()
+            await self.scheduler.stop()
+            try:
+                await asyncio.wait_for(asyncio.shield(self._task), STOP_SECONDS)
+            except TimeoutError:  # stuck entering (a database that does not answer): let go
+                self._task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await self._task
+            apscheduler_log.removeFilter(self._quiet)
+            self.state = SchedulerState.STOPPED
+
+    async def _supervise(self) -> None:
+        while not self._stopping.is_set():
+            started = asyncio.get_running_loop().time()
+            try:
+                await self._run_once()
+                why = "it stopped by itself"
+            except Exception as exc:
+                why = _why(exc)
+            if self._stopping.is_set():
+                return
+            if asyncio.get_running_loop().time() - started >= STEADY_AFTER_SECONDS:
+                self._failures = 0
+            self._failures += 1
+            self.state = SchedulerState.RESTARTING
+            self._settled.set()
+            self._metrics.scheduler_restarts.inc()
+            delay = min(FIRST_RESTART_SECONDS * 2 ** (self._failures - 1), LONGEST_RESTART_SECONDS)
+            if self._failures == 1:
+                log.error("scheduler stopped (%s); restarting it", why)
+            else:
+                log.debug("scheduler stopped again (%s); next try in %.1fs", why, delay)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)
+
+    async def _run_once(self) -> None:
+        """One life of the scheduler: enter it, bind its tasks, run it until it stops."""
+        async with contextlib.AsyncExitStack() as stack:
+            async with self._entry_lock():
+                await stack.enter_async_context(self.scheduler)
+                await self._prepare(self.scheduler)
+            if self._stopping.is_set():
+                return
+            async with anyio.create_task_group() as group:
+                await group.start(self._until_stopped, group.cancel_scope)
+                if self._stopping.is_set():  # asked to stop while it was starting
+                    await self.scheduler.stop()
+                    return
+                if self._failures:
+                    log.info("scheduler running again after %d restart(s)", self._failures)
+                self.state = SchedulerState.STARTED
+                self._settled.set()
+                group.start_soon(
+                    functools.partial(
+                        wake_periodically, self.scheduler, every_seconds=self._nudge_seconds
+                    )
+                )
+
+    async def _until_stopped(
+        self, group: anyio.CancelScope, *, task_status: anyio.abc.TaskStatus[None]
+    ) -> None:
+        """Run the scheduler; once it stops, so does the rest of its group (the nudges)."""
+        await self.scheduler.run_until_stopped(task_status=task_status)
+        group.cancel()
+
+
+class _RepeatedCrashes(logging.Filter):
+    """Drops APScheduler's own "Scheduler crashed" traceback after the first of a streak."""
+
+    def __init__(self, supervisor: SchedulerSupervisor) -> None:
+        super().__init__()
+        self._supervisor = supervisor
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not (self._supervisor._failures and record.msg == "Scheduler crashed")
 
 
 def _same_interval(current: object, wanted: IntervalTrigger) -> bool:
@@ -111,7 +302,12 @@ def schedule_key(schedule_id: int) -> str:
     return f"schedule-{schedule_id}"
 
 
-async def install_firing(scheduler: AsyncScheduler, fire: Callable[[int], Awaitable[None]]) -> None:
+async def install_firing(
+    scheduler: AsyncScheduler,
+    fire: Callable[[int], Awaitable[None]],
+    *,
+    metrics: Metrics | None = None,
+) -> None:
     """Bind the task every channel schedule runs: `fire(schedule_id)`.
 
     No misfire grace time: a firing missed while every replica was down still runs when one
@@ -119,7 +315,10 @@ async def install_firing(scheduler: AsyncScheduler, fire: Callable[[int], Awaita
     missed slot.
     """
     await scheduler.configure_task(
-        FIRE_TASK, func=fire, misfire_grace_time=None, max_running_jobs=None
+        FIRE_TASK,
+        func=never_raising(FIRE_TASK, fire, metrics),
+        misfire_grace_time=None,
+        max_running_jobs=None,
     )
 
 

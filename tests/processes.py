@@ -15,6 +15,8 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
 
+import pytest
+
 from bot.standins.process import BotProcess, bot_environment
 from bot.standins.retell import FakeRetell
 from bot.standins.slack import FakeSlack
@@ -22,6 +24,16 @@ from bot.standins.slack import FakeSlack
 from .conftest import CHANNEL, USER, top_level
 
 SECRET_NAMES = ("SLACK_", "RETELL_", "DATABASE_URL")
+
+# For tests whose `database_url` must be PostgreSQL (replicas), or both backends explicitly.
+on_postgres = pytest.mark.parametrize(
+    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
+)
+on_both_backends = pytest.mark.parametrize(
+    "database_url",
+    [pytest.param("sqlite"), pytest.param("postgresql", marks=pytest.mark.postgres)],
+    indirect=True,
+)
 RETELL_BOT = Path(sys.executable).with_name("retell-bot")
 
 

@@ -59,22 +59,12 @@ from .processes import (
     RETELL_BOT,
     log_problems,
     log_tail,
+    on_both_backends,
+    on_postgres,
     process_environment,
     run_cli,
     running,
     scrubbed_environment,
-)
-
-on_postgres = pytest.mark.parametrize(
-    "database_url", [pytest.param("postgresql", marks=pytest.mark.postgres)], indirect=True
-)
-on_both_backends = pytest.mark.parametrize(
-    "database_url",
-    [
-        pytest.param("sqlite"),
-        pytest.param("postgresql", marks=pytest.mark.postgres),
-    ],
-    indirect=True,
 )
 
 BATCHES = 20

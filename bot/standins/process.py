@@ -78,6 +78,11 @@ class BotProcess:
         return f"{self.url}/slack/events"
 
     @property
+    def running(self) -> bool:
+        """Started and not exited (a crash would show here)."""
+        return self._process is not None and self._process.returncode is None
+
+    @property
     def pid(self) -> int:
         assert self._process is not None
         return self._process.pid

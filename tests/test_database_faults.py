@@ -1,0 +1,180 @@
+"""The bot's own database failing under it (SPEC §11): the process stays up and loses nothing.
+
+Managed PostgreSQL drops connections routinely (maintenance, failover, idle timeouts, pgbouncer
+restarts). One `pg_terminate_backend` of the bot's connections once ended the whole process: the
+sweep raised into APScheduler, whose event broker then crashed on the job's traceback. Now jobs
+never raise into the scheduler, and a scheduler that stops anyway is restarted in-process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+
+import aiohttp
+import pytest
+from sqlalchemy import make_url, text
+from sqlalchemy.exc import OperationalError
+from sqlalchemy.ext.asyncio import create_async_engine
+
+from bot.standins.retell import FakeRetell
+from bot.standins.slack import FakeSlack, SlackUser
+from bot.store import async_database_url
+
+from .conftest import CHANNEL, ENGINE, BotFactory, results, top_level
+from .processes import log_tail, on_postgres, process_environment, running
+
+BATCHES = 10
+
+
+async def health(url: str) -> tuple[int, dict[str, str]]:
+    async with aiohttp.ClientSession() as session, session.get(f"{url}/healthz") as response:
+        return response.status, await response.json()
+
+
+async def terminate_connections(database_url: str) -> int:
+    """What an operator (or a failover) does: end every connection of the bot's database."""
+    url = make_url(async_database_url(database_url))
+    admin = create_async_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT")
+    try:
+        async with admin.connect() as conn:
+            killed = await conn.execute(
+                text(
+                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity "
+                    "WHERE datname = :name AND pid <> pg_backend_pid()"
+                ),
+                {"name": url.database},
+            )
+            return int(killed.scalar_one())
+    finally:
+        await admin.dispose()
+
+
+async def reconnected(database_url: str) -> bool:
+    """Whether the bot holds database connections again (its pool replaced the dead ones)."""
+    url = make_url(async_database_url(database_url))
+    admin = create_async_engine(url.set(database="postgres"))
+    try:
+        async with admin.connect() as conn:
+            count = await conn.execute(
+                text("SELECT count(*) FROM pg_stat_activity WHERE datname = :name"),
+                {"name": url.database},
+            )
+            return int(count.scalar_one()) > 0
+    finally:
+        await admin.dispose()
+
+
+async def healthy(url: str) -> bool:
+    return (await health(url))[0] == 200
+
+
+async def until(predicate: Callable[[], Awaitable[bool]], timeout: float = 20.0) -> None:
+    """Ask another process (over HTTP or SQL) until it says yes: there is no event to await."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not await predicate():
+        if asyncio.get_running_loop().time() > deadline:
+            raise TimeoutError(f"{predicate} still false after {timeout}s")
+        await asyncio.sleep(0.02)
+
+
+def each_reported_once(slack: FakeSlack, retell: FakeRetell) -> None:
+    statuses = top_level(slack)
+    assert len(statuses) == len(retell.batches) == BATCHES, "one status message per batch"
+    for batch_id in retell.batches:
+        [status] = [m for m in statuses if batch_id in m.text]
+        assert " total" in status.text, f"{batch_id} has its result"
+        assert len(slack.thread(CHANNEL, status.ts)) == 1, f"{batch_id}: one mention"
+
+
+@on_postgres
+async def test_killed_database_connections_never_end_the_process(
+    slack: FakeSlack, retell: FakeRetell, user: SlackUser, database_url: str, tmp_path: Path
+) -> None:
+    retell.set_batch_duration(3.0)
+    log = tmp_path / "bot.log"
+    environment = process_environment(slack, retell, database_url, log_level="INFO")
+    async with running(environment, log) as bot:
+        for _ in range(BATCHES):
+            reply = await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+            assert "Starting a Retell batch test" in reply.text
+        await slack.wait_for(lambda: len(top_level(slack)) == BATCHES, timeout=30)
+
+        for _ in range(3):  # each one of these ended the process before
+            assert await terminate_connections(database_url) >= 1
+            await until(lambda: reconnected(database_url))  # then kill the new ones too
+        await slack.wait_for(lambda: len(results(slack)) == BATCHES, timeout=60)
+        await slack.wait_for(
+            lambda: all(slack.thread(CHANNEL, m.ts) for m in results(slack)), timeout=30
+        )
+        assert bot.running, log_tail(log)
+        status, body = await health(bot.url)
+        assert (status, body) == (200, {"status": "ok"}), log_tail(log)
+
+    each_reported_once(slack, retell)
+    assert retell.count("/create-batch-test") == BATCHES
+    lines = log.read_text().splitlines()
+    assert not [line for line in lines if "Serialized event object exceeds" in line]
+    stopped = [line for line in lines if "scheduler stopped (" in line]
+    assert len(stopped) <= 3, "at most one line per outage, never one per tick"
+
+
+async def test_a_crashed_scheduler_is_restarted_and_the_run_reports_once(
+    start_bot: BotFactory,
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """APScheduler ends its scheduler on errors of its own; the bot starts it again.
+
+    The crash is injected where APScheduler's job loop meets its data store (the query that
+    fails on a dropped connection): three crashes in a row, while a batch is running.
+    """
+    retell.set_batch_duration(1.5)
+    caplog.set_level(logging.INFO)
+    async with start_bot() as bot:
+        await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+        await slack.wait_for(lambda: len(top_level(slack)) == 1)
+
+        data_store = bot.app.scheduler.data_store
+        acquire = data_store.acquire_jobs
+        crashes = 3
+
+        async def dropped_connection(*args: object, **kwargs: object) -> object:
+            nonlocal crashes
+            if crashes:
+                crashes -= 1
+                raise OperationalError("SELECT …", {}, ConnectionResetError("connection lost"))
+            return await acquire(*args, **kwargs)  # type: ignore[arg-type]
+
+        data_store.acquire_jobs = dropped_connection  # type: ignore[method-assign]
+        seen: list[tuple[int, dict[str, str]]] = []
+
+        async def degraded() -> bool:
+            seen.append(await health(bot.url))
+            return seen[-1][0] == 503
+
+        await until(degraded)
+        assert seen[-1] == (503, {"status": "unhealthy", "scheduler": "restarting"})
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=20)
+        await slack.wait_for(lambda: bool(slack.thread(CHANNEL, results(slack)[0].ts)))
+        await until(lambda: healthy(bot.url))
+        restarts = bot.app.metrics.scheduler_restarts._value.get()
+
+    assert crashes == 0 and restarts == 3
+    [result] = results(slack)
+    assert "2 passed" in result.text and len(slack.thread(CHANNEL, result.ts)) == 1
+    assert retell.count("/create-batch-test") == 1
+    ours = [r for r in caplog.records if r.name == "bot.scheduling" and r.levelno >= logging.ERROR]
+    assert [r.getMessage() for r in ours] == [
+        "scheduler stopped (OperationalError: (builtins.ConnectionResetError) connection lost); "
+        "restarting it"
+    ], "one line for the outage, not one per restart"
+    theirs = [r for r in caplog.records if r.getMessage() == "Scheduler crashed"]
+    assert len(theirs) == 1, "APScheduler's own traceback shown once, not once per restart"
+    assert any(
+        "scheduler running again after 3 restart(s)" in r.getMessage() for r in caplog.records
+    )
