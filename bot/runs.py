@@ -61,6 +61,10 @@ START_CONCURRENCY = 100
 # concurrently: memory stays bounded by that, not by the number of batches in flight.
 ENGINES_PER_PASS = 2
 RUNS_AT_ONCE = 200
+# An interrupted start's batch is looked for among the engine's newest batches created since
+# the run (less this much, for clocks that disagree).
+CREATE_CLOCK_SKEW = timedelta(minutes=2)
+RECOVERY_PAGE = 50
 BACKOFF_FACTOR = 2.0
 # Schedules whose runs post nothing while running, and their result only when it matters.
 QUIET_NOTIFY = ("failures", "changes")
@@ -143,10 +147,6 @@ class RunWorkflow:
         self._sweeping = asyncio.Lock()
         self._starting: set[asyncio.Task[object]] = set()
         self._start_slots = asyncio.Semaphore(START_CONCURRENCY)
-        # Longer than any start can take (every Retell try timing out, twice over), so only a
-        # start whose process died is taken for interrupted.
-        attempts = settings.retell_max_retries + 1
-        self._stale_start = timedelta(seconds=2 * attempts * settings.retell_timeout_seconds + 60)
 
     async def drain(self, *, timeout: float) -> None:
         """Let runs being started finish (batch created, status posted) before shutdown.
@@ -222,15 +222,18 @@ class RunWorkflow:
             schedule=request.schedule,
             scheduled_for=request.scheduled_for,
             repeats=request.repeats,
+            lease=self._lease,
         )
         if run is None:
             log.info("request %s was already handled; not starting it again", request.request_key)
             return None
+        assert run.claim is not None
         with about_run(run):
             try:
-                return await self._create(run, suite, who)
+                async with self._holding(run.claim):
+                    return await self._create(run, suite, who)
             except Exception:
-                # Told by `start`; a run still `starting` must not be "recovered" (told) again.
+                # Told by `start`; a run still `starting` must not be recovered again.
                 await self._store.mark_failed(run.id, "internal error", now=self._clock())
                 raise
 
@@ -274,18 +277,20 @@ class RunWorkflow:
         One that Retell refuses is recorded as failed with the reason and shown in the
         group's result; the others go on. They post nothing: the lead speaks for them.
         """
-        repeats = await self._store.add_repeats(lead)
+        repeats = await self._store.add_repeats(lead, lease=self._lease)
 
         async def create(run: Run) -> None:
+            assert run.claim is not None
             with about_run(run):
-                try:
-                    batch = await self._retell.create_batch(suite)
-                except RetellProblem as problem:
-                    log.info("run %s: repeat batch not created: %s", run.id, problem.message)
-                    await self._store.mark_failed(run.id, problem.message, now=self._clock())
-                    self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
-                    return
-                await self._follow(run, batch, who, started_at=self._clock())
+                async with self._holding(run.claim):
+                    try:
+                        batch = await self._retell.create_batch(suite)
+                    except RetellProblem as problem:
+                        log.info("run %s: repeat batch not created: %s", run.id, problem.message)
+                        await self._store.mark_failed(run.id, problem.message, now=self._clock())
+                        self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
+                        return
+                    await self._follow(run, batch, who, started_at=self._clock())
 
         await asyncio.gather(*(create(run) for run in repeats))
 
@@ -314,23 +319,34 @@ class RunWorkflow:
             suite=Suite(batch.engine, case_ids),
             source="watch",
             request_key=request_key,
+            lease=self._lease,
         )
         if run is None:
             return None  # the same request again: the first delivery follows the batch
+        assert run.claim is not None
         created = datetime.fromtimestamp(batch.created_ms / 1000, UTC)
+        async with self._holding(run.claim):
+            if not await self._follow(run, batch, who, started_at=min(created, self._clock())):
+                await self._store.mark_failed(run.id, "followed already", now=self._clock())
+                await self._tell(
+                    who, blocks.problem(f"Batch {batch_id} is already being followed.")
+                )
+                return None
         log.info("run %s: following batch %s created elsewhere", run.id, batch.batch_id)
-        await self._follow(run, batch, who, started_at=min(created, self._clock()))
         return run
 
     @_about_run
     async def _follow(
         self, run: Run, batch: BatchJob, who: Requester, *, started_at: datetime
-    ) -> None:
+    ) -> bool:
         """Hand a run with a batch to the sweep, and post its status message meanwhile.
 
-        A quiet schedule (`notify=failures|changes`) posts no status message: whether it says
-        anything at all is decided when its result is known. Neither does a repeat batch
-        other than the first: the lead's status message shows the whole group.
+        The caller holds the run's claim (`run.claim`) and keeps holding it until this
+        returns. A quiet schedule (`notify=failures|changes`) posts no status message: whether
+        it says anything at all is decided when its result is known. Neither does a repeat
+        batch other than the first: the lead's status message shows the whole group.
+
+        False when the run cannot follow this batch: another run follows it already.
         """
         quiet = not _posts_status(run)
         claim = await self._store.mark_started(
@@ -341,12 +357,16 @@ class RunWorkflow:
             started_at=started_at,
             lease=self._lease,
             posting_status=not quiet,
+            claim=run.claim,
         )
+        if claim is None:
+            log.warning("run %s: batch %s is followed by another run", run.id, batch.batch_id)
+            return False
         _apply(run, batch, RunState.RUNNING, started_at=started_at)
         self._metrics.runs_started.labels(run.source).inc()
-        async with self._holding(claim):
-            if not quiet:
-                await self._post_status(run, who)
+        if not quiet:
+            await self._post_status(run, who)
+        return True
 
     async def _resolve(self, request: RunRequest) -> Suite | None:
         tests = request.tests
@@ -594,7 +614,7 @@ class RunWorkflow:
         while asyncio.get_running_loop().time() < until:
             now = self._clock()
             claim, runs = await self._store.claim_due(
-                now=now, lease=self._lease, limit=ENGINES_PER_PASS, stale_start=self._stale_start
+                now=now, lease=self._lease, limit=ENGINES_PER_PASS
             )
             if not runs:
                 return
@@ -608,7 +628,7 @@ class RunWorkflow:
         await asyncio.gather(
             self._check(claim, running, now),
             _at_most(RUNS_AT_ONCE, lambda run: self._deliver(run, claim), finished),
-            _at_most(RUNS_AT_ONCE, self._recover, stale),
+            _at_most(RUNS_AT_ONCE, lambda run: self._recover(run, claim), stale),
         )
 
     async def _check(self, claim: str, running: Sequence[Run], now: datetime) -> None:
@@ -651,19 +671,55 @@ class RunWorkflow:
         return 60.0 * pages / self._settings.retell_requests_per_minute
 
     @_about_run
-    async def _recover(self, run: Run) -> None:
-        """A run left `starting` by a process that died while creating its batch."""
-        reason = (
-            "The bot was interrupted while creating this batch at Retell. Retell may or may not "
-            "have created it; check the Retell dashboard before running it again."
+    async def _recover(self, run: Run, claim: str) -> None:
+        """A run left `starting` by a process that died while creating its batch.
+
+        Retell has no idempotency key, and the create may have reached it before the process
+        died: so the engine's newest batches are searched first (created since the run, the
+        same number of cases, the same case ids, followed by no other run). One found is
+        followed as if the start had finished; only when there is none is the batch created,
+        once. Either way the requester gets one status message and one result.
+        """
+        own = await self._store.claim_alone(run.id, claim, until=self._clock() + self._lease)
+        if own is None:
+            return
+        run.claim = own
+        who = Requester(
+            run.team_id, run.channel_id, run.user_id, announce=run.schedule_id is not None
         )
-        if await self._store.mark_failed(run.id, reason, now=self._clock()):
-            self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
-            log.warning("run %s: start was interrupted; requester told", run.id)
-            who = Requester(
-                run.team_id, run.channel_id, run.user_id, announce=run.schedule_id is not None
-            )
-            await self._tell(who, blocks.start_failed(run.suite, reason, maybe_created=True))
+        async with self._holding(own):
+            try:
+                candidates = await self._created_by(run)
+            except RetellProblem as problem:
+                log.warning("run %s: interrupted start not checked: %s", run.id, problem.message)
+                retry_in = self._settings.poll_max_seconds
+                await self._store.defer_delivery(run.id, own, retry_in=retry_in, now=self._clock())
+                return
+            for batch in candidates:
+                started = datetime.fromtimestamp(batch.created_ms / 1000, UTC)
+                if await self._follow(run, batch, who, started_at=min(started, self._clock())):
+                    log.info(
+                        "run %s: interrupted start had created batch %s", run.id, batch.batch_id
+                    )
+                    return
+            log.info("run %s: interrupted start created no batch; creating it now", run.id)
+            await self._create(run, run.suite, who)
+
+    async def _created_by(self, run: Run) -> list[BatchJob]:
+        """Batches at Retell that an interrupted start of `run` may have created, oldest first."""
+        since_ms = (run.created_at - CREATE_CLOCK_SKEW).timestamp() * 1000
+        page, _ = await self._retell.list_batches(run.engine, limit=RECOVERY_PAGE)
+        wanted = set(run.case_ids)
+        found: list[BatchJob] = []
+        for batch in sorted(page, key=lambda b: b.created_ms):
+            if batch.created_ms < since_ms or batch.total != len(wanted):
+                continue
+            if await self._store.by_batch(batch.batch_id) is not None:
+                continue
+            cases = {test_run.case_id for test_run in await self._retell.test_runs(batch.batch_id)}
+            if cases == wanted:
+                found.append(batch)
+        return found
 
     @_about_run
     async def _after_check(
@@ -687,11 +743,6 @@ class RunWorkflow:
             return None
         return await self._progress(run, batch, refresh.batches)
 
-    def _status_being_posted(self, run: Run) -> bool:
-        """Whether a start is posting this run's status message (and has not died doing so)."""
-        since = run.status_posting_since
-        return since is not None and self._clock() - since < self._stale_start
-
     def _timed_out(self, run: Run, now: datetime) -> bool:
         started = run.started_at or run.created_at
         return now - started >= timedelta(minutes=self._settings.batch_timeout_minutes)
@@ -706,8 +757,8 @@ class RunWorkflow:
         if batch is not None:
             _apply(run, batch, RunState.RUNNING)
         if run.status_ts is None and run.channel_error is None and _posts_status(run):
-            if not self._status_being_posted(run):
-                await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
+            _poster_gone(run)
+            await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
         elif run.status_ts:
             await self._show_progress(run, run.status_ts, seen)
         return Check(run.id, batch, interval)
@@ -822,12 +873,8 @@ class RunWorkflow:
                         retry_in = self._slack.edits.retry_after
                         await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
                         return
-                elif self._status_being_posted(run):
-                    # The start is still posting the status message: edit that one later.
-                    retry_in = self._settings.poll_initial_seconds
-                    await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
-                    return
                 else:
+                    _poster_gone(run)
                     run.status_ts = await self._slack.post(run.channel_id, message)
                     await self._store.set_status_message(run.id, run.status_ts, run.counts_key)
         except SLACK_FAILURES as exc:
@@ -936,6 +983,21 @@ async def _at_most(
     for start in range(0, len(runs), limit):
         results += await asyncio.gather(*(step(run) for run in runs[start : start + limit]))
     return results
+
+
+def _poster_gone(run: Run) -> None:
+    """Say so when the process that was posting this run's status message died doing it.
+
+    The sweep only holds runs nobody else holds, and a starter holds its run until the status
+    message is posted and recorded: a mark left behind means the starter died in between. It
+    may have posted a message it never recorded (Slack has no idempotency key either); that
+    one stays as it is, and the new message carries the run from here.
+    """
+    if run.status_posting_since is not None:
+        log.warning(
+            "run %s: its status message may have been posted by a process that died", run.id
+        )
+        run.status_posting_since = None
 
 
 def _posts_status(run: Run) -> bool:

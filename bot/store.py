@@ -428,12 +428,17 @@ class Store:
         schedule: RunSchedule | None = None,
         scheduled_for: datetime | None = None,
         repeats: int = 1,
+        lease: timedelta | None = None,
     ) -> Run | None:
         """A new run; None when `request_key` already started one (a retried Slack request).
 
         A run fired by `schedule` copies its name and noise control (see `Run.label`). With
         `repeats` > 1 it leads a repeat group; `add_repeats` adds the rest once it has a batch.
+        With `lease`, the run is claimed by its starter from the first instant (`Run.claim`),
+        so that a starter that dies while creating the batch is noticed once the lease runs
+        out, not minutes later.
         """
+        now = utcnow()
         run = Run(
             team_id=team_id,
             channel_id=channel_id,
@@ -447,7 +452,7 @@ class Store:
             case_count=suite.size,
             batch_id=batch_id,
             request_key=request_key,
-            created_at=utcnow(),
+            created_at=now,
             suite_key=suite.key,
             schedule_id=schedule.id if schedule else None,
             label=schedule.name if schedule else None,
@@ -455,6 +460,7 @@ class Store:
             mention=schedule.mention if schedule else None,
             scheduled_for=scheduled_for,
             repeats=repeats,
+            **_claimed(now, lease),
         )
         try:
             async with self._sessions.begin() as session:
@@ -465,13 +471,18 @@ class Store:
             return None
         return run
 
-    async def add_repeats(self, lead: Run) -> list[Run]:
-        """The other runs of the lead's repeat group: same suite, requester and channel."""
+    async def add_repeats(self, lead: Run, *, lease: timedelta | None = None) -> list[Run]:
+        """The other runs of the lead's repeat group: same suite, requester and channel.
+
+        With `lease`, each is claimed (a claim of its own) by the caller creating its batch.
+        """
+        now = utcnow()
         runs = [
             Run(
                 **{name: getattr(lead, name) for name in _REPEAT_COPIES},
                 repeat_of=lead.id,
-                created_at=utcnow(),
+                created_at=now,
+                **_claimed(now, lease),
             )
             for _ in range(lead.repeats - 1)
         ]
@@ -581,7 +592,8 @@ class Store:
         lease: timedelta,
         started_at: datetime | None = None,
         posting_status: bool = True,
-    ) -> str:
+        claim: str | None = None,
+    ) -> str | None:
         """Record the created batch; the run stays claimed by the caller while it posts status.
 
         `posting_status=False` for a run whose status message is never posted (a quiet
@@ -589,10 +601,15 @@ class Store:
 
         The first check joins the engine's next follow-up when that comes soon enough, so a
         new batch rides on the `list-batch-tests` call its engine makes anyway instead of
-        costing one of its own. Returns the claim. Should the caller die before releasing it,
-        the lease runs out and the next sweep takes the run over, status message included.
+        costing one of its own. Returns the claim (`claim`, when the caller holds one
+        already). Should the caller die before releasing it, the lease runs out and the next
+        sweep takes the run over, status message included.
+
+        None when the run is no longer starting, or when another run follows this batch
+        already: a batch is followed by one run only (a recovery adopting a batch it found at
+        Retell, or a `watch` racing another, lose to the run that has it).
         """
-        token = str(uuid.uuid4())
+        token = claim or str(uuid.uuid4())
         first_check = now + timedelta(seconds=first_check_in)
         async with self._sessions.begin() as session:
             run = await session.get(Run, run_id)
@@ -607,9 +624,14 @@ class Store:
             )
             if engine_next is not None and engine_next <= now + 1.5 * (first_check - now):
                 first_check = engine_next
-            await session.execute(
+            followed = select(Run.id).where(Run.batch_id == batch.batch_id, Run.id != run_id)
+            started = await session.execute(
                 update(Run)
-                .where(Run.id == run_id, Run.state == RunState.STARTING.value)
+                .where(
+                    Run.id == run_id,
+                    Run.state == RunState.STARTING.value,
+                    ~followed.exists(),
+                )
                 .values(
                     state=RunState.RUNNING.value,
                     batch_id=batch.batch_id,
@@ -626,7 +648,7 @@ class Store:
                 )
                 .execution_options(synchronize_session=False)
             )
-        return token
+        return token if getattr(started, "rowcount", 0) else None
 
     async def mark_failed(self, run_id: int, error: str, *, now: datetime) -> bool:
         """A run whose batch could not be created: nothing follows it, nothing is left to post."""
@@ -1007,12 +1029,12 @@ class Store:
             return {run.id: run for run in result.scalars()}
 
     async def claim_due(
-        self, *, now: datetime, lease: timedelta, limit: int, stale_start: timedelta
+        self, *, now: datetime, lease: timedelta, limit: int
     ) -> tuple[str, list[Run]]:
         """Claim runs that need attention now, for one follow-up sweep.
 
-        Runs still `starting` after `stale_start` were left by a process that died while
-        creating their batch; they are claimed so the requester can be told.
+        A run still `starting` that nobody claims was left by a process that died while
+        creating its batch (a live starter keeps its claim): it is claimed to be recovered.
 
         Due running runs bring along every other unclaimed running run of the same engine: one
         `list-batch-tests` page refreshes them all at no extra cost. Finished runs whose result
@@ -1036,7 +1058,8 @@ class Store:
                 Run.next_check_at <= now,
             )
             interrupted = and_(
-                Run.state == RunState.STARTING.value, Run.created_at < now - stale_start
+                Run.state == RunState.STARTING.value,
+                or_(Run.next_check_at.is_(None), Run.next_check_at <= now),
             )
             targets = or_(undelivered, interrupted)
             if engine_match:
@@ -1050,6 +1073,17 @@ class Store:
             result = await session.execute(select(Run).where(Run.claim == token).order_by(Run.id))
             return token, list(result.scalars().all())
 
+    async def claim_alone(self, run_id: int, claim: str, *, until: datetime) -> str | None:
+        """Move one run out of a shared claim into a claim of its own (None if not held).
+
+        A sweep claims many runs under one token; a run whose work outlives the pass (an
+        interrupted start being recovered) takes its own, so that giving it back does not give
+        back the others.
+        """
+        token = str(uuid.uuid4())
+        moved = await self._update(run_id, Run.claim == claim, claim=token, claimed_until=until)
+        return token if moved else None
+
     async def extend_claim(self, claim: str, *, until: datetime) -> None:
         """Keep a claim alive while its holder is still working on it."""
         async with self._sessions.begin() as session:
@@ -1061,6 +1095,13 @@ class Store:
             await session.execute(
                 update(Run).where(Run.claim == claim).values(claim=None, claimed_until=None)
             )
+
+
+def _claimed(now: datetime, lease: timedelta | None) -> dict[str, Any]:
+    """The claim columns of a run created already claimed (for `lease`), or unclaimed."""
+    if lease is None:
+        return {}
+    return {"claim": str(uuid.uuid4()), "claimed_until": now + lease}
 
 
 def _same_engine(engine: Engine) -> ColumnElement[bool]:

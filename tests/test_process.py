@@ -182,6 +182,42 @@ async def test_sigterm_while_the_batch_is_being_created_still_tells_the_requeste
         )
 
 
+@pytest.mark.parametrize(
+    "created", [False, True], ids=["before Retell created it", "after Retell created it"]
+)
+async def test_kill_9_while_the_batch_is_being_created_is_recovered_with_one_batch(
+    slack: FakeSlack,
+    retell: FakeRetell,
+    user: SlackUser,
+    database_url: str,
+    tmp_path: Path,
+    created: bool,
+) -> None:
+    """Retell has no idempotency key: the successor looks for the batch before creating it."""
+    environment = process_environment(slack, retell, database_url)
+    retell.delay("/create-batch-test", 8.0, times=1, answer_late=created)
+    async with running(environment, tmp_path / "first.log") as first:
+        reply = await user.command(first.events_url, f"{ENGINE} tc_1 tc_2")
+        assert "Starting a Retell batch test" in reply.text
+        await retell.wait_for(lambda: not retell._delays)  # the create is held at Retell
+        first.kill()
+        assert await first.wait() == -9
+    assert len(retell.batches) == (1 if created else 0)
+    killed_at = time.monotonic()
+
+    async with running(environment, tmp_path / "second.log"):
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=60)
+        [status] = top_level(slack)
+        await slack.wait_for(lambda: len(slack.thread(CHANNEL, status.ts)) >= 1)
+    recovered_in = time.monotonic() - killed_at
+
+    [batch_id] = retell.batches
+    assert_reported_once(slack, batch_id, passed=2, total=2)
+    assert recovered_in < 60, f"recovered in {recovered_in:.1f}s"
+    assert not slack.responses_to(reply.response_url), "nothing to apologise for"
+    assert not log_problems(tmp_path / "second.log", until_shutdown=True)
+
+
 # -- start-up and the HTTP surface -----------------------------------------------------------------
 
 
