@@ -45,7 +45,7 @@ from bot.retell import (
 )
 from bot.settings import Settings
 from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, SlackGateway, error_code
-from bot.store import CaseResult, Run, RunSchedule, RunState, Store, utcnow
+from bot.store import DATABASE_FAILURES, CaseResult, Run, RunSchedule, RunState, Store, utcnow
 from bot.suite import Engine, Suite
 
 log = logging.getLogger(__name__)
@@ -195,6 +195,10 @@ class RunWorkflow:
         async with self._start_slots:
             try:
                 return await self._start(request)
+            except DATABASE_FAILURES as exc:
+                log.warning("run not started, the database is unreachable: %s", type(exc).__name__)
+                await self._tell(request.requester, _database_down())
+                return None
             except Exception:
                 log.exception("starting a run for %s failed", request.requester.user_id)
                 await self._tell(request.requester, _start_broke())
@@ -232,6 +236,12 @@ class RunWorkflow:
             try:
                 async with self._holding(run.claim):
                     return await self._create(run, suite, who)
+            except DATABASE_FAILURES as exc:
+                # The run is recorded and claimed: once the database is back and the claim
+                # has run out, a sweep recovers it (finding its batch at Retell, if created).
+                log.warning("run %s: database lost while starting: %s", run.id, type(exc).__name__)
+                await self._tell(who, _start_resumes())
+                return None
             except Exception:
                 # Told by `start`; a run still `starting` must not be recovered again.
                 await self._store.mark_failed(run.id, "internal error", now=self._clock())
@@ -1046,6 +1056,20 @@ def _announcement(run: Run, previous: Run | None, comparison: Comparison | None)
     if comparison is None or history.changed(run, previous, comparison):
         return full
     return None
+
+
+def _database_down() -> Message:
+    return blocks.problem(
+        "The bot's database is not reachable right now, so this batch test was not started. "
+        "Try again in a few minutes."
+    )
+
+
+def _start_resumes() -> Message:
+    return blocks.problem(
+        "The bot lost its database while starting this batch test. It carries on by itself "
+        "once the database is back: the status and the result will appear here then."
+    )
 
 
 def _start_broke() -> Message:

@@ -49,6 +49,9 @@ from bot.retell import BatchJob
 from bot.suite import Engine, Suite
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+# What a database that is down, restarting or cutting connections raises: SQLAlchemy's
+# wrapped driver errors, and the socket errors asyncpg raises while connecting.
+DATABASE_FAILURES: tuple[type[Exception], ...] = (DBAPIError, OSError)
 MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock: one replica migrates at a time
 # The newest migration in bot/migrations/versions (a test keeps the two in step): a database
 # already there is not handed to Alembic at all, which saves importing it at every start.

@@ -19,11 +19,12 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.standins.retell import FakeRetell
+from bot.standins.postgres import ThrowawayPostgres
+from bot.standins.retell import BatchProgress, FakeRetell
 from bot.standins.slack import FakeSlack, SlackUser
 from bot.store import async_database_url
 
-from .conftest import CHANNEL, ENGINE, BotFactory, results, top_level
+from .conftest import CHANNEL, ENGINE, BotFactory, results, top_level, visible_text
 from .processes import log_tail, on_postgres, process_environment, running
 
 BATCHES = 10
@@ -178,3 +179,82 @@ async def test_a_crashed_scheduler_is_restarted_and_the_run_reports_once(
     assert any(
         "scheduler running again after 3 restart(s)" in r.getMessage() for r in caplog.records
     )
+
+
+@pytest.mark.postgres
+async def test_the_database_down_for_a_while_then_every_run_reports_once_and_a_missed_firing_once(
+    slack: FakeSlack, retell: FakeRetell, user: SlackUser, tmp_path: Path
+) -> None:
+    """PostgreSQL stopped (a server of the test's own) with runs in flight and a schedule due.
+
+    While it is down the bot stays up, says so on /healthz, and tells whoever types a command
+    that nothing was started; once it is back, every run gets exactly one result and the
+    firing that fell in the gap runs once.
+    """
+    retell.set_batch_duration(4.0)
+    log = tmp_path / "bot.log"
+    async with ThrowawayPostgres() as server:
+        environment = process_environment(slack, retell, server.url, log_level="INFO")
+        async with running(environment, log) as bot:
+            for _ in range(BATCHES):
+                await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+            await slack.wait_for(lambda: len(top_level(slack)) == BATCHES, timeout=30)
+            added = await user.command(
+                bot.events_url, f'schedule add "daily 09:00" {ENGINE} tc_3 name=Nightly'
+            )
+            await slack.wait_for(lambda: bool(slack.responses_to(added.response_url)))
+            await due_in_seconds(server.url, "schedule-1", 2.0)
+
+            await server.stop()
+            await until(lambda: unhealthy(bot.url, "database"))
+            typed = await user.command(bot.events_url, f"{ENGINE} tc_4")
+            assert typed.status == 200 and "Starting a Retell batch test" in typed.text
+            await slack.wait_for(lambda: bool(slack.responses_to(typed.response_url)))
+            [told] = slack.responses_to(typed.response_url)
+            assert "database is not reachable" in visible_text(told)
+            assert retell.count("/create-batch-test") == BATCHES, "nothing created meanwhile"
+            await retell.wait_for(lambda: all(b.status == "complete" for b in batches(retell)))
+            await server.start()
+
+            await until(lambda: healthy(bot.url), timeout=60)
+            await slack.wait_for(lambda: len(results(slack)) == BATCHES + 1, timeout=60)
+            await slack.wait_for(
+                lambda: all(slack.thread(CHANNEL, m.ts) for m in results(slack)[:BATCHES]),
+                timeout=30,
+            )
+            assert bot.running, log_tail(log)
+
+    assert retell.count("/create-batch-test") == BATCHES + 1, "the runs, and the firing once"
+    fired = [m for m in results(slack) if m.text.startswith("Nightly")]
+    assert len(fired) == 1, "the firing missed during the outage ran once"
+    statuses = [m for m in top_level(slack) if not m.text.startswith("Nightly")]
+    assert len(statuses) == BATCHES, "one status message per run, turned into its result"
+    for status in statuses:
+        assert " total" in status.text and len(slack.thread(CHANNEL, status.ts)) == 1
+    stopped = [line for line in log.read_text().splitlines() if "scheduler stopped (" in line]
+    assert len(stopped) <= 2, "one line for the outage, not one per restart"
+
+
+def batches(retell: FakeRetell) -> list[BatchProgress]:
+    return [retell.progress(batch_id) for batch_id in retell.batches]
+
+
+async def unhealthy(url: str, part: str) -> bool:
+    status, body = await health(url)
+    return status == 503 and part in body
+
+
+async def due_in_seconds(database_url: str, schedule_id: str, seconds: float) -> None:
+    """Make an APScheduler schedule due soon, as if its time had come (another process's)."""
+    engine = create_async_engine(async_database_url(database_url))
+    try:
+        async with engine.begin() as conn:
+            await conn.execute(
+                text(
+                    "UPDATE schedules SET next_fire_time = now() + make_interval(secs => :s) "
+                    "WHERE id = :id"
+                ),
+                {"s": seconds, "id": schedule_id},
+            )
+    finally:
+        await engine.dispose()
