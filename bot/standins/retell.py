@@ -463,6 +463,12 @@ class FakeRetell:
         text = message or DEFAULT_FAULT_MESSAGES.get(status) or _reason(status)
         self._faults.append(_Fault(path_prefix, status, times, retry_after, text))
 
+    def clear_faults(self) -> int:
+        """Forget every fault still queued by `fail_next`: Retell recovers. Returns how many."""
+        dropped = sum(fault.remaining for fault in self._faults)
+        self._faults.clear()
+        return dropped
+
     def paginate_without_end(self, path_prefix: str, *, same_key: bool = False) -> None:
         """Misbehave like a broken list endpoint: every page under `path_prefix` says `has_more`.
 
