@@ -462,7 +462,7 @@ class RunWorkflow:
     async def _post_status(self, run: Run, who: Requester) -> None:
         message, shown = await self._status(run)
         try:
-            ts = await self._slack.post(run.channel_id, message)
+            ts = await self._slack.post(run.channel_id, message, metadata=_status_metadata(run))
         except SLACK_FAILURES as exc:
             code = error_code(exc)
             log.warning("run %s: status message not posted: %s", run.id, code)
@@ -476,6 +476,38 @@ class RunWorkflow:
         run.status_ts = ts
         run.shown_counts = shown
         await self._store.set_status_message(run.id, ts, shown)
+
+    async def _adopt_status(self, run: Run) -> bool:
+        """Take over the status message a starter that died may have posted; True if found.
+
+        The sweep only holds runs nobody else holds, and a starter holds its run until its
+        status message is posted and recorded, so a `status_posting_since` left behind means
+        the starter died in between, possibly after Slack had the message. The channel's
+        history, searched by the message metadata every status message carries, tells.
+        """
+        since = run.status_posting_since
+        if since is None:
+            return False
+        run.status_posting_since = None
+        payload = _status_metadata(run)
+        try:
+            ts = await self._slack.find_posted(
+                run.channel_id,
+                since=since,
+                event_type=payload["event_type"],
+                payload=payload["event_payload"],
+            )
+        except SLACK_FAILURES as exc:
+            log.warning("run %s: status message not looked for: %s", run.id, error_code(exc))
+            ts = None
+        if ts is None:
+            log.info("run %s: its starter died before posting the status message", run.id)
+            await self._store.status_not_posted(run.id)
+            return False
+        log.info("run %s: took over the status message its starter had posted", run.id)
+        run.status_ts = ts
+        await self._store.set_status_message(run.id, ts, None)
+        return True
 
     # -- reruns and triage ------------------------------------------------------------------------
 
@@ -767,8 +799,8 @@ class RunWorkflow:
         if batch is not None:
             _apply(run, batch, RunState.RUNNING)
         if run.status_ts is None and run.channel_error is None and _posts_status(run):
-            _poster_gone(run)
-            await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
+            if not await self._adopt_status(run):
+                await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
         elif run.status_ts:
             await self._show_progress(run, run.status_ts, seen)
         return Check(run.id, batch, interval)
@@ -870,6 +902,8 @@ class RunWorkflow:
             await self._store.mark_reported(run.id, claim, now=self._clock())
             log.info("run %s: nothing changed; notify=changes stays quiet", run.id)
             return
+        if run.status_ts is None and not run.channel_error:
+            await self._adopt_status(run)
         now = self._clock()
         try:
             async with self._slack_calls:
@@ -884,7 +918,6 @@ class RunWorkflow:
                         await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
                         return
                 else:
-                    _poster_gone(run)
                     run.status_ts = await self._slack.post(run.channel_id, message)
                     await self._store.set_status_message(run.id, run.status_ts, run.counts_key)
         except SLACK_FAILURES as exc:
@@ -995,19 +1028,12 @@ async def _at_most(
     return results
 
 
-def _poster_gone(run: Run) -> None:
-    """Say so when the process that was posting this run's status message died doing it.
+STATUS_EVENT = "retell_run_status"
 
-    The sweep only holds runs nobody else holds, and a starter holds its run until the status
-    message is posted and recorded: a mark left behind means the starter died in between. It
-    may have posted a message it never recorded (Slack has no idempotency key either); that
-    one stays as it is, and the new message carries the run from here.
-    """
-    if run.status_posting_since is not None:
-        log.warning(
-            "run %s: its status message may have been posted by a process that died", run.id
-        )
-        run.status_posting_since = None
+
+def _status_metadata(run: Run) -> dict[str, Any]:
+    """Slack message metadata that marks a run's status message, to find it again."""
+    return {"event_type": STATUS_EVENT, "event_payload": {"run_id": run.id}}
 
 
 def _posts_status(run: Run) -> bool:

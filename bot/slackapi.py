@@ -13,6 +13,7 @@ import asyncio
 import logging
 import random
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 import aiohttp
@@ -36,6 +37,8 @@ from bot.metrics import Metrics
 log = logging.getLogger(__name__)
 
 UNREACHABLE_CHANNEL = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
+HISTORY_PAGE = 200  # messages read back when looking for one the bot posted moments ago
+HISTORY_SLACK_SECONDS = 5.0  # how far the bot's clock and Slack's may disagree
 # Share of the edit allowance that progress edits leave to results, so a result never waits
 # behind progress bars.
 RESULT_RESERVE = 0.25
@@ -159,11 +162,24 @@ class SlackGateway:
         self.client = client
         self.edits = EditPacer(edits_per_minute)
 
-    async def post(self, channel: str, message: Message, *, thread_ts: str | None = None) -> str:
-        """Post to a channel and return the message `ts`; joins a public channel if needed."""
+    async def post(
+        self,
+        channel: str,
+        message: Message,
+        *,
+        thread_ts: str | None = None,
+        metadata: dict[str, Any] | None = None,
+    ) -> str:
+        """Post to a channel and return the message `ts`; joins a public channel if needed.
+
+        `metadata` (Slack's message metadata: `event_type`, `event_payload`) lets the bot
+        find the message again in the channel's history (see `find_posted`).
+        """
         kwargs: dict[str, Any] = {"channel": channel, **message.as_kwargs()}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
+        if metadata is not None:
+            kwargs["metadata"] = metadata
         try:
             response = await self.client.chat_postMessage(**kwargs)
         except SlackApiError as exc:
@@ -171,6 +187,31 @@ class SlackGateway:
                 raise
             response = await self.client.chat_postMessage(**kwargs)
         return str(response["ts"])
+
+    async def find_posted(
+        self, channel: str, *, since: datetime, event_type: str, payload: dict[str, Any]
+    ) -> str | None:
+        """The `ts` of a message this bot posted with this metadata since `since`, if any.
+
+        Slack has no idempotency key: a process that died between posting a message and
+        recording its `ts` leaves a message only the channel's history can tell about. One
+        page of the newest messages is read (the message is recent by construction).
+        """
+        response = await self.client.conversations_history(
+            channel=channel,
+            oldest=f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}",
+            limit=HISTORY_PAGE,
+            include_all_metadata=True,
+        )
+        for posted in response.get("messages") or []:
+            metadata = posted.get("metadata") if isinstance(posted, dict) else None
+            if (
+                isinstance(metadata, dict)
+                and metadata.get("event_type") == event_type
+                and metadata.get("event_payload") == payload
+            ):
+                return str(posted.get("ts"))
+        return None
 
     async def edit(
         self, team_id: str, channel: str, ts: str, message: Message, *, urgent: bool

@@ -20,7 +20,7 @@ import signal
 import sys
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -239,15 +239,23 @@ async def wait_all_reported(slack: FakeSlack, count: int, *, timeout: float) -> 
     await slack.wait_for(reported, timeout=timeout)
 
 
-def assert_each_reported_once(slack: FakeSlack, retell: FakeRetell) -> None:
-    """Per batch: one status message, turned into its result in place, and one mention."""
+def assert_each_reported_once(
+    slack: FakeSlack, retell: FakeRetell, *, edited_in_place: bool = True
+) -> None:
+    """Per batch: one status message, turned into its result in place, and one mention.
+
+    Without `edited_in_place`, a batch may also have had no status message at all and its
+    result posted as its one message (a starter killed before posting it, a batch that was
+    done by the time another replica took the run over).
+    """
     statuses = top_level(slack)
     assert len(statuses) == len(retell.batches), "one status message per batch, none re-posted"
     for batch_id in retell.batches:
         counts = retell.progress(batch_id)
         assert counts.status == "complete"
         [status] = [m for m in statuses if batch_id in m.text]
-        assert status.update_count >= 1, f"{batch_id}: edited in place, not re-posted"
+        if edited_in_place:
+            assert status.update_count >= 1, f"{batch_id}: edited in place, not re-posted"
         for phrase in (
             f"{counts.passed} passed",
             f"{counts.failed} failed",
@@ -354,6 +362,45 @@ async def test_kill_9_of_a_replica_holding_the_follow_ups_the_survivor_finishes_
     assert done == Counter(set(retell.batches)), "each batch finished once across the replicas"
     assert set(in_flight) <= set(completions(logs[1])), "the survivor finished what was running"
     assert not log_problems(logs[1], until_shutdown=True), log_tail(logs[1])
+
+
+@on_postgres
+async def test_a_replica_killed_again_and_again_at_every_stage_loses_and_doubles_nothing(
+    slack: FakeSlack, retell: FakeRetell, user: SlackUser, database_url: str, tmp_path: Path
+) -> None:
+    """The issue's failover: 20 commands over two replicas, one replica SIGKILLed at each
+    stage of a run (its batches created but not yet answered, statuses being posted, batches
+    running, results being delivered) and started again each time: every batch gets exactly
+    one status message turned into its result and one mention, and no request two batches."""
+    retell.next_batch_durations = [3.0 + 0.25 * n for n in range(BATCHES)]
+    # Every create is done at once but answered 1.5 s late: the first kill leaves the
+    # victim's runs `starting` with their batches already at Retell.
+    retell.delay("/create-batch-test", 1.5, times=BATCHES, answer_late=True)
+    environment = replica_environment(slack, retell, database_url)
+    logs = [tmp_path / f"victim-{n}.log" for n in range(5)] + [tmp_path / "survivor.log"]
+    stages: list[tuple[str, Callable[[], bool]]] = [
+        ("created, not answered", lambda: len(retell.batches) == BATCHES),
+        ("posting statuses", lambda: len(top_level(slack)) >= BATCHES // 2),
+        ("running", lambda: len(top_level(slack)) == BATCHES),
+        ("delivering", lambda: len(results(slack)) >= 3),
+        ("delivering the last", lambda: len(results(slack)) >= BATCHES - 4),
+    ]
+    async with replicas((environment, logs[0]), (environment, logs[-1])) as (victim, survivor):
+        await start_batches(user, [victim, survivor], BATCHES)
+        for number, (stage, reached) in enumerate(stages):
+            await slack.wait_for(reached, timeout=40)
+            victim.kill()
+            assert await victim.wait() == -signal.SIGKILL, stage
+            victim = BotProcess(environment, log_path=logs[number + 1])
+            await victim.start()
+        await wait_all_reported(slack, BATCHES, timeout=60)
+        await victim.stop()
+
+    assert_each_reported_once(slack, retell, edited_in_place=False)
+    assert retell.count("/create-batch-test") == BATCHES, "no request got a second batch"
+    await assert_database_agrees(database_url, retell)
+    done = sum((completions(log) for log in logs if log.exists()), Counter())
+    assert done == Counter(set(retell.batches)), "each batch finished once across the replicas"
 
 
 # -- 3. migrations from the first schema ---------------------------------------------------------

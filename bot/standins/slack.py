@@ -120,6 +120,7 @@ class Message:
     updated_at: float = 0.0
     updates: list[MessageVersion] = field(default_factory=list)
     deleted: bool = False
+    metadata: JSONDict | None = None  # {"event_type": …, "event_payload": {…}} as posted
 
     @property
     def update_count(self) -> int:
@@ -543,6 +544,7 @@ class FakeSlack:
             "conversations.join": self._conversations_join,
             "conversations.info": self._conversations_info,
             "conversations.open": self._conversations_open,
+            "conversations.history": self._conversations_history,
             "views.open": self._views_open,
             "views.publish": self._views_publish,
             "views.update": self._views_update,
@@ -1096,7 +1098,15 @@ class FakeSlack:
     def _chat_post_message(self, params: JSONDict) -> JSONDict:
         channel = self._writable_channel(_param_str(params, "channel"))
         text, blocks = self._message_content(params)
+        metadata = _param_json(params, "metadata", None)
+        if metadata is not None and not (
+            isinstance(metadata, dict)
+            and isinstance(metadata.get("event_type"), str)
+            and isinstance(metadata.get("event_payload"), dict)
+        ):
+            raise SlackApiFailure("invalid_metadata_format", "event_type and event_payload")
         message = self._post(channel, text, blocks, _param_str(params, "thread_ts"))
+        message.metadata = metadata
         return {"channel": channel.id, "ts": message.ts, "message": _message_json(message)}
 
     def _chat_update(self, params: JSONDict) -> JSONDict:
@@ -1177,6 +1187,38 @@ class FakeSlack:
         if channel.private and not channel.member:
             raise SlackApiFailure("channel_not_found", f"{channel.id} is private, bot not in it")
         return {"channel": channel.to_json()}
+
+    def _conversations_history(self, params: JSONDict) -> JSONDict:
+        """A channel's top-level messages, newest first, from `oldest` on (one page).
+
+        Thread replies are left out, as Slack does; message metadata is shown only with
+        `include_all_metadata`. The bot must be a member of a private channel.
+        """
+        channel = self._channel(_param_str(params, "channel"))
+        if channel.private and not channel.member:
+            raise SlackApiFailure("channel_not_found", f"{channel.id} is private, bot not in it")
+        oldest = float(_param_str(params, "oldest") or 0)
+        limit = min(max(int(_param_str(params, "limit") or 100), 1), 999)
+        with_metadata = _param_bool(params, "include_all_metadata")
+        found = [
+            message
+            for message in reversed(self.messages)
+            if message.channel == channel.id
+            and not message.deleted
+            and not message.is_reply
+            and float(message.ts) >= oldest
+        ]
+        shown = []
+        for message in found[:limit]:
+            body = _message_json(message)
+            if not with_metadata:
+                body.pop("metadata", None)
+            shown.append(body)
+        return {
+            "messages": shown,
+            "has_more": len(found) > limit,
+            "response_metadata": {"next_cursor": ""},
+        }
 
     def _conversations_open(self, params: JSONDict) -> JSONDict:
         users = (_param_str(params, "users") or "").split(",")
@@ -1760,6 +1802,8 @@ def _message_json(message: Message) -> JSONDict:
     }
     if message.thread_ts:
         body["thread_ts"] = message.thread_ts
+    if message.metadata is not None:
+        body["metadata"] = message.metadata
     return body
 
 
