@@ -44,7 +44,13 @@ from bot.retell import (
     TestRunStatus,
 )
 from bot.settings import Settings
-from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, SlackGateway, error_code
+from bot.slackapi import (
+    SLACK_FAILURES,
+    UNREACHABLE_CHANNEL,
+    SlackGateway,
+    error_code,
+    is_outage,
+)
 from bot.store import DATABASE_FAILURES, CaseResult, Run, RunSchedule, RunState, Store, utcnow
 from bot.suite import Engine, Suite
 
@@ -53,6 +59,7 @@ P = ParamSpec("P")
 R = TypeVar("R")
 
 MAX_DELIVERY_ATTEMPTS = 8
+DELIVERY_OUTAGE = timedelta(days=1)  # how long a result waits out a Slack outage
 # Runs being started at once; more wait their turn. A start holds a database connection only
 # between its Retell calls, so this can exceed the pool (15); unbounded, a burst of 1,500
 # commands queued for the pool past its timeout. 100 is also the Retell SDK's connection pool.
@@ -930,7 +937,7 @@ class RunWorkflow:
                 await self._store.set_channel_error(run.id, code)
                 await self._deliver(run, claim)
                 return
-            await self._delivery_failed(run, claim, code)
+            await self._delivery_failed(run, claim, code or type(exc).__name__, exc)
             return
         if (
             await self._store.mark_reported(run.id, claim, now=self._clock())
@@ -954,8 +961,27 @@ class RunWorkflow:
         previous_cases = await self._store.case_results(previous.id)
         return previous, history.compare(previous, current_cases, previous_cases)
 
-    async def _delivery_failed(self, run: Run, claim: str, code: str) -> None:
+    async def _delivery_failed(self, run: Run, claim: str, code: str, exc: BaseException) -> None:
+        """Try the result again later; give up only on refusals, never on an outage.
+
+        Slack down or rate limiting (5xx, 429, no answer) says nothing about the result: it
+        is tried again, backing off to POLL_MAX_SECONDS, for up to DELIVERY_OUTAGE_DAYS.
+        A refusal (a workspace policy, a message Slack will not take) counts as an attempt,
+        and after MAX_DELIVERY_ATTEMPTS the run is recorded as undeliverable.
+        """
         now = self._clock()
+        finished = run.finished_at or now
+        if is_outage(exc) and now - finished < DELIVERY_OUTAGE:
+            waited = (now - finished).total_seconds()
+            retry_in = min(
+                max(self._settings.poll_initial_seconds, waited / 4),
+                self._settings.poll_max_seconds,
+            )
+            log.info(
+                "run %s: Slack unavailable (%s); result retried in %.1fs", run.id, code, retry_in
+            )
+            await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+            return
         attempts = run.delivery_attempts + 1
         if attempts >= MAX_DELIVERY_ATTEMPTS:
             log.error("run %s: result not delivered after %d attempts: %s", run.id, attempts, code)

@@ -99,6 +99,23 @@ def error_code(exc: BaseException) -> str:
     return str(data.get("error", "")) if isinstance(data, dict) else ""
 
 
+OUTAGE_CODES = frozenset(
+    {"ratelimited", "internal_error", "fatal_error", "service_unavailable", "request_timeout"}
+)
+
+
+def is_outage(exc: BaseException) -> bool:
+    """Whether a failed call says Slack is unavailable (try later), not that it refuses.
+
+    No answer at all, an HTTP 5xx or 429 (after slack_sdk's own retries), or one of Slack's
+    error codes for its own trouble.
+    """
+    if not isinstance(exc, SlackApiError):
+        return True
+    status = getattr(exc.response, "status_code", 200) if exc.response is not None else 200
+    return status >= 500 or status == 429 or error_code(exc) in OUTAGE_CODES
+
+
 class CountingWebClient(AsyncWebClient):
     """An `AsyncWebClient` that counts the errors Slack answers (after retries), by code."""
 

@@ -316,7 +316,7 @@ async def test_result_is_delivered_once_after_chat_update_fails(
         assert phrase in status.text
     [run] = await bot.app.store.recent_runs()
     assert run.reported_at is not None
-    assert run.delivery_attempts == 3
+    assert run.delivery_attempts == 0, "Slack being unavailable is waited out, not counted"
     assert len(slack.thread(CHANNEL, status.ts)) == 1, "the requester is mentioned once"
 
 
