@@ -53,7 +53,8 @@ class Application:
     @classmethod
     def build(cls, settings: Settings) -> Application:
         metrics = Metrics()
-        store = Store(create_engine(settings.database_url))
+        busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
+        store = Store(create_engine(settings.database_url, sqlite_busy_timeout_ms=busy_ms))
         retell = RetellGateway.connect(
             api_key=settings.retell_api_key.get_secret_value(),
             base_url=settings.retell_base_url,

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     retell_max_retries: int = Field(default=4, ge=0, le=10)
 
     database_url: str = "sqlite:///./retell-bot.db"
+    # How long a SQLite query waits for another connection's write lock before failing.
+    sqlite_busy_timeout_seconds: float = Field(default=30.0, gt=0, le=600)
     port: int = Field(default=3000, ge=1, le=65535)
 
     poll_initial_seconds: float = Field(default=10.0, gt=0)

@@ -35,6 +35,7 @@ DOCUMENTED: dict[str, tuple[str, Any]] = {
     "RETELL_TIMEOUT_SECONDS": ("12.5", 12.5),
     "RETELL_MAX_RETRIES": ("2", 2),
     "DATABASE_URL": ("postgres://bot:pw@db:5432/app", "postgres://bot:***@db:5432/app"),
+    "SQLITE_BUSY_TIMEOUT_SECONDS": ("5", 5.0),
     "PORT": ("8080", 8080),
     "POLL_INITIAL_SECONDS": ("0.5", 0.5),
     "POLL_MAX_SECONDS": ("30", 30.0),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 
@@ -258,3 +259,36 @@ async def due_in_seconds(database_url: str, schedule_id: str, seconds: float) ->
             )
     finally:
         await engine.dispose()
+
+
+async def test_sqlite_locked_longer_than_its_busy_timeout_the_bot_recovers_and_loses_nothing(
+    slack: FakeSlack, retell: FakeRetell, user: SlackUser, tmp_path: Path
+) -> None:
+    """Another process (a backup, a peer, `db upgrade`) holds SQLite's write lock for longer
+    than SQLITE_BUSY_TIMEOUT_SECONDS while batches run: writes fail, the scheduler stops and
+    is restarted, and once the lock is gone every run reports once."""
+    retell.set_batch_duration(2.0)
+    database = tmp_path / "bot.db"
+    log = tmp_path / "bot.log"
+    environment = process_environment(
+        slack, retell, f"sqlite:///{database}", sqlite_busy_timeout_seconds="0.3"
+    )
+    async with running(environment, log) as bot:
+        for _ in range(5):
+            await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+        await slack.wait_for(lambda: len(top_level(slack)) == 5, timeout=30)
+        peer = sqlite3.connect(database, isolation_level=None, timeout=30)
+        try:
+            peer.execute("BEGIN IMMEDIATE")  # the write lock, held
+            await until(lambda: unhealthy(bot.url, "scheduler"))
+            await retell.wait_for(lambda: all(b.status == "complete" for b in batches(retell)))
+        finally:
+            peer.execute("ROLLBACK")
+            peer.close()
+        await until(lambda: healthy(bot.url), timeout=60)
+        await slack.wait_for(lambda: len(results(slack)) == 5, timeout=60)
+        await slack.wait_for(lambda: all(slack.thread(CHANNEL, m.ts) for m in results(slack)))
+        assert bot.running, log_tail(log)
+    assert len(top_level(slack)) == 5
+    assert all(len(slack.thread(CHANNEL, m.ts)) == 1 for m in results(slack))
+    assert retell.count("/create-batch-test") == 5
