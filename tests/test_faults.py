@@ -458,12 +458,14 @@ async def test_slack_down_for_a_long_while_every_result_arrives_once_when_it_is_
     of refusals (MAX_DELIVERY_ATTEMPTS): in production time that is many minutes. (A 502 is
     not retried inside slack_sdk, so each call here is one of the bot's own attempts.)
     """
-    retell.next_batch_durations = [0.3] * 5
+    retell.next_batch_durations = [600.0] * 5  # finished by hand, once Slack is down
     async with start_bot() as bot:
         for _ in range(5):
             await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
         await slack.wait_for(lambda: len(top_level(slack)) == 5)
         slack.fail_next("*", status=502, times=100_000)
+        for batch_id in retell.batches:
+            retell.finish_now(batch_id)
         refused = slack.count("chat.update")
         await slack.wait_for(
             lambda: slack.count("chat.update") - refused >= 5 * (MAX_DELIVERY_ATTEMPTS + 2),
@@ -483,15 +485,14 @@ async def test_retell_down_for_a_long_while_every_run_reports_once_when_it_is_ba
     start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
 ) -> None:
     """Retell answers 503 to every follow-up while the batches finish there."""
-    retell.next_batch_durations = [0.5] * 5
+    retell.next_batch_durations = [600.0] * 5  # finished by hand, once Retell is down
     async with start_bot(retell_max_retries=0) as bot:
         for _ in range(5):
             await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
         await slack.wait_for(lambda: len(top_level(slack)) == 5)
         retell.fail_next("/", 503, times=100_000)
-        await retell.wait_for(
-            lambda: all(retell.progress(b).status == "complete" for b in retell.batches)
-        )
+        for batch_id in retell.batches:
+            retell.finish_now(batch_id)
         failed = len(retell.requests)
         await retell.wait_for(lambda: len(retell.requests) - failed >= 50, timeout=30)
         assert results(slack) == []
