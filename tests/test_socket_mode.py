@@ -114,3 +114,32 @@ async def test_forged_http_request_is_refused_in_socket_mode(
     assert forged.status in (401, 403, 404), f"wrongly signed command answered {forged.status}"
     assert unsigned in (401, 403, 404), f"unsigned command answered {unsigned}"
     assert not retell.batches, "a forged HTTP request started a batch"
+
+
+async def test_a_crashed_scheduler_is_restarted_in_socket_mode_too(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """The same supervision as over HTTP: the scheduler stops, the socket stays, the run ends."""
+    retell.set_batch_duration(1.0)
+    async with socket_mode(start_bot, slack) as bot:
+        await user.socket_command(f"{ENGINE} tc_1 tc_2")
+        await slack.wait_for(lambda: bool(retell.batches))
+        data_store = bot.app.scheduler.data_store
+        acquire = data_store.acquire_jobs
+        crashes = 2
+
+        async def dropped_connection(*args: object, **kwargs: object) -> object:
+            nonlocal crashes
+            if crashes:
+                crashes -= 1
+                raise ConnectionResetError("connection lost")
+            return await acquire(*args, **kwargs)  # type: ignore[arg-type]
+
+        data_store.acquire_jobs = dropped_connection  # type: ignore[method-assign]
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=20)
+        await slack.wait_for(lambda: bool(slack.thread(CHANNEL, results(slack)[0].ts)))
+        again = await user.socket_command(f"{ENGINE} tc_3")
+        assert "Starting a Retell batch test" in again["payload"]["text"], "the socket still works"
+        await slack.wait_for(lambda: len(results(slack)) == 2, timeout=20)
+        restarts = bot.app.metrics.scheduler_restarts._value.get()
+    assert crashes == 0 and restarts == 2
