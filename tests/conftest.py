@@ -235,3 +235,33 @@ def visible_text(message: Mapping[str, Any]) -> str:
 
     walk(message.get("blocks") or [])
     return "\n".join(parts)
+
+
+# -- faults APScheduler meets ------------------------------------------------------------------
+
+
+@dataclass
+class SchedulerCrashes:
+    """How many of the crashes `crash_scheduler` set up are still to come."""
+
+    left: int
+
+
+def crash_scheduler(app: Application, times: int, error: Exception) -> SchedulerCrashes:
+    """Make APScheduler's job loop fail `times` times where it meets its data store.
+
+    That query is what fails on a dropped connection and ends the scheduler; no wire carries
+    the failure, so it is injected at the library's seam.
+    """
+    data_store = app.scheduler.data_store
+    acquire = data_store.acquire_jobs
+    crashes = SchedulerCrashes(times)
+
+    async def failing(*args: Any, **kwargs: Any) -> Any:
+        if crashes.left:
+            crashes.left -= 1
+            raise error
+        return await acquire(*args, **kwargs)
+
+    data_store.acquire_jobs = failing  # type: ignore[method-assign]
+    return crashes

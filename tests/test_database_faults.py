@@ -25,7 +25,7 @@ from bot.standins.retell import BatchProgress, FakeRetell
 from bot.standins.slack import FakeSlack, SlackUser
 from bot.store import async_database_url
 
-from .conftest import CHANNEL, ENGINE, BotFactory, results, top_level, visible_text
+from .conftest import CHANNEL, ENGINE, BotFactory, crash_scheduler, results, top_level, visible_text
 from .processes import log_tail, on_postgres, process_environment, running
 
 BATCHES = 10
@@ -141,18 +141,8 @@ async def test_a_crashed_scheduler_is_restarted_and_the_run_reports_once(
         await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
         await slack.wait_for(lambda: len(top_level(slack)) == 1)
 
-        data_store = bot.app.scheduler.data_store
-        acquire = data_store.acquire_jobs
-        crashes = 3
-
-        async def dropped_connection(*args: object, **kwargs: object) -> object:
-            nonlocal crashes
-            if crashes:
-                crashes -= 1
-                raise OperationalError("SELECT …", {}, ConnectionResetError("connection lost"))
-            return await acquire(*args, **kwargs)  # type: ignore[arg-type]
-
-        data_store.acquire_jobs = dropped_connection  # type: ignore[method-assign]
+        error = OperationalError("SELECT …", {}, ConnectionResetError("connection lost"))
+        crashes = crash_scheduler(bot.app, 3, error)
         seen: list[tuple[int, dict[str, str]]] = []
 
         async def degraded() -> bool:
@@ -166,7 +156,7 @@ async def test_a_crashed_scheduler_is_restarted_and_the_run_reports_once(
         await until(lambda: healthy(bot.url))
         restarts = bot.app.metrics.scheduler_restarts._value.get()
 
-    assert crashes == 0 and restarts == 3
+    assert crashes.left == 0 and restarts == 3
     [result] = results(slack)
     assert "2 passed" in result.text and len(slack.thread(CHANNEL, result.ts)) == 1
     assert retell.count("/create-batch-test") == 1

@@ -16,7 +16,16 @@ from bot.standins.retell import FakeRetell
 from bot.standins.slack import FakeSlack, SlackUser, slash_command_body
 from bot.web import socket_mode_handler
 
-from .conftest import CHANNEL, ENGINE, USER, BotFactory, RunningBot, button_value, results
+from .conftest import (
+    CHANNEL,
+    ENGINE,
+    USER,
+    BotFactory,
+    RunningBot,
+    button_value,
+    crash_scheduler,
+    results,
+)
 
 APP_TOKEN = "xapp-test"
 
@@ -124,22 +133,11 @@ async def test_a_crashed_scheduler_is_restarted_in_socket_mode_too(
     async with socket_mode(start_bot, slack) as bot:
         await user.socket_command(f"{ENGINE} tc_1 tc_2")
         await slack.wait_for(lambda: bool(retell.batches))
-        data_store = bot.app.scheduler.data_store
-        acquire = data_store.acquire_jobs
-        crashes = 2
-
-        async def dropped_connection(*args: object, **kwargs: object) -> object:
-            nonlocal crashes
-            if crashes:
-                crashes -= 1
-                raise ConnectionResetError("connection lost")
-            return await acquire(*args, **kwargs)  # type: ignore[arg-type]
-
-        data_store.acquire_jobs = dropped_connection  # type: ignore[method-assign]
+        crashes = crash_scheduler(bot.app, 2, ConnectionResetError("connection lost"))
         await slack.wait_for(lambda: len(results(slack)) == 1, timeout=20)
         await slack.wait_for(lambda: bool(slack.thread(CHANNEL, results(slack)[0].ts)))
         again = await user.socket_command(f"{ENGINE} tc_3")
         assert "Starting a Retell batch test" in again["payload"]["text"], "the socket still works"
         await slack.wait_for(lambda: len(results(slack)) == 2, timeout=20)
         restarts = bot.app.metrics.scheduler_restarts._value.get()
-    assert crashes == 0 and restarts == 2
+    assert crashes.left == 0 and restarts == 2
