@@ -39,7 +39,7 @@ import aiohttp
 from bench.common import percentile, vm_kib
 from bot.standins.process import BotProcess, bot_environment
 from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, Message, SlackUser
+from bot.standins.slack import FakeSlack, Message, SlackUser, new_trigger_id
 from bot.store import async_database_url
 
 BATCH_ID = re.compile(r"test_case_batch_job_[0-9a-f]{24}")
@@ -62,6 +62,8 @@ class Command:
     user_id: str
     channel_id: str
     response_url: str = ""
+    # Slack's key of the request: the bot records it on the run it starts (`request_key`).
+    trigger_id: str = field(default_factory=new_trigger_id)
     ack_status: int | None = None
     ack_text: str = ""
     ack_seconds: float = 0.0
@@ -193,7 +195,11 @@ class Driver:
         started = time.monotonic()
         try:
             reply = await user.command(
-                self.bot.events_url, text, channel_id=channel, response_url=command.response_url
+                self.bot.events_url,
+                text,
+                channel_id=channel,
+                response_url=command.response_url,
+                trigger_id=command.trigger_id,
             )
             command.ack_status, command.ack_text = reply.status, reply.text
         except aiohttp.ClientError as exc:
@@ -267,11 +273,12 @@ class RunRow:
     errored: int
     total: int
     error: str | None
+    request_key: str | None
 
 
 RUN_COLUMNS = (
     "id, channel_id, user_id, batch_id, state, status_ts, reported_at, "
-    "passed, failed, errored, total, error"
+    "passed, failed, errored, total, error, request_key"
 )
 
 
@@ -374,12 +381,27 @@ def check(
     for batch_id in retell.batches:
         if batch_id not in known:
             found.lost.append(f"batch {batch_id} created at Retell but unknown to the bot")
-    accepted = [c for c in commands if c.ack_status == 200 and "Starting" in c.ack_text]
-    if len(runs) < len(accepted):
-        found.lost.append(f"{len(accepted) - len(runs)} acknowledged commands have no run")
-    if len(runs) > len(accepted):
-        found.duplicated.append(f"{len(runs) - len(accepted)} more runs than commands")
+    # Each command against the run it started, by Slack's trigger_id (the run's request_key).
+    started = {run.request_key for run in runs}
+    sent = {c.trigger_id for c in commands}
+    for command in commands:
+        acked = command.ack_status == 200 and "Starting" in command.ack_text
+        told = command.response_url and slack.responses_to(command.response_url)
+        if command.trigger_id in started:
+            if told and any(NOT_STARTED in str(body) for body in told):
+                found.duplicated.append(
+                    f"command {command.trigger_id[-8:]}: told it was not started, yet it ran"
+                )
+        elif acked and not told:
+            found.lost.append(f"command {command.trigger_id[-8:]}: acknowledged, never started")
+    for run in runs:
+        if run.request_key not in sent:
+            found.duplicated.append(f"run {run.id}: started by no command ({run.request_key})")
     return found
+
+
+# What the bot tells a requester whose command found the database down (`runs._database_down`).
+NOT_STARTED = "so this batch test was not started"
 
 
 def log_findings(log_path: Path) -> tuple[int, list[str]]:

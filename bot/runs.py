@@ -242,17 +242,21 @@ class RunWorkflow:
         with about_run(run):
             try:
                 async with self._holding(run.claim):
-                    return await self._create(run, suite, who)
+                    try:
+                        return await self._create(run, suite, who)
+                    except DATABASE_FAILURES:
+                        raise
+                    except Exception:
+                        # Told by `start`. Marked failed while still held: released first, a
+                        # sweep could take it for an interrupted start and create its batch.
+                        await self._store.mark_failed(run.id, "internal error", now=self._clock())
+                        raise
             except DATABASE_FAILURES as exc:
                 # The run is recorded and claimed: once the database is back and the claim
                 # has run out, a sweep recovers it (finding its batch at Retell, if created).
                 log.warning("run %s: database lost while starting: %s", run.id, type(exc).__name__)
                 await self._tell(who, _start_resumes())
                 return None
-            except Exception:
-                # Told by `start`; a run still `starting` must not be recovered again.
-                await self._store.mark_failed(run.id, "internal error", now=self._clock())
-                raise
 
     async def _create(self, run: Run, suite: Suite, who: Requester) -> Run | None:
         try:
@@ -673,10 +677,12 @@ class RunWorkflow:
     async def _follow_up(self, claim: str, runs: Sequence[Run], now: datetime) -> None:
         stale = [r for r in runs if r.state == RunState.STARTING.value]
         running = [r for r in runs if r.state == RunState.RUNNING.value and r.batch_id]
-        finished = [r for r in runs if r.run_state.finished]
+        finished = [r for r in runs if r.run_state.finished and r.reported_at is None]
+        unmentioned = [r for r in runs if r.reported_at is not None and r.mention_pending]
         await asyncio.gather(
             self._check(claim, running, now),
             _at_most(RUNS_AT_ONCE, lambda run: self._deliver(run, claim), finished),
+            _at_most(RUNS_AT_ONCE, lambda run: self._mention(run, claim), unmentioned),
             _at_most(RUNS_AT_ONCE, lambda run: self._recover(run, claim), stale),
         )
 
@@ -893,7 +899,7 @@ class RunWorkflow:
             await self._hand_to_lead(run, claim)
             return
         comparison: Comparison | None = None
-        mention = blocks.requester_mention(run)
+        view: blocks.RepeatGroup | None = None
         if run.leads_repeats:
             group = await self._group(run)
             if not all(_settled(other) for other in group[1:]):
@@ -901,7 +907,6 @@ class RunWorkflow:
                 return
             view = blocks.RepeatGroup(group, await self._summaries(group))
             message: Message | None = blocks.repeat_result(view)
-            mention = blocks.repeat_mention(view)
         else:
             previous, comparison = await self._comparison(run)
             message = _announcement(run, previous, comparison)
@@ -939,16 +944,61 @@ class RunWorkflow:
                 return
             await self._delivery_failed(run, claim, code or type(exc).__name__, exc)
             return
-        if (
-            await self._store.mark_reported(run.id, claim, now=self._clock())
-            and not run.channel_error
-        ):
-            if run.schedule_id is None:
-                await self._thread_reply(run, mention)
-            if run.mention and comparison is not None and history.regressed(run, comparison):
-                await self._thread_reply(
-                    run, blocks.regression_mention(run, run.mention, comparison)
-                )
+        replies = _thread_replies(run, view, comparison)
+        if await self._store.mark_reported(run.id, claim, now=self._clock(), mention=bool(replies)):
+            await self._post_replies(run, claim, replies, first_try=True)
+
+    @_about_run
+    async def _mention(self, run: Run, claim: str) -> None:
+        """Post the thread replies still owed for a result a previous attempt delivered."""
+        view: blocks.RepeatGroup | None = None
+        comparison: Comparison | None = None
+        if run.leads_repeats:
+            group = await self._group(run)
+            view = blocks.RepeatGroup(group, await self._summaries(group))
+        elif run.mention:
+            _, comparison = await self._comparison(run)
+        await self._post_replies(run, claim, _thread_replies(run, view, comparison))
+
+    async def _post_replies(
+        self, run: Run, claim: str, replies: Sequence[ThreadReply], *, first_try: bool = False
+    ) -> None:
+        """The result's thread replies, each once: a retry looks in the thread before posting.
+
+        Slack has no idempotency key, and an attempt cut short (a crash, a lost connection,
+        a cancelled job) may have posted a reply before recording it; each carries message
+        metadata naming the run and the reply, which the thread's history shows.
+        """
+        try:
+            async with self._slack_calls:
+                for reply in replies:
+                    metadata = _reply_metadata(run, reply.kind)
+                    if not first_try and await self._slack.find_reply(
+                        run.channel_id,
+                        run.status_ts or "",
+                        event_type=metadata["event_type"],
+                        payload=metadata["event_payload"],
+                    ):
+                        continue
+                    await self._slack.post(
+                        run.channel_id, reply.message, thread_ts=run.status_ts, metadata=metadata
+                    )
+        except SLACK_FAILURES as exc:
+            code = error_code(exc) or type(exc).__name__
+            now = self._clock()
+            finished = run.finished_at or now
+            if is_outage(exc) and now - finished < DELIVERY_OUTAGE:
+                retry_in = self._settings.poll_initial_seconds
+                log.info("run %s: Slack unavailable (%s); mention retried", run.id, code)
+                await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+                return
+            if run.delivery_attempts + 1 < MAX_DELIVERY_ATTEMPTS:
+                log.warning("run %s: thread reply not posted (%s); retried", run.id, code)
+                retry_in = self._settings.poll_max_seconds
+                await self._store.delivery_failed(run.id, claim, retry_in=retry_in, now=now)
+                return
+            log.error("run %s: thread reply not posted after retries: %s", run.id, code)
+        await self._store.mark_mentioned(run.id, claim)
 
     async def _comparison(self, run: Run) -> tuple[Run | None, Comparison | None]:
         """The previous completed run of the same suite here, and how this one differs."""
@@ -1020,12 +1070,6 @@ class RunWorkflow:
             batches.append([_test_run(case) for case in cases])
         return summarize(batches)
 
-    async def _thread_reply(self, run: Run, message: Message) -> None:
-        try:
-            await self._slack.post(run.channel_id, message, thread_ts=run.status_ts)
-        except SLACK_FAILURES as exc:
-            log.warning("run %s: thread reply not posted: %s", run.id, error_code(exc))
-
     # -- private replies ------------------------------------------------------------------------
 
     async def tell(self, who: Requester, message: Message) -> None:
@@ -1055,6 +1099,38 @@ async def _at_most(
 
 
 STATUS_EVENT = "retell_run_status"
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadReply:
+    """A reply owed in a result's thread; `kind` tells it apart from the run's other ones."""
+
+    kind: str
+    message: Message
+
+
+def _thread_replies(
+    run: Run, view: blocks.RepeatGroup | None, comparison: Comparison | None
+) -> list[ThreadReply]:
+    """What a delivered result owes its thread: the requester's mention (not for schedules,
+    which nobody is waiting on) and, for a schedule's `mention=`, a regression alert."""
+    if run.channel_error:
+        return []  # the result went by DM: that is the notification
+    replies = []
+    if run.schedule_id is None:
+        mention = blocks.repeat_mention(view) if view else blocks.requester_mention(run)
+        replies.append(ThreadReply("requester", mention))
+    if run.mention and comparison is not None and history.regressed(run, comparison):
+        alert = blocks.regression_mention(run, run.mention, comparison)
+        replies.append(ThreadReply("regression", alert))
+    return replies
+
+
+REPLY_EVENT = "retell_run_reply"
+
+
+def _reply_metadata(run: Run, kind: str) -> dict[str, Any]:
+    return {"event_type": REPLY_EVENT, "event_payload": {"run_id": run.id, "kind": kind}}
 
 
 def _status_metadata(run: Run) -> dict[str, Any]:

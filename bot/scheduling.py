@@ -47,9 +47,13 @@ SWEEP_TASK = "runs.sweep"
 SWEEP_SCHEDULE = "runs.sweep"
 FIRE_TASK = "schedules.fire"
 FIRST_RESTART_SECONDS = 0.5
-LONGEST_RESTART_SECONDS = 30.0
+LONGEST_RESTART_SECONDS = 10.0
 STOP_SECONDS = 10.0
-STEADY_AFTER_SECONDS = 60.0  # a scheduler that ran this long without stopping is healthy again
+# A scheduler that stopped after running at least this many times its last back-off was
+# working, not crash-looping: it is restarted after the first back-off again. Connection
+# kills every few seconds must not push a working scheduler's restarts to the longest wait.
+WORKED_AFTER_BACKOFFS = 4
+STEADY_AFTER_SECONDS = 60.0  # one that ran this long is healthy again: a new stop is news
 
 
 def build_scheduler(
@@ -180,8 +184,9 @@ class SchedulerSupervisor:
     APScheduler 4.0.0a6 ends its scheduler on errors of its own (a data store query on a
     dropped connection, `KeyError` in its running-jobs bookkeeping), and a scheduler entered in
     the serving task took the whole process down with it. Here it runs apart: when it stops
-    without being asked, it is started again after a back-off (0.5 s doubling to 30 s), the
-    same instance, so everything holding it keeps working. `state` is what `/healthz` shows.
+    without being asked, it is started again after a back-off (0.5 s, doubling to 10 s while
+    it keeps stopping right after its start), the same instance, so everything holding it keeps
+    working. `state` is what `/healthz` shows. One ERROR line per streak of stops, not per stop.
     """
 
     def __init__(
@@ -202,7 +207,8 @@ class SchedulerSupervisor:
         self._stopping = asyncio.Event()
         self._settled = asyncio.Event()  # set once the first start succeeded or failed
         self._task: asyncio.Task[None] | None = None
-        self._failures = 0
+        self._failures = 0  # stops since it last worked: the back-off
+        self.streak = 0  # stops since it was last healthy for a while: logged once
         self._quiet = _RepeatedCrashes(self)
 
     @contextlib.asynccontextmanager
@@ -237,14 +243,18 @@ class SchedulerSupervisor:
                 why = _why(exc)
             if self._stopping.is_set():
                 return
-            if asyncio.get_running_loop().time() - started >= STEADY_AFTER_SECONDS:
+            ran = asyncio.get_running_loop().time() - started
+            if ran >= STEADY_AFTER_SECONDS:
+                self.streak = 0
+            if ran >= WORKED_AFTER_BACKOFFS * _backoff(self._failures):
                 self._failures = 0
             self._failures += 1
+            self.streak += 1
             self.state = SchedulerState.RESTARTING
             self._settled.set()
             self._metrics.scheduler_restarts.inc()
-            delay = min(FIRST_RESTART_SECONDS * 2 ** (self._failures - 1), LONGEST_RESTART_SECONDS)
-            if self._failures == 1:
+            delay = _backoff(self._failures)
+            if self.streak == 1:
                 log.error("scheduler stopped (%s); restarting it", why)
             else:
                 log.debug("scheduler stopped again (%s); next try in %.1fs", why, delay)
@@ -264,8 +274,8 @@ class SchedulerSupervisor:
                 if self._stopping.is_set():  # asked to stop while it was starting
                     await self.scheduler.stop()
                     return
-                if self._failures:
-                    log.info("scheduler running again after %d restart(s)", self._failures)
+                if self.streak:
+                    log.info("scheduler running again after %d restart(s)", self.streak)
                 self.state = SchedulerState.STARTED
                 self._settled.set()
                 group.start_soon(
@@ -290,7 +300,12 @@ class _RepeatedCrashes(logging.Filter):
         self._supervisor = supervisor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return not (self._supervisor._failures and record.msg == "Scheduler crashed")
+        return not (self._supervisor.streak and record.msg == "Scheduler crashed")
+
+
+def _backoff(failures: int) -> float:
+    """Seconds before restart number `failures` of a streak (0: none yet)."""
+    return float(min(FIRST_RESTART_SECONDS * 2 ** max(failures - 1, 0), LONGEST_RESTART_SECONDS))
 
 
 def _same_interval(current: object, wanted: IntervalTrigger) -> bool:

@@ -220,15 +220,20 @@ class SlackGateway:
             limit=HISTORY_PAGE,
             include_all_metadata=True,
         )
-        for posted in response.get("messages") or []:
-            metadata = posted.get("metadata") if isinstance(posted, dict) else None
-            if (
-                isinstance(metadata, dict)
-                and metadata.get("event_type") == event_type
-                and metadata.get("event_payload") == payload
-            ):
-                return str(posted.get("ts"))
-        return None
+        return _carrying(response.get("messages"), event_type, payload)
+
+    async def find_reply(
+        self, channel: str, thread_ts: str, *, event_type: str, payload: dict[str, Any]
+    ) -> str | None:
+        """The `ts` of a reply this bot posted in a thread with this metadata, if any.
+
+        `find_posted` for thread replies: the thread's first page (a result's own replies
+        come first in it, right after the result).
+        """
+        response = await self.client.conversations_replies(
+            channel=channel, ts=thread_ts, limit=HISTORY_PAGE, include_all_metadata=True
+        )
+        return _carrying(response.get("messages"), event_type, payload)
 
     async def edit(
         self, team_id: str, channel: str, ts: str, message: Message, *, urgent: bool
@@ -305,3 +310,16 @@ class SlackGateway:
             log.info("could not join channel %s: %s", channel, error_code(exc))
             return False
         return True
+
+
+def _carrying(messages: Any, event_type: str, payload: dict[str, Any]) -> str | None:
+    """The `ts` of the first of `messages` (as Slack lists them) with this metadata."""
+    for posted in messages or []:
+        metadata = posted.get("metadata") if isinstance(posted, dict) else None
+        if (
+            isinstance(metadata, dict)
+            and metadata.get("event_type") == event_type
+            and metadata.get("event_payload") == payload
+        ):
+            return str(posted.get("ts"))
+    return None

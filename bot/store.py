@@ -55,7 +55,7 @@ DATABASE_FAILURES: tuple[type[Exception], ...] = (DBAPIError, OSError)
 MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock: one replica migrates at a time
 # The newest migration in bot/migrations/versions (a test keeps the two in step): a database
 # already there is not handed to Alembic at all, which saves importing it at every start.
-SCHEMA_REVISION = "0006"
+SCHEMA_REVISION = "0007"
 VERSION_TABLE = "bot_alembic_version"
 
 
@@ -138,6 +138,9 @@ class Run(Base):
     started_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     reported_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    # The result is in Slack but its thread reply (the requester's mention, a regression's
+    # alert) is not yet: the sweep posts it, looking in the thread first (see 0007).
+    mention_pending: Mapped[bool] = mapped_column(Boolean, default=False)
 
     next_check_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
     check_interval: Mapped[float] = mapped_column(default=0.0)
@@ -744,14 +747,30 @@ class Store:
             )
         return await self._update(run_id, Run.state == RunState.RUNNING.value, **values)
 
-    async def mark_reported(self, run_id: int, claim: str | None, *, now: datetime) -> bool:
+    async def mark_reported(
+        self, run_id: int, claim: str | None, *, now: datetime, mention: bool = False
+    ) -> bool:
+        """The result is in Slack. With `mention`, its thread reply is still owed: the claim
+        is kept for posting it now, and if that is cut short a sweep posts it later."""
         conditions: list[ColumnElement[bool]] = [Run.reported_at.is_(None)]
         if claim is not None:
             conditions.append(Run.claim == claim)
+        held: dict[str, Any] = (
+            {"next_check_at": now} if mention else {"next_check_at": None, "claim": None}
+        )
+        if not mention:
+            held["claimed_until"] = None
         return await self._update(
+            run_id, *conditions, reported_at=now, mention_pending=mention, **held
+        )
+
+    async def mark_mentioned(self, run_id: int, claim: str | None) -> None:
+        """The result's thread reply is posted (or given up): nothing more is owed."""
+        conditions = [] if claim is None else [Run.claim == claim]
+        await self._update(
             run_id,
             *conditions,
-            reported_at=now,
+            mention_pending=False,
             next_check_at=None,
             claim=None,
             claimed_until=None,
@@ -1041,7 +1060,8 @@ class Store:
 
         Due running runs bring along every other unclaimed running run of the same engine: one
         `list-batch-tests` page refreshes them all at no extra cost. Finished runs whose result
-        has not reached Slack yet are claimed for another delivery attempt.
+        has not reached Slack yet are claimed for another delivery attempt, and delivered ones
+        whose thread reply is still owed, for posting it.
         """
         token = str(uuid.uuid4())
         free = or_(Run.claimed_until.is_(None), Run.claimed_until < now)
@@ -1060,11 +1080,12 @@ class Store:
                 Run.reported_at.is_(None),
                 Run.next_check_at <= now,
             )
+            unmentioned = and_(Run.mention_pending.is_(True), Run.next_check_at <= now)
             interrupted = and_(
                 Run.state == RunState.STARTING.value,
                 or_(Run.next_check_at.is_(None), Run.next_check_at <= now),
             )
-            targets = or_(undelivered, interrupted)
+            targets = or_(undelivered, unmentioned, interrupted)
             if engine_match:
                 targets = or_(targets, and_(running, or_(*engine_match)))
             await session.execute(

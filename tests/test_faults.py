@@ -32,6 +32,7 @@ import logging
 
 import pytest
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
+from sqlalchemy import update
 
 from bot.runs import MAX_DELIVERY_ATTEMPTS
 from bot.slackapi import retry_after_seconds
@@ -59,6 +60,11 @@ OTHER_CHANNEL = "C0002"
 
 async def only_run(bot: RunningBot) -> Run:
     [run] = await bot.app.store.recent_runs()
+    return run
+
+
+async def only_run_in(bot: RunningBot, channel: str) -> Run:
+    [run] = [r for r in await bot.app.store.recent_runs() if r.channel_id == channel]
     return run
 
 
@@ -479,6 +485,59 @@ async def test_slack_down_for_a_long_while_every_result_arrives_once_when_it_is_
     assert len(top_level(slack)) == 5, "each status message became its result"
     assert all(len(slack.thread(CHANNEL, m.ts)) == 1 for m in results(slack))
     assert all(r.error is None and r.delivery_attempts == 0 for r in runs)
+
+
+async def test_a_mention_refused_while_slack_fails_is_posted_once_when_it_is_back(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """The result lands, then Slack fails the thread reply: the mention stays owed.
+
+    Before 0007 the reply was tried once after the result was recorded, and lost for good.
+    """
+    retell.next_batch_durations = [600.0]  # finished by hand, once replies fail
+    async with start_bot() as bot:
+        await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+        await slack.wait_for(lambda: len(top_level(slack)) == 1)
+        slack.fail_next("chat.postMessage", status=502, times=100_000)
+        [batch_id] = await batch_ids(retell)
+        retell.finish_now(batch_id)
+        await slack.wait_for(lambda: len(results(slack)) == 1)
+        refused = slack.count("chat.postMessage")
+        await slack.wait_for(lambda: slack.count("chat.postMessage") - refused >= 3)
+        [result] = results(slack)
+        assert slack.thread(CHANNEL, result.ts) == []
+        assert (await only_run(bot)).mention_pending
+        slack.clear_faults()
+        await delivered_once(bot, slack, batch_id)
+        await after_more_sweeps(bot, slack, user)
+        run = await only_run_in(bot, CHANNEL)
+    assert len(slack.thread(CHANNEL, result.ts)) == 1
+    assert not run.mention_pending and run.claim is None
+
+
+async def test_a_mention_posted_but_not_recorded_is_not_posted_again(
+    start_bot: BotFactory, slack: FakeSlack, user: SlackUser
+) -> None:
+    """A process that died between posting the mention and recording it leaves it owed in the
+    database, as this test does by hand: the next sweep finds it in the thread, posts nothing."""
+    async with start_bot() as bot:
+        await user.command(bot.events_url, f"{ENGINE} tc_1")
+        await slack.wait_for(lambda: len(results(slack)) == 1)
+        [result] = results(slack)
+        await slack.wait_for(lambda: len(slack.thread(CHANNEL, result.ts)) == 1)
+        run = await only_run(bot)
+        async with bot.app.store.engine.begin() as conn:
+            await conn.execute(
+                update(Run)
+                .where(Run.id == run.id)
+                .values(mention_pending=True, next_check_at=run.reported_at)
+            )
+        looked = slack.count("conversations.replies")
+        await slack.wait_for(lambda: slack.count("conversations.replies") > looked)
+        await after_more_sweeps(bot, slack, user)
+        run = await only_run_in(bot, CHANNEL)
+    assert len(slack.thread(CHANNEL, result.ts)) == 1
+    assert not run.mention_pending
 
 
 async def test_retell_down_for_a_long_while_every_run_reports_once_when_it_is_back(

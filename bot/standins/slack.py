@@ -545,6 +545,7 @@ class FakeSlack:
             "conversations.info": self._conversations_info,
             "conversations.open": self._conversations_open,
             "conversations.history": self._conversations_history,
+            "conversations.replies": self._conversations_replies,
             "views.open": self._views_open,
             "views.publish": self._views_publish,
             "views.update": self._views_update,
@@ -1220,6 +1221,40 @@ class FakeSlack:
             "response_metadata": {"next_cursor": ""},
         }
 
+    def _conversations_replies(self, params: JSONDict) -> JSONDict:
+        """A thread: its parent message first, then the replies, oldest first (one page).
+
+        As Slack: `ts` must be a message of the channel (`thread_not_found` otherwise), and
+        message metadata is shown only with `include_all_metadata`.
+        """
+        channel = self._channel(_param_str(params, "channel"))
+        if channel.private and not channel.member:
+            raise SlackApiFailure("channel_not_found", f"{channel.id} is private, bot not in it")
+        ts = _param_str(params, "ts")
+        limit = min(max(int(_param_str(params, "limit") or 100), 1), 1000)
+        with_metadata = _param_bool(params, "include_all_metadata")
+        thread = [
+            message
+            for message in self.messages
+            if message.channel == channel.id
+            and not message.deleted
+            and (message.ts == ts or message.thread_ts == ts)
+        ]
+        if not any(message.ts == ts for message in thread):
+            raise SlackApiFailure("thread_not_found", f"no message {ts} in {channel.id}")
+        thread.sort(key=lambda message: (message.ts != ts, float(message.ts)))
+        shown = []
+        for message in thread[:limit]:
+            body = _message_json(message)
+            if not with_metadata:
+                body.pop("metadata", None)
+            shown.append(body)
+        return {
+            "messages": shown,
+            "has_more": len(thread) > limit,
+            "response_metadata": {"next_cursor": ""},
+        }
+
     def _conversations_open(self, params: JSONDict) -> JSONDict:
         users = (_param_str(params, "users") or "").split(",")
         if len(users) != 1 or not users[0]:
@@ -1666,6 +1701,7 @@ class SlackUser:
         command: str = "/retell-test",
         channel_id: str | None = None,
         response_url: str | None = None,
+        trigger_id: str | None = None,
     ) -> dict[str, str]:
         """This user's slash command as a dict (Socket Mode form)."""
         channel = channel_id or self.channel_id
@@ -1678,6 +1714,7 @@ class SlackUser:
             team_id=self.team_id,
             api_app_id=self.api_app_id,
             response_url=self._response_url(response_url, channel),
+            trigger_id=trigger_id,
         )
 
     def press_payload(
@@ -1720,10 +1757,18 @@ class SlackUser:
         command: str = "/retell-test",
         channel_id: str | None = None,
         response_url: str | None = None,
+        trigger_id: str | None = None,
     ) -> BotReply:
-        """Type ``<command> <text>``: POST it signed to the bot's /slack/events URL."""
+        """Type ``<command> <text>``: POST it signed to the bot's /slack/events URL.
+
+        `trigger_id` is Slack's key of the request (fresh when not given); passing one lets a
+        caller find the run it started (`runs.request_key`)."""
         payload = self.command_payload(
-            text, command=command, channel_id=channel_id, response_url=response_url
+            text,
+            command=command,
+            channel_id=channel_id,
+            response_url=response_url,
+            trigger_id=trigger_id,
         )
         return await self.post_signed(bot_url, urlencode(payload), payload["response_url"])
 
