@@ -125,6 +125,15 @@ class ChaosDriver(Driver):
         self.bot = self.rng.choice(up)
         await super().send_one()
 
+    database_url: str
+
+    async def drained(self) -> bool:
+        """Also every run in the database reported and mentioned: a requester told "queued"
+        (the database was down) counts as answered above, but its run is still to come."""
+        if not await super().drained():
+            return False
+        return await owed_runs(self.database_url) == 0
+
     def progress(self, phase: str, started: float) -> None:
         print(
             f"  {time.monotonic() - started:6.0f}s {phase:8} sent={len(self.tally.commands):5d} "
@@ -132,6 +141,24 @@ class ChaosDriver(Driver):
             f"replicas up={len(self.replicas.up())}",
             flush=True,
         )
+
+
+async def owed_runs(database_url: str) -> int:
+    """Runs not failed whose result or thread reply is still owed (-1: cannot tell now)."""
+    engine = create_async_engine(async_database_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            owed = await conn.execute(
+                text(
+                    "SELECT count(*) FROM runs WHERE state <> 'failed' "
+                    "AND (reported_at IS NULL OR mention_pending)"
+                )
+            )
+            return int(owed.scalar_one())
+    except OSError:
+        return -1
+    finally:
+        await engine.dispose()
 
 
 async def kill_connections(admin_url: str) -> int:
@@ -278,6 +305,7 @@ async def chaos_run(args: argparse.Namespace, workdir: Path) -> int:
         ) as session:
             driver = ChaosDriver(args, slack, retell, engines, replicas.bots[0], session, rng)
             driver.replicas = replicas
+            driver.database_url = database_url
             schedule = asyncio.create_task(
                 faults(args, rng, server, slack, retell, replicas, chaos)
             )

@@ -206,6 +206,10 @@ class Driver:
             command.ack_status, command.ack_text = -1, repr(exc)
         command.ack_seconds = time.monotonic() - started
 
+    async def drained(self) -> bool:
+        """Whether every command sent has had its outcome (a mention, or a refusal)."""
+        return self.in_flight() <= 0
+
     def top_up(self, target: int) -> None:
         for _ in range(max(0, target - self.in_flight())):
             task = asyncio.create_task(self.send_one())
@@ -243,7 +247,7 @@ class Driver:
         sending = time.monotonic() - started
         await asyncio.gather(*self.sending)
         drain_deadline = time.monotonic() + args.drain_seconds
-        while self.in_flight() > 0 and (now := time.monotonic()) < drain_deadline:
+        while not await self.drained() and (now := time.monotonic()) < drain_deadline:
             if now >= next_progress:
                 self.progress("draining", started)
                 next_progress += PROGRESS_EVERY_SECONDS
@@ -386,9 +390,10 @@ def check(
     sent = {c.trigger_id for c in commands}
     for command in commands:
         acked = command.ack_status == 200 and "Starting" in command.ack_text
-        told = command.response_url and slack.responses_to(command.response_url)
+        told = slack.responses_to(command.response_url) if command.response_url else []
+        not_started = NOT_STARTED in command.ack_text or any(NOT_STARTED in str(b) for b in told)
         if command.trigger_id in started:
-            if told and any(NOT_STARTED in str(body) for body in told):
+            if not_started:
                 found.duplicated.append(
                     f"command {command.trigger_id[-8:]}: told it was not started, yet it ran"
                 )

@@ -35,7 +35,7 @@ from bot.commands import (
 )
 from bot.reports import Reports
 from bot.retell import CaseDefinition, EngineChoice, RetellGateway, RetellProblem
-from bot.runs import Requester, RunRequest, RunWorkflow
+from bot.runs import Admission, Requester, RunRequest, RunWorkflow
 from bot.schedules import Schedules
 from bot.slackapi import SLACK_FAILURES, error_code
 from bot.suite import Engine
@@ -72,6 +72,11 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
         elif isinstance(parsed, RunCommand) and (refusal := workflow.not_allowed(who)):
             await ack(**refusal.as_kwargs())
         elif isinstance(parsed, RunCommand):
+            key = _request_key(command)
+            admission = await workflow.accept(who, str(command.get("text", "")), key)
+            if admission is Admission.REFUSED:
+                await ack(**workflow.database_down().as_kwargs())
+                return
             case_count = (
                 None if parsed.tests.names or parsed.tests.everything else len(parsed.tests.ids)
             )
@@ -80,8 +85,9 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
                 who,
                 parsed.engine,
                 parsed.tests,
-                request_key=_request_key(command),
+                request_key=key,
                 repeats=parsed.repeats,
+                recorded=admission is Admission.KEPT,
             )
             await workflow.start(request)
         elif isinstance(parsed, WatchCommand) and (refusal := workflow.not_allowed(who)):

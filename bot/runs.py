@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import enum
 import functools
 import logging
 import math
@@ -25,9 +26,11 @@ from bot import blocks, history
 from bot.blocks import Comparison, Message
 from bot.commands import (
     CommandError,
+    RunCommand,
     TestSelection,
     ids_not_found,
     needs_definitions,
+    parse,
     resolve_tests,
 )
 from bot.followup import BatchRefresher, Followed, Refresh
@@ -51,7 +54,16 @@ from bot.slackapi import (
     error_code,
     is_outage,
 )
-from bot.store import DATABASE_FAILURES, CaseResult, Run, RunSchedule, RunState, Store, utcnow
+from bot.store import (
+    DATABASE_FAILURES,
+    AckedCommand,
+    CaseResult,
+    Run,
+    RunSchedule,
+    RunState,
+    Store,
+    utcnow,
+)
 from bot.suite import Engine, Suite
 
 log = logging.getLogger(__name__)
@@ -73,8 +85,21 @@ RUNS_AT_ONCE = 200
 CREATE_CLOCK_SKEW = timedelta(minutes=2)
 RECOVERY_PAGE = 50
 BACKOFF_FACTOR = 2.0
+# An accepted command is held for this many follow-up leases (extended while it waits for a
+# start slot); a process killed after the ack leaves it to a sweep once that has run out.
+COMMAND_LEASES = 3
+ACCEPT_SECONDS = 2.0  # of Slack's 3 s for the ack
+RESUMED_PER_PASS = 50
 # Schedules whose runs post nothing while running, and their result only when it matters.
 QUIET_NOTIFY = ("failures", "changes")
+
+
+class Admission(enum.Enum):
+    """What became of a `run` command at its ack (`RunWorkflow.accept`)."""
+
+    KEPT = "kept"  # in `acked_commands`: started even if this process dies after the ack
+    UNKEPT = "unkept"  # the database was slow: started by this process only
+    REFUSED = "refused"  # the database is unreachable: the ack says nothing was started
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,6 +139,8 @@ class RunRequest:
     scheduled_for: datetime | None = None
     # `repeat=N`: N batches of the suite, reported together as one result.
     repeats: int = 1
+    # Kept in `acked_commands` before the ack (under `request_key`): forgotten once started.
+    recorded: bool = False
 
 
 def _about_run(
@@ -153,6 +180,7 @@ class RunWorkflow:
         self._lease = timedelta(seconds=settings.follow_up_lease_seconds)
         self._sweeping = asyncio.Lock()
         self._starting: set[asyncio.Task[object]] = set()
+        self._resuming: set[asyncio.Task[Run | None]] = set()  # started by a sweep
         self._start_slots = asyncio.Semaphore(START_CONCURRENCY)
 
     async def drain(self, *, timeout: float) -> None:
@@ -188,6 +216,45 @@ class RunWorkflow:
 
     # -- starting -------------------------------------------------------------------------------
 
+    async def accept(self, who: Requester, text: str, request_key: str | None) -> Admission:
+        """Keep a `run` command before it is acked, so that a process killed right after the
+        ack loses nothing (a sweep starts what it left, see `_resume_commands`).
+
+        One INSERT on the ack's critical path. A database that refuses it is unreachable: the
+        requester is told at once that nothing was started. One that is only slow (a burst of
+        commands queued for the pool) gets ACCEPT_SECONDS, then the command goes on unkept, as
+        before there was a record: Slack's 3 s matter more, and a late INSERT that lands
+        anyway is harmless (a resumed start finds its run by `request_key`).
+        """
+        if request_key is None:
+            return Admission.UNKEPT  # no key to find it again by (Slack always sends one)
+        now = self._clock()
+        command = AckedCommand(
+            request_key=request_key,
+            team_id=who.team_id,
+            channel_id=who.channel_id,
+            user_id=who.user_id,
+            response_url=who.response_url,
+            text=text,
+            received_at=now,
+            claimed_until=now + self._lease * COMMAND_LEASES,
+        )
+        try:
+            async with asyncio.timeout(ACCEPT_SECONDS):
+                await self._store.record_command(command)
+        except TimeoutError:
+            log.info("command not kept: the database took longer than %ss", ACCEPT_SECONDS)
+            return Admission.UNKEPT
+        except DATABASE_FAILURES as exc:
+            log.warning("command not accepted, database unreachable: %s", type(exc).__name__)
+            return Admission.REFUSED
+        return Admission.KEPT
+
+    @staticmethod
+    def database_down() -> Message:
+        """What a command the database could not take is answered with."""
+        return _database_down()
+
     async def start(self, request: RunRequest) -> Run | None:
         """Resolve the test cases, create the batch and post the status message.
 
@@ -199,17 +266,76 @@ class RunWorkflow:
         if task is not None:
             self._starting.add(task)
             task.add_done_callback(self._starting.discard)
-        async with self._start_slots:
+        async with self._keeping_command(request), self._start_slots:
             try:
-                return await self._start(request)
+                run = await self._start(request)
             except DATABASE_FAILURES as exc:
-                log.warning("run not started, the database is unreachable: %s", type(exc).__name__)
+                if request.recorded:
+                    log.warning("run queued, database unreachable: %s", type(exc).__name__)
+                    await self._tell(request.requester, _start_queued())
+                    raise _KeepCommand from exc
+                log.warning("run not started, database unreachable: %s", type(exc).__name__)
                 await self._tell(request.requester, _database_down())
                 return None
             except Exception:
                 log.exception("starting a run for %s failed", request.requester.user_id)
                 await self._tell(request.requester, _start_broke())
                 return None
+            return run
+        return None  # queued: a later sweep starts it
+
+    @contextlib.asynccontextmanager
+    async def _keeping_command(self, request: RunRequest) -> AsyncIterator[None]:
+        """Hold an accepted command while it waits for a slot and starts; forget it once its
+        run is recorded. A start the database cut short leaves it for a later sweep."""
+        key = request.request_key if request.recorded else None
+        if key is None:
+            yield
+            return
+
+        async def keep() -> None:
+            while True:
+                await asyncio.sleep(self._lease.total_seconds())
+                until = self._clock() + self._lease * COMMAND_LEASES
+                await self._store.extend_command(key, until=until)
+
+        keeper = asyncio.create_task(keep())
+        try:
+            yield
+        except _KeepCommand:
+            return
+        finally:
+            keeper.cancel()
+        with contextlib.suppress(*DATABASE_FAILURES):  # if not forgotten, it is resumed: the
+            with anyio.CancelScope(shield=True):  # run's request_key then starts nothing
+                await self._store.command_started(key)
+
+    async def _resume_commands(self) -> None:
+        """Start the acked commands a process left unstarted (killed after the ack)."""
+        now = self._clock()
+        hold = self._lease * COMMAND_LEASES
+        for command in await self._store.claim_orphaned_commands(
+            now=now, hold=hold, limit=RESUMED_PER_PASS
+        ):
+            parsed = parse(command.text)
+            if not isinstance(parsed, RunCommand):  # recorded only for `run`: never here
+                await self._store.command_started(command.request_key)
+                continue
+            log.info("resuming a command acked by a process that stopped: %s", command.text)
+            who = Requester(
+                command.team_id, command.channel_id, command.user_id, command.response_url
+            )
+            request = RunRequest(
+                who,
+                parsed.engine,
+                parsed.tests,
+                request_key=command.request_key,
+                repeats=parsed.repeats,
+                recorded=True,
+            )
+            task = asyncio.create_task(self.start(request))
+            self._resuming.add(task)
+            task.add_done_callback(self._resuming.discard)
 
     async def _start(self, request: RunRequest) -> Run | None:
         who = request.requester
@@ -664,6 +790,7 @@ class RunWorkflow:
         # half lease; a job that outlived a late extension was acquired again by its own
         # scheduler, and APScheduler 4.0.0a6 then crashed (KeyError in `_running_jobs`).
         until = asyncio.get_running_loop().time() + self._lease.total_seconds() / 2
+        await self._resume_commands()
         while asyncio.get_running_loop().time() < until:
             now = self._clock()
             claim, runs = await self._store.claim_due(
@@ -1191,6 +1318,17 @@ def _database_down() -> Message:
         "The bot's database is not reachable right now, so this batch test was not started. "
         "Try again in a few minutes."
     )
+
+
+def _start_queued() -> Message:
+    return blocks.problem(
+        "The bot's database is not reachable right now. This batch test is queued: it starts "
+        "by itself once the database is back, and the status will appear here then."
+    )
+
+
+class _KeepCommand(Exception):
+    """Raised out of a start the database cut short: its accepted command stays kept."""
 
 
 def _start_resumes() -> Message:

@@ -291,6 +291,27 @@ class HandledRequest(Base):
     __table_args__ = (Index("ix_handled_requests_handled_at", "handled_at"),)
 
 
+class AckedCommand(Base):
+    """A `run` command acknowledged to its requester whose run is not recorded yet.
+
+    Written before the ack and deleted once the start has recorded its run (or told the
+    requester why not): a process killed in between leaves it here, and a sweep starts it.
+    """
+
+    __tablename__ = "acked_commands"
+
+    request_key: Mapped[str] = mapped_column(String(128), primary_key=True)
+    team_id: Mapped[str] = mapped_column(String(32))
+    channel_id: Mapped[str] = mapped_column(String(32))
+    user_id: Mapped[str] = mapped_column(String(32))
+    response_url: Mapped[str | None] = mapped_column(Text, default=None)
+    text: Mapped[str] = mapped_column(Text)
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    claimed_until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+    __table_args__ = (Index("ix_acked_commands_claimed_until", "claimed_until"),)
+
+
 # Slack retries a request within seconds and a trigger_id expires after minutes: a day of
 # keys is plenty to tell a replay, and keeps the table small.
 HANDLED_REQUESTS_KEPT = timedelta(days=1)
@@ -997,6 +1018,58 @@ class Store:
             await session.execute(
                 delete(HandledRequest).where(HandledRequest.request_key == request_key)
             )
+
+    # -- acknowledged commands -------------------------------------------------------------
+
+    async def record_command(self, command: AckedCommand) -> None:
+        """Keep a command about to be acked; a Slack retry of it finds it kept already."""
+        try:
+            async with self._sessions.begin() as session:
+                session.add(command)
+        except IntegrityError:
+            pass  # the same request again: its first delivery is being (or was) started
+
+    async def extend_command(self, request_key: str, *, until: datetime) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(AckedCommand)
+                .where(AckedCommand.request_key == request_key)
+                .values(claimed_until=until)
+            )
+
+    async def command_started(self, request_key: str) -> None:
+        """The command's run is recorded (or its requester told why not): nothing is owed."""
+        async with self._sessions.begin() as session:
+            await session.execute(
+                delete(AckedCommand).where(AckedCommand.request_key == request_key)
+            )
+
+    async def claim_orphaned_commands(
+        self, *, now: datetime, hold: timedelta, limit: int
+    ) -> list[AckedCommand]:
+        """Acked commands whose holder let go (died) before starting them, now held here."""
+        async with self._sessions.begin() as session:
+            found = await session.execute(
+                select(AckedCommand)
+                .where(AckedCommand.claimed_until < now)
+                .order_by(AckedCommand.received_at)
+                .limit(limit)
+            )
+            candidates = list(found.scalars().all())
+        taken = []
+        for command in candidates:
+            async with self._sessions.begin() as session:
+                moved = await session.execute(
+                    update(AckedCommand)
+                    .where(
+                        AckedCommand.request_key == command.request_key,
+                        AckedCommand.claimed_until == command.claimed_until,
+                    )
+                    .values(claimed_until=now + hold)
+                )
+            if getattr(moved, "rowcount", 0):
+                taken.append(command)
+        return taken
 
     async def get_schedule(self, schedule_id: int) -> RunSchedule | None:
         async with self._sessions() as session:

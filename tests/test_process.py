@@ -218,6 +218,39 @@ async def test_kill_9_while_the_batch_is_being_created_is_recovered_with_one_bat
     assert not log_problems(tmp_path / "second.log", until_shutdown=True)
 
 
+async def test_kill_9_right_after_the_ack_before_the_run_is_recorded_is_started_once(
+    slack: FakeSlack, retell: FakeRetell, user: SlackUser, database_url: str, tmp_path: Path
+) -> None:
+    """The ack is sent before the start reads Retell (`all`) and records the run: a process
+    killed in between had acked a command that nothing would ever start. It is kept before the
+    ack (`acked_commands`); the successor starts it once its hold runs out."""
+    environment = process_environment(slack, retell, database_url)
+    retell.delay("/v2/list-test-case-definitions", 30.0, times=1)
+    async with running(environment, tmp_path / "first.log") as first:
+        reply = await user.command(first.events_url, f"{ENGINE} all")
+        assert "Starting a Retell batch test" in reply.text
+        await retell.wait_for(lambda: not retell._delays)  # the start waits on Retell
+        first.kill()
+        assert await first.wait() == -9
+    assert not retell.batches
+    killed_at = time.monotonic()
+
+    async with running(environment, tmp_path / "second.log"):
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=60)
+        [status] = top_level(slack)
+        await slack.wait_for(lambda: len(slack.thread(CHANNEL, status.ts)) >= 1)
+    recovered_in = time.monotonic() - killed_at
+
+    [batch_id] = retell.batches
+    [status] = top_level(slack)
+    assert batch_id in status.text and len(slack.thread(CHANNEL, status.ts)) == 1
+    assert recovered_in < 60, f"recovered in {recovered_in:.1f}s"
+    assert (
+        "resuming a command acked by a process that stopped"
+        in (tmp_path / "second.log").read_text()
+    )
+
+
 # -- start-up and the HTTP surface -----------------------------------------------------------------
 
 
