@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import random
 import signal
 import socket
 import sys
@@ -20,11 +21,25 @@ import aiohttp
 
 from bot.settings import Settings
 
+# Ports for bot processes come from below Linux's ephemeral range (32768-60999): a port the
+# kernel picks for `bind(0)` is also what it hands out to outgoing connections, and one of
+# those (or a parallel test's `bind(0)`) took it before the child, importing for a second or
+# two, could bind it ("address already in use").
+PORTS = range(20_000, 32_000)
+_PICK = random.SystemRandom()
+
 
 def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A port nothing listens on now, picked at random from `PORTS`."""
+    for _ in range(100):
+        port = _PICK.choice(PORTS)  # not `random`'s global state: tests may seed it
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port found in 100 tries")
 
 
 def bot_environment(
