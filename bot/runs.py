@@ -90,6 +90,10 @@ BACKOFF_FACTOR = 2.0
 COMMAND_LEASES = 3
 ACCEPT_SECONDS = 2.0  # of Slack's 3 s for the ack
 RESUMED_PER_PASS = 50
+# A rerun press holds its run until the rerun is recorded (released then): long enough for a
+# start under load, which with the follow-up lease (1 s in tests) it outlived, so a second
+# press started a second rerun. Only a process that dies holds it to the end.
+RERUN_LOCK = timedelta(seconds=30)
 # Schedules whose runs post nothing while running, and their result only when it matters.
 QUIET_NOTIFY = ("failures", "changes")
 
@@ -655,7 +659,8 @@ class RunWorkflow:
         original = await self._authorized_run(run_id, who)
         if original is None:
             return None
-        if not await self._store.lock_rerun(run_id, now=self._clock(), lease=self._lease):
+        hold = max(self._lease, RERUN_LOCK)
+        if not await self._store.lock_rerun(run_id, now=self._clock(), lease=hold):
             await self._tell(who, _rerun_under_way())
             return None
         try:
