@@ -1209,17 +1209,7 @@ class FakeSlack:
             and not message.is_reply
             and float(message.ts) >= oldest
         ]
-        shown = []
-        for message in found[:limit]:
-            body = _message_json(message)
-            if not with_metadata:
-                body.pop("metadata", None)
-            shown.append(body)
-        return {
-            "messages": shown,
-            "has_more": len(found) > limit,
-            "response_metadata": {"next_cursor": ""},
-        }
+        return _page_of_messages(found, limit=limit, with_metadata=with_metadata)
 
     def _conversations_replies(self, params: JSONDict) -> JSONDict:
         """A thread: its parent message first, then the replies, oldest first (one page).
@@ -1243,17 +1233,7 @@ class FakeSlack:
         if not any(message.ts == ts for message in thread):
             raise SlackApiFailure("thread_not_found", f"no message {ts} in {channel.id}")
         thread.sort(key=lambda message: (message.ts != ts, float(message.ts)))
-        shown = []
-        for message in thread[:limit]:
-            body = _message_json(message)
-            if not with_metadata:
-                body.pop("metadata", None)
-            shown.append(body)
-        return {
-            "messages": shown,
-            "has_more": len(thread) > limit,
-            "response_metadata": {"next_cursor": ""},
-        }
+        return _page_of_messages(thread, limit=limit, with_metadata=with_metadata)
 
     def _conversations_open(self, params: JSONDict) -> JSONDict:
         users = (_param_str(params, "users") or "").split(",")
@@ -1494,6 +1474,21 @@ def signed_headers(
         ).hexdigest()
         signature = f"v0={digest}"
     return {"X-Slack-Signature": signature, "X-Slack-Request-Timestamp": stamp}
+
+
+def _page_of_messages(messages: list[Message], *, limit: int, with_metadata: bool) -> JSONDict:
+    """One page of a conversations.* listing, as Slack answers it (metadata only if asked)."""
+    shown = []
+    for message in messages[:limit]:
+        body = _message_json(message)
+        if not with_metadata:
+            body.pop("metadata", None)
+        shown.append(body)
+    return {
+        "messages": shown,
+        "has_more": len(messages) > limit,
+        "response_metadata": {"next_cursor": ""},
+    }
 
 
 def new_trigger_id() -> str:
