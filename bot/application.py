@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from apscheduler import AsyncScheduler
 from slack_bolt.async_app import AsyncApp
 
-from bot import listeners
+from bot import admission, listeners
 from bot.metrics import Metrics
 from bot.reports import Reports
 from bot.retell import RetellGateway
@@ -30,7 +30,7 @@ from bot.scheduling import (
 )
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
-from bot.store import Store, create_engine
+from bot.store import Store, create_ack_engine, create_engine
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,12 @@ class Application:
     def build(cls, settings: Settings) -> Application:
         metrics = Metrics()
         busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
-        store = Store(create_engine(settings.database_url, sqlite_busy_timeout_ms=busy_ms))
+        store = Store(
+            create_engine(settings.database_url, sqlite_busy_timeout_ms=busy_ms),
+            ack_engine=create_ack_engine(
+                settings.database_url, sqlite_busy_timeout_ms=busy_ms, connections=admission.WRITERS
+            ),
+        )
         retell = RetellGateway.connect(
             api_key=settings.retell_api_key.get_secret_value(),
             base_url=settings.retell_base_url,
@@ -135,7 +140,7 @@ class Application:
                     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
         finally:
             await self.retell.close()
-            await self.store.engine.dispose()
+            await self.store.close()
 
     async def healthy(self) -> dict[str, str]:
         """What /healthz reports: empty when healthy, else the failing parts."""

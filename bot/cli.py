@@ -76,7 +76,7 @@ def _db_upgrade(_args: argparse.Namespace) -> int:
         try:
             await store.upgrade()
         finally:
-            await store.engine.dispose()
+            await store.close()
 
     asyncio.run(upgrade())
     print("database is up to date")

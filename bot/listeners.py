@@ -19,6 +19,7 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, modal
+from bot.admission import Admission
 from bot.commands import (
     USAGE,
     CommandError,
@@ -35,7 +36,7 @@ from bot.commands import (
 )
 from bot.reports import Reports
 from bot.retell import CaseDefinition, EngineChoice, RetellGateway, RetellProblem
-from bot.runs import Admission, Requester, RunRequest, RunWorkflow
+from bot.runs import Requester, RunRequest, RunWorkflow
 from bot.schedules import Schedules
 from bot.slackapi import SLACK_FAILURES, error_code
 from bot.suite import Engine

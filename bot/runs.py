@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import functools
 import logging
 import math
@@ -23,6 +22,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar, cast
 import anyio
 
 from bot import blocks, history
+from bot.admission import Admission, CommandBook
 from bot.blocks import Comparison, Message
 from bot.commands import (
     CommandError,
@@ -88,7 +88,7 @@ BACKOFF_FACTOR = 2.0
 # An accepted command is held for this many follow-up leases (extended while it waits for a
 # start slot); a process killed after the ack leaves it to a sweep once that has run out.
 COMMAND_LEASES = 3
-ACCEPT_SECONDS = 2.0  # of Slack's 3 s for the ack
+ACCEPT_SECONDS = 1.5  # of Slack's 3 s for the ack, leaving room for a busy event loop
 RESUMED_PER_PASS = 50
 # A rerun press holds its run until the rerun is recorded (released then): long enough for a
 # start under load, which with the follow-up lease (1 s in tests) it outlived, so a second
@@ -96,14 +96,6 @@ RESUMED_PER_PASS = 50
 RERUN_LOCK = timedelta(seconds=30)
 # Schedules whose runs post nothing while running, and their result only when it matters.
 QUIET_NOTIFY = ("failures", "changes")
-
-
-class Admission(enum.Enum):
-    """What became of a `run` command at its ack (`RunWorkflow.accept`)."""
-
-    KEPT = "kept"  # in `acked_commands`: started even if this process dies after the ack
-    UNKEPT = "unkept"  # the database was slow: started by this process only
-    REFUSED = "refused"  # the database is unreachable: the ack says nothing was started
 
 
 @dataclass(frozen=True, slots=True)
@@ -184,6 +176,7 @@ class RunWorkflow:
         self._lease = timedelta(seconds=settings.follow_up_lease_seconds)
         self._sweeping = asyncio.Lock()
         self._starting: set[asyncio.Task[object]] = set()
+        self._commands = CommandBook(store, patience=ACCEPT_SECONDS)
         self._resuming: set[asyncio.Task[Run | None]] = set()  # started by a sweep
         self._start_slots = asyncio.Semaphore(START_CONCURRENCY)
 
@@ -196,6 +189,7 @@ class RunWorkflow:
         if pending:
             log.info("waiting for %d run(s) being started", len(pending))
             await asyncio.wait(pending, timeout=timeout)
+        await self._commands.close()
 
     @contextlib.asynccontextmanager
     async def _holding(self, claim: str) -> AsyncIterator[None]:
@@ -224,11 +218,10 @@ class RunWorkflow:
         """Keep a `run` command before it is acked, so that a process killed right after the
         ack loses nothing (a sweep starts what it left, see `_resume_commands`).
 
-        One INSERT on the ack's critical path. A database that refuses it is unreachable: the
-        requester is told at once that nothing was started. One that is only slow (a burst of
-        commands queued for the pool) gets ACCEPT_SECONDS, then the command goes on unkept, as
-        before there was a record: Slack's 3 s matter more, and a late INSERT that lands
-        anyway is harmless (a resumed start finds its run by `request_key`).
+        One INSERT on the ack's critical path (shared by the commands of a burst, see
+        `CommandBook`). A database that refuses it is unreachable: the requester is told at
+        once that nothing was started. One that is only slow gets ACCEPT_SECONDS, then the
+        command goes on unkept.
         """
         if request_key is None:
             return Admission.UNKEPT  # no key to find it again by (Slack always sends one)
@@ -243,16 +236,7 @@ class RunWorkflow:
             received_at=now,
             claimed_until=now + self._lease * COMMAND_LEASES,
         )
-        try:
-            async with asyncio.timeout(ACCEPT_SECONDS):
-                await self._store.record_command(command)
-        except TimeoutError:
-            log.info("command not kept: the database took longer than %ss", ACCEPT_SECONDS)
-            return Admission.UNKEPT
-        except DATABASE_FAILURES as exc:
-            log.warning("command not accepted, database unreachable: %s", type(exc).__name__)
-            return Admission.REFUSED
-        return Admission.KEPT
+        return await self._commands.keep(command)
 
     @staticmethod
     def database_down() -> Message:

@@ -39,6 +39,7 @@ from sqlalchemy import (
     text,
     update,
 )
+from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Connection, Dialect
 from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
@@ -339,22 +340,45 @@ def create_engine(url: str, *, sqlite_busy_timeout_ms: int = 30_000) -> AsyncEng
     """
     engine = create_async_engine(async_database_url(url), pool_pre_ping=True)
     if engine.dialect.name == "sqlite":
-
-        @event.listens_for(engine.sync_engine, "connect")
-        def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-            cursor = dbapi_connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute(f"PRAGMA busy_timeout={sqlite_busy_timeout_ms}")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute("PRAGMA foreign_keys=ON")
-            cursor.close()
-            dbapi_connection.isolation_level = None  # the driver no longer BEGINs by itself
+        _configure_sqlite(engine, sqlite_busy_timeout_ms)
 
         @event.listens_for(engine.sync_engine, "begin")
         def _begin_immediate(connection: Connection) -> None:
             connection.exec_driver_sql("BEGIN IMMEDIATE")
 
     return engine
+
+
+def create_ack_engine(
+    url: str, *, sqlite_busy_timeout_ms: int = 30_000, connections: int = 2
+) -> AsyncEngine:
+    """A small engine for the one write before a Slack ack (`Store.record_commands`).
+
+    Each statement commits by itself and no connection is pinged when it is taken from the
+    pool: under load every round trip waits for a busy event loop, and the ack waits for all
+    of them. A connection found dead is replaced and the write tried once more instead.
+    """
+    engine = create_async_engine(
+        async_database_url(url),
+        isolation_level="AUTOCOMMIT",
+        pool_size=connections,
+        max_overflow=0,
+    )
+    if engine.dialect.name == "sqlite":
+        _configure_sqlite(engine, sqlite_busy_timeout_ms)
+    return engine
+
+
+def _configure_sqlite(engine: AsyncEngine, busy_timeout_ms: int) -> None:
+    @event.listens_for(engine.sync_engine, "connect")
+    def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute(f"PRAGMA busy_timeout={busy_timeout_ms}")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.close()
+        dbapi_connection.isolation_level = None  # the driver no longer BEGINs by itself
 
 
 def _upgrade(connection: Connection) -> None:
@@ -392,10 +416,18 @@ _REPEAT_COPIES = (
 class Store:
     """Queries over the bot's tables. One instance per process, built by the application."""
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    def __init__(self, engine: AsyncEngine, *, ack_engine: AsyncEngine | None = None) -> None:
+        """`ack_engine` (`create_ack_engine`): a small pool of its own for what runs before a
+        Slack ack, so that the ack's one INSERT never queues behind follow-ups and starts."""
         self.engine = engine
+        self._ack_engine = ack_engine
         self._sessions = async_sessionmaker(engine, expire_on_commit=False)
         self._upgrade_lock = asyncio.Lock()
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+        if self._ack_engine is not None:
+            await self._ack_engine.dispose()
 
     async def upgrade(self) -> None:
         """Apply pending migrations (safe to call from several replicas: Alembic locks on PG)."""
@@ -1021,13 +1053,30 @@ class Store:
 
     # -- acknowledged commands -------------------------------------------------------------
 
-    async def record_command(self, command: AckedCommand) -> None:
-        """Keep a command about to be acked; a Slack retry of it finds it kept already."""
-        try:
-            async with self._sessions.begin() as session:
-                session.add(command)
-        except IntegrityError:
-            pass  # the same request again: its first delivery is being (or was) started
+    async def record_commands(self, commands: Sequence[AckedCommand]) -> None:
+        """Keep commands about to be acked, in one transaction; a Slack retry of one (the same
+        request key) finds it kept already and changes nothing."""
+        if not commands:
+            return
+        rows = [
+            {column.key: getattr(command, column.key) for column in AckedCommand.__mapper__.columns}
+            for command in commands
+        ]
+        dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
+        statement = (
+            dialect.insert(AckedCommand)
+            .values(rows)
+            .on_conflict_do_nothing(index_elements=[AckedCommand.request_key])
+        )
+        engine = self._ack_engine or self.engine
+        for attempt in (1, 2):
+            try:
+                async with engine.begin() as connection:
+                    await connection.execute(statement)
+                return
+            except DBAPIError as exc:  # a pooled connection the database had dropped: once more
+                if attempt == 2 or not exc.connection_invalidated:
+                    raise
 
     async def extend_command(self, request_key: str, *, until: datetime) -> None:
         async with self._sessions.begin() as session:

@@ -943,10 +943,12 @@ class FakeRetell:
             # Seeding helpers refuse bad input (an unknown engine, a duplicate id) this way.
             return await _answer(request, handler, refused=(KeyError, ValueError))
         arrived = self._clock()
+        # The whole request is read before a delay rule is used up, so a test that waits for the
+        # rule to be taken knows the request has arrived (and, with `answer_late`, is handled).
+        body = await _recorded_body(request)
         delay = _take_rule(self._delays, request.path)
         if delay is not None and not delay.answer_late:
             await asyncio.sleep(delay.seconds)
-        body = await _recorded_body(request)
         endless = next((v for k, v in self._endless.items() if request.path.startswith(k)), None)
         asked_key = request.query.get("pagination_key")
         if endless is not None and asked_key is not None:
