@@ -55,7 +55,7 @@ from bench.common import (
     slash_command,
     standins,
 )
-from bot.standins.process import BotProcess
+from bot.testing.process import BotProcess
 
 ENGINE = "llm_ack"
 DEFINITIONS = 12

@@ -34,7 +34,7 @@ from bench.common import (
     print_table,
     vm_kib,
 )
-from bot.standins.process import BotProcess
+from bot.testing.process import BotProcess
 
 PROBE_SECONDS = (15.0, 30.0)  # long enough to complete after the bot is up
 LONG_SECONDS = 6 * 3600.0

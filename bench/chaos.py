@@ -42,11 +42,11 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bench.common import print_table, run_main
 from bench.soak import BATCH_ID, Driver, check, log_findings, read_runs_sqlalchemy, seed_retell
-from bot.standins.postgres import ThrowawayPostgres
-from bot.standins.process import BotProcess, bot_environment
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack
 from bot.store import async_database_url
+from bot.testing.postgres import ThrowawayPostgres
+from bot.testing.process import BotProcess, bot_environment
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack
 
 DATABASE = "retell_chaos"
 KILL_EVERY_SECONDS = 4.0

@@ -1,7 +1,7 @@
 """What the benchmarks share: the stand-ins as separate processes, load, statistics, tables.
 
 Every benchmark in bench/ measures the real server (`retell-bot serve`, started with
-`bot.standins.process.BotProcess`) on loopback, with the fakes of Slack and Retell in their own
+`bot.testing.process.BotProcess`) on loopback, with the fakes of Slack and Retell in their own
 processes so that their CPU is not the bot's (nor the load generator's). The conventions:
 
 - a benchmark is a module `bench/<name>.py` exposing `main(argv) -> int` (sync or async), taking
@@ -31,8 +31,8 @@ from typing import IO, Any, Self
 
 import aiohttp
 
-from bot.standins.process import bot_environment
-from bot.standins.slack import signed_headers, slash_command_body
+from bot.testing.process import bot_environment
+from bot.testing.slack import signed_headers, slash_command_body
 
 SIGNING_SECRET = "secret"
 BOT_TOKEN = "xoxb-test"
@@ -50,7 +50,7 @@ BenchMain = Callable[[list[str]], int | Awaitable[int]]
 class ServiceProcess:
     """A child process that prints `READY <url>` on stdout once it listens.
 
-    The stand-ins (`python -m bot.standins.slack|retell`) and `bench.bare_bolt` follow that
+    The stand-ins (`python -m bot.testing.slack|retell`) and `bench.bare_bolt` follow that
     convention. stderr goes to `log_path` (or nowhere).
     """
 
@@ -245,7 +245,7 @@ async def standins(
     """Start fake Slack and fake Retell as processes (logs in `workdir`); stop them after."""
     slack = ServiceProcess(
         "fake Slack",
-        "bot.standins.slack",
+        "bot.testing.slack",
         "--port",
         "0",
         "--bot-token",
@@ -258,7 +258,7 @@ async def standins(
     )
     retell = ServiceProcess(
         "fake Retell",
-        "bot.standins.retell",
+        "bot.testing.retell",
         "--port",
         "0",
         "--api-key",

@@ -54,8 +54,8 @@ from bench.common import (
     slash_command,
     vm_kib,
 )
-from bot.standins.process import BotProcess
 from bot.store import Run, RunState, Store, create_engine
+from bot.testing.process import BotProcess
 
 BATCH_ID = re.compile(r"test_case_batch_job_[0-9a-f]{24}")
 CASES_PER_BATCH = 5
@@ -110,14 +110,14 @@ async def start_standins(
 ) -> tuple[ServiceProcess, ServiceProcess]:
     slack = ServiceProcess(
         "fake Slack",
-        "bot.standins.slack",
+        "bot.testing.slack",
         *("--port", "0", "--bot-token", BOT_TOKEN, "--signing-secret", SIGNING_SECRET),
         *("--team-id", TEAM_ID),
         log_path=workdir / "fake-slack.log",
     )
     retell = ServiceProcess(
         "fake Retell",
-        "bot.standins.retell",
+        "bot.testing.retell",
         *("--port", "0", "--api-key", RETELL_API_KEY),
         *("--batch-seconds", str(args.longest * 60)),
         *("--shortest-batch-seconds", str(args.shortest * 60)),

@@ -37,10 +37,10 @@ from typing import Any
 import aiohttp
 
 from bench.common import percentile, vm_kib
-from bot.standins.process import BotProcess, bot_environment
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, Message, SlackUser, new_trigger_id
 from bot.store import async_database_url
+from bot.testing.process import BotProcess, bot_environment
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, Message, SlackUser, new_trigger_id
 
 BATCH_ID = re.compile(r"test_case_batch_job_[0-9a-f]{24}")
 ACK_DEADLINE_SECONDS = 3.0  # what Slack gives an app to answer a slash command

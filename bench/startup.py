@@ -45,8 +45,8 @@ from bench.common import (
     standins,
     vm_kib,
 )
-from bot.standins.process import BotProcess
 from bot.store import async_database_url
+from bot.testing.process import BotProcess
 
 TARGET_SECONDS = 2.0
 IMPORTS = "import bot.cli, bot.application, bot.web"

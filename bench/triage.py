@@ -71,14 +71,14 @@ from bench.common import (
 from bot import blocks
 from bot.repeats import summarize
 from bot.retell import TestRun, TestRunStatus
-from bot.standins.process import BotProcess
-from bot.standins.slack import (
+from bot.store import Run
+from bot.testing.process import BotProcess
+from bot.testing.slack import (
     BOT_ID,
     BOT_USER_ID,
     block_action_body,
     signed_headers,
 )
-from bot.store import Run
 
 JSONDict = dict[str, Any]
 

@@ -17,8 +17,8 @@ from typing import Any
 from bot import logs
 from bot.application import Application
 from bot.settings import load_settings
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, Message, SlackUser
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, Message, SlackUser
 from bot.web import start_http
 
 CHANNEL = "C0DEMO01"

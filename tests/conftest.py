@@ -22,9 +22,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.application import Application
 from bot.settings import Settings, load_settings
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, Message, SlackUser
 from bot.store import async_database_url
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, Message, SlackUser
 from bot.web import start_http
 
 CHANNEL = "C0001"

@@ -1,6 +1,6 @@
 """Helpers for tests that run `retell-bot` as child processes (test_process, test_replicas).
 
-The bot is started by `BotProcess` (bot/standins/process.py) against the in-process stand-ins;
+The bot is started by `BotProcess` (bot/testing/process.py) against the in-process stand-ins;
 these helpers give it a test configuration, attach its log to failures, wait on conditions in
 another process, run the CLI, and check what the channel was shown.
 """
@@ -17,9 +17,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.standins.process import BotProcess, bot_environment
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack
+from bot.testing.process import BotProcess, bot_environment
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack
 
 from .conftest import CHANNEL, USER, top_level
 

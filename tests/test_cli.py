@@ -22,9 +22,9 @@ from bot.ci import ExitCode, Followed, Report, Request
 from bot.repeats import CaseSummary, summarize
 from bot.retell import BatchJob, TestRun
 from bot.settings import CliSettings
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack
 from bot.suite import Engine
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack
 
 from .conftest import CHANNEL, ENGINE, top_level
 from .processes import run_cli, scrubbed_environment

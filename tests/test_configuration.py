@@ -16,9 +16,9 @@ from typing import Any
 
 import pytest
 
-from bot.standins.process import BotProcess
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser
+from bot.testing.process import BotProcess
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser
 
 from .conftest import CHANNEL, ENGINE, USER, visible_text
 from .processes import RETELL_BOT, log_tail, process_environment, run_cli, scrubbed_environment

@@ -20,10 +20,10 @@ from sqlalchemy import make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.standins.postgres import ThrowawayPostgres
-from bot.standins.retell import BatchProgress, FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser
 from bot.store import async_database_url
+from bot.testing.postgres import ThrowawayPostgres
+from bot.testing.retell import BatchProgress, FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser
 
 from .conftest import CHANNEL, ENGINE, BotFactory, crash_scheduler, results, top_level
 from .processes import log_tail, on_postgres, process_environment, running

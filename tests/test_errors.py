@@ -18,9 +18,9 @@ import anyio
 import pytest
 from sqlalchemy import text
 
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser
 from bot.store import Run, RunState, create_engine
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser
 
 from .conftest import (
     CHANNEL,

@@ -37,9 +37,9 @@ from sqlalchemy import update
 
 from bot.runs import MAX_DELIVERY_ATTEMPTS
 from bot.slackapi import retry_after_seconds
-from bot.standins.retell import FakeRetell, RecordedRequest
-from bot.standins.slack import ApiCall, FakeSlack, SlackUser
 from bot.store import Run, RunState
+from bot.testing.retell import FakeRetell, RecordedRequest
+from bot.testing.slack import ApiCall, FakeSlack, SlackUser
 
 from .conftest import (
     CHANNEL,

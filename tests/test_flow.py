@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser
 from bot.store import RunState
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser
 
 from .conftest import (
     CHANNEL,

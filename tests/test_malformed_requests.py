@@ -15,8 +15,8 @@ from urllib.parse import quote
 import aiohttp
 import pytest
 
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, signed_headers
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, signed_headers
 
 from .conftest import BotFactory, RunningBot
 

@@ -34,8 +34,9 @@ from bot.modal import (
     RunChoice,
 )
 from bot.retell import CaseDefinition, EngineChoice
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import (
+from bot.suite import Engine
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import (
     MAX_VIEW_BLOCKS,
     BotReply,
     FakeSlack,
@@ -43,7 +44,6 @@ from bot.standins.slack import (
     block_kit_violation,
     new_trigger_id,
 )
-from bot.suite import Engine
 
 from .conftest import (
     CHANNEL,

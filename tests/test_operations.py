@@ -14,8 +14,8 @@ import aiohttp
 import pytest
 
 from bot import logs
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, Message, SlackUser, signed_headers, slash_command_body
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, Message, SlackUser, signed_headers, slash_command_body
 from tests.conftest import CHANNEL, ENGINE, USER, BotFactory, RunningBot, results, top_level
 
 FOLLOW_UP = ("/v2/list-batch-tests", "/get-batch-test")

@@ -22,10 +22,10 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.ext.asyncio import create_async_engine
 
-from bot.standins.process import BotProcess
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser
 from bot.store import MIGRATIONS, SCHEMA_REVISION, async_database_url
+from bot.testing.process import BotProcess
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser
 
 from .conftest import CHANNEL, ENGINE, results, top_level
 from .processes import (

@@ -49,10 +49,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Connection
 
-from bot.standins.process import BotProcess
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser
 from bot.store import MIGRATIONS, Run, UTCDateTime, create_engine
+from bot.testing.process import BotProcess
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser
 
 from .conftest import CHANNEL, ENGINE, USER, results, top_level
 from .processes import (

@@ -16,8 +16,8 @@ from urllib.parse import urlencode
 
 import aiohttp
 
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser, signed_headers, slash_command_body
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser, signed_headers, slash_command_body
 
 from .conftest import (
     CHANNEL,

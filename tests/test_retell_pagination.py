@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from bot.retell import MAX_DEFINITIONS, MAX_TEST_RUNS, SMALLEST_PAGE
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser
 
 from .conftest import ENGINE, RunningBot, button_value, results, visible_text
 

@@ -25,9 +25,9 @@ from apscheduler import AsyncScheduler, ConflictPolicy, ScheduleLookupError
 from bot import blocks, history
 from bot.chart import pass_rate_png
 from bot.scheduling import build_scheduler, schedule_key
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser, block_kit_violation, signed_headers
 from bot.store import RunSchedule, ScheduleKind, Store, create_engine
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser, block_kit_violation, signed_headers
 from bot.when import WhenError, parse_when
 
 from .conftest import (

@@ -14,8 +14,8 @@ from sqlalchemy import make_url
 from bot import blocks, logs
 from bot.application import Application
 from bot.commands import CommandError, parse
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser
 from bot.web import start_http
 
 from .conftest import (

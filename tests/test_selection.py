@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import BotReply, FakeSlack, Message, SlackUser
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import BotReply, FakeSlack, Message, SlackUser
 
 from .conftest import ENGINE, BotFactory, RunningBot, results, top_level, visible_text
 

@@ -12,8 +12,8 @@ from contextlib import asynccontextmanager
 
 import aiohttp
 
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, SlackUser, slash_command_body
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, SlackUser, slash_command_body
 from bot.web import socket_mode_handler
 
 from .conftest import (

@@ -14,7 +14,7 @@ import pytest
 import retell
 from retell import AsyncRetell
 
-from bot.standins.retell import FakeRetell, RetellStandInError
+from bot.testing.retell import FakeRetell, RetellStandInError
 
 API_KEY = "key_standin_test"
 LLM = "llm_support"
@@ -377,7 +377,7 @@ async def test_standalone_process_serves_and_is_steered_by_control_endpoints() -
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.standins.retell",
+        "bot.testing.retell",
         "--port",
         "0",
         "--api-key",

@@ -27,7 +27,7 @@ from slack_sdk.socket_mode.response import SocketModeResponse
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
-from bot.standins.slack import (
+from bot.testing.slack import (
     FakeSlack,
     SlackUser,
     block_action_body,
@@ -487,7 +487,7 @@ async def test_standalone_process_serves_and_reports() -> None:
     process = await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",
-        "bot.standins.slack",
+        "bot.testing.slack",
         "--port",
         "0",
         stdout=asyncio.subprocess.PIPE,

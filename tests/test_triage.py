@@ -13,9 +13,9 @@ import csv
 import io
 import re
 
-from bot.standins.retell import FakeRetell
-from bot.standins.slack import FakeSlack, Message, SlackUser
 from bot.suite import Engine
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, Message, SlackUser
 
 from .conftest import (
     CHANNEL,

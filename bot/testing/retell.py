@@ -10,7 +10,7 @@ benchmarks compress long batches with `time_scale`. A batch's outcomes are fixed
 created and its cases complete at evenly spread times, so any state is computed on demand in
 O(log N) from the clock; nothing ticks in the background.
 
-Standalone: `python -m bot.standins.retell --port 0 --api-key KEY` prints
+Standalone: `python -m bot.testing.retell --port 0 --api-key KEY` prints
 `READY http://127.0.0.1:PORT` once listening; `/_control/*` endpoints (no auth) seed and steer it.
 """
 
@@ -1212,7 +1212,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(
-        prog="python -m bot.standins.retell",
+        prog="python -m bot.testing.retell",
         description="Serve a local stand-in of Retell's batch-test API.",
     )
     parser.add_argument("--host", default="127.0.0.1")

@@ -17,7 +17,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Self
 
-from bot.standins.process import free_port
+from bot.testing.process import free_port
 
 SERVER_USER = "postgres"
 

@@ -7,7 +7,7 @@ serves ``response_url`` endpoints and a Socket Mode websocket. The rest of the m
 *user's* side: signed slash-command and button-press requests to the bot (`SlackUser`).
 
 Point the bot at it with ``AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)``.
-Run it on its own with ``python -m bot.standins.slack --port 0`` (prints ``READY <url>``).
+Run it on its own with ``python -m bot.testing.slack --port 0`` (prints ``READY <url>``).
 """
 
 from __future__ import annotations
@@ -1885,7 +1885,7 @@ async def _serve(args: argparse.Namespace) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     """Run the fake on its own, for the demo and benchmarks, until SIGTERM/SIGINT."""
-    parser = argparse.ArgumentParser(prog="python -m bot.standins.slack", description=__doc__)
+    parser = argparse.ArgumentParser(prog="python -m bot.testing.slack", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port")
     parser.add_argument("--bot-token", default="xoxb-test")
