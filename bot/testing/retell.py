@@ -436,10 +436,6 @@ class FakeRetell:
         """Simulated seconds that new batches take, unless `next_batch_durations` says otherwise."""
         self.batch_seconds = seconds
 
-    def never_complete(self, batch_id: str) -> None:
-        """Stall a batch one case short of complete (its last case never finishes)."""
-        self.batches[batch_id].stalled = True
-
     def finish_now(self, batch_id: str) -> None:
         """Complete every remaining case of a batch at the current clock time."""
         batch = self.batches[batch_id]

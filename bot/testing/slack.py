@@ -880,12 +880,6 @@ class FakeSlack:
         finally:
             self._pending_acks.pop(envelope_id, None)
 
-    async def socket_disconnect(self, reason: str = "refresh_requested") -> None:
-        """Ask the client to reconnect, as Slack does every few hours."""
-        for ws in self._sockets:
-            if not ws.closed:
-                await ws.send_json({"type": "disconnect", "reason": reason})
-
     async def _handle_socket(self, request: web.Request) -> web.StreamResponse:
         socket = web.WebSocketResponse(autoping=True)
         await socket.prepare(request)
