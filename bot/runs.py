@@ -602,8 +602,9 @@ class RunWorkflow:
         run.shown_counts = shown
         await self._store.set_status_message(run.id, ts, shown)
 
-    async def _adopt_status(self, run: Run) -> bool:
-        """Take over the status message a starter that died may have posted; True if found.
+    async def _adopt_status(self, run: Run) -> bool | None:
+        """Take over the status message a starter that died may have posted; True if found,
+        None if Slack could not be asked (posting one now could post it twice).
 
         The sweep only holds runs nobody else holds, and a starter holds its run until its
         status message is posted and recorded, so a `status_posting_since` left behind means
@@ -613,7 +614,6 @@ class RunWorkflow:
         since = run.status_posting_since
         if since is None:
             return False
-        run.status_posting_since = None
         payload = _status_metadata(run)
         try:
             ts = await self._slack.find_posted(
@@ -623,8 +623,13 @@ class RunWorkflow:
                 payload=payload["event_payload"],
             )
         except SLACK_FAILURES as exc:
-            log.warning("run %s: status message not looked for: %s", run.id, error_code(exc))
-            ts = None
+            log.warning(
+                "run %s: status message not looked for (%s); looked for again later",
+                run.id,
+                error_code(exc) or type(exc).__name__,
+            )
+            return None
+        run.status_posting_since = None
         if ts is None:
             log.info("run %s: its starter died before posting the status message", run.id)
             await self._store.status_not_posted(run.id)
@@ -928,7 +933,7 @@ class RunWorkflow:
         if batch is not None:
             _apply(run, batch, RunState.RUNNING)
         if run.status_ts is None and run.channel_error is None and _posts_status(run):
-            if not await self._adopt_status(run):
+            if await self._adopt_status(run) is False:
                 await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
         elif run.status_ts:
             await self._show_progress(run, run.status_ts, seen)
@@ -1030,9 +1035,15 @@ class RunWorkflow:
             await self._store.mark_reported(run.id, claim, now=self._clock())
             log.info("run %s: nothing changed; notify=changes stays quiet", run.id)
             return
-        if run.status_ts is None and not run.channel_error:
-            await self._adopt_status(run)
         now = self._clock()
+        if (
+            run.status_ts is None
+            and not run.channel_error
+            and await self._adopt_status(run) is None
+        ):
+            retry_in = self._settings.poll_initial_seconds
+            await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+            return
         try:
             async with self._slack_calls:
                 if run.channel_error:

@@ -553,6 +553,37 @@ async def test_a_mention_posted_but_not_recorded_is_not_posted_again(
     assert not run.mention_pending
 
 
+async def test_a_status_message_a_dead_starter_left_is_not_posted_twice_while_slack_cannot_say(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """A starter that died after Slack had its status message leaves `status_posting_since`
+    behind (written here by hand). While `conversations.history` fails, the sweep neither posts
+    a second status message nor gives up looking; once Slack answers it takes the first over.
+    (The chaos run saw a second message when a takeover looked during a Slack outage.)"""
+    retell.next_batch_durations = [600.0]  # finished by hand
+    async with start_bot() as bot:
+        await user.command(bot.events_url, f"{ENGINE} tc_1")
+        await slack.wait_for(lambda: len(top_level(slack)) == 1)
+        [status] = top_level(slack)
+        run = await only_run(bot)
+        slack.fail_next("conversations.history", status=503, times=100_000)
+        async with bot.app.store.engine.begin() as conn:
+            await conn.execute(
+                update(Run)
+                .where(Run.id == run.id)
+                .values(status_ts=None, status_posting_since=run.created_at)
+            )
+        await slack.wait_for(lambda: slack.count("conversations.history") >= 3)
+        [batch_id] = retell.batches
+        retell.finish_now(batch_id)
+        looked = slack.count("conversations.history")
+        await slack.wait_for(lambda: slack.count("conversations.history") >= looked + 3)
+        assert top_level(slack) == [status] and results(slack) == []
+        slack.clear_faults()
+        await slack.wait_for(lambda: len(results(slack)) == 1)
+    assert [m.ts for m in top_level(slack)] == [status.ts]
+
+
 async def test_retell_down_for_a_long_while_every_run_reports_once_when_it_is_back(
     start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
 ) -> None:
