@@ -800,7 +800,7 @@ class RunWorkflow:
         running = [r for r in runs if r.state == RunState.RUNNING.value and r.batch_id]
         finished = [r for r in runs if r.run_state.finished and r.reported_at is None]
         unmentioned = [r for r in runs if r.reported_at is not None and r.mention_pending]
-        await asyncio.gather(
+        await _all_settled(
             self._check(claim, running, now),
             _at_most(RUNS_AT_ONCE, lambda run: self._deliver(run, claim), finished),
             _at_most(RUNS_AT_ONCE, lambda run: self._mention(run, claim), unmentioned),
@@ -1221,8 +1221,23 @@ async def _at_most(
     """`step` for every run, `limit` at a time (not one task each at once); results in order."""
     results: list[R] = []
     for start in range(0, len(runs), limit):
-        results += await asyncio.gather(*(step(run) for run in runs[start : start + limit]))
+        results += await _all_settled(*(step(run) for run in runs[start : start + limit]))
     return results
+
+
+async def _all_settled(*steps: Coroutine[Any, Any, R]) -> list[R]:
+    """Every step run to its end, then the first failure raised.
+
+    Not a bare `gather`, which raises the first failure while the other steps go on: work
+    under a claim must be over before the claim is released. A delivery still posting after
+    its sweep had failed and released the claim raced the next holder, and the requester
+    was mentioned twice (`bench.chaos`, 24 runs after a killed database connection).
+    """
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(list[R], outcomes)
 
 
 STATUS_EVENT = "retell_run_status"

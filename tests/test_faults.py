@@ -35,7 +35,7 @@ import pytest
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from sqlalchemy import update
 
-from bot.runs import MAX_DELIVERY_ATTEMPTS
+from bot.runs import MAX_DELIVERY_ATTEMPTS, _all_settled
 from bot.slackapi import retry_after_seconds
 from bot.store import Run, RunState
 from bot.testing.retell import FakeRetell, RecordedRequest
@@ -617,3 +617,24 @@ async def test_retell_down_for_a_long_while_every_run_reports_once_when_it_is_ba
 )
 def test_slack_retry_after_is_read_whole(headers: dict[str, object], seconds: float) -> None:
     assert retry_after_seconds(headers) == seconds
+
+
+async def test_work_under_a_claim_ends_before_a_failure_of_one_step_is_raised() -> None:
+    """A sweep whose step failed (a killed database connection) released its claim while the
+    other steps were still posting, and the next holder mentioned the requester again."""
+    posted: list[str] = []
+    slow_step_started = asyncio.Event()
+
+    async def fails() -> None:
+        await slow_step_started.wait()
+        raise ConnectionResetError("database connection killed")
+
+    async def posts() -> None:
+        slow_step_started.set()
+        for _ in range(5):
+            await asyncio.sleep(0)
+        posted.append("mention")
+
+    with pytest.raises(ConnectionResetError):
+        await _all_settled(fails(), posts())
+    assert posted == ["mention"]
