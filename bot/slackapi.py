@@ -38,6 +38,7 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE_CHANNEL = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
 HISTORY_PAGE = 200  # messages read back when looking for one the bot posted moments ago
+HISTORY_PAGES = 10  # pages of them at most, then the lookup is tried again later
 HISTORY_SLACK_SECONDS = 5.0  # how far the bot's clock and Slack's may disagree
 # Share of the edit allowance that progress edits leave to results, so a result never waits
 # behind progress bars.
@@ -211,16 +212,27 @@ class SlackGateway:
         """The `ts` of a message this bot posted with this metadata since `since`, if any.
 
         Slack has no idempotency key: a process that died between posting a message and
-        recording its `ts` leaves a message only the channel's history can tell about. One
-        page of the newest messages is read (the message is recent by construction).
+        recording its `ts` leaves a message only the channel's history can tell about. Slack
+        lists the newest first, so in a busy channel a lookup made a minute or two later finds
+        it pages down: one page only took a posted status message for one never posted.
         """
-        response = await self.client.conversations_history(
-            channel=channel,
-            oldest=f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}",
-            limit=HISTORY_PAGE,
-            include_all_metadata=True,
-        )
-        return _carrying(response.get("messages"), event_type, payload)
+        cursor: str | None = None
+        for _ in range(HISTORY_PAGES):
+            response = await self.client.conversations_history(
+                channel=channel,
+                oldest=f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}",
+                limit=HISTORY_PAGE,
+                include_all_metadata=True,
+                cursor=cursor,
+            )
+            found = _carrying(response.get("messages"), event_type, payload)
+            metadata = response.get("response_metadata") or {}
+            cursor = metadata.get("next_cursor") if isinstance(metadata, dict) else None
+            if found is not None or not response.get("has_more") or not cursor:
+                return found
+        # Thousands of messages since: rather a second message than none at all.
+        log.warning("%s: message not found in %d pages of history", channel, HISTORY_PAGES)
+        return None
 
     async def find_reply(
         self, channel: str, thread_ts: str, *, event_type: str, payload: dict[str, Any]

@@ -30,13 +30,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from datetime import UTC, datetime
 
 import pytest
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from sqlalchemy import update
 
+from bot.blocks import Message
 from bot.runs import MAX_DELIVERY_ATTEMPTS, _all_settled
-from bot.slackapi import retry_after_seconds
+from bot.slackapi import SlackGateway, retry_after_seconds, web_client
 from bot.store import Run, RunState
 from bot.testing.retell import FakeRetell, RecordedRequest
 from bot.testing.slack import ApiCall, FakeSlack, SlackUser
@@ -80,6 +82,18 @@ async def settled_run(bot: RunningBot, timeout: float = 10.0) -> Run:
         ):
             return run
         await asyncio.sleep(0.02)
+
+
+async def run_with_status_recorded(bot: RunningBot, timeout: float = 10.0) -> Run:
+    """The only run, once its status message's `ts` is recorded (Slack has the message a
+    moment before the database knows it; asked of the database: no event says so)."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    run = await only_run(bot)
+    while run.status_ts is None and asyncio.get_running_loop().time() < deadline:
+        await asyncio.sleep(0.02)
+        run = await only_run(bot)
+    assert run.status_ts is not None, "the status message was never recorded"
+    return run
 
 
 async def batch_ids(retell: FakeRetell) -> list[str]:
@@ -565,7 +579,7 @@ async def test_a_status_message_a_dead_starter_left_is_not_posted_twice_while_sl
         await user.command(bot.events_url, f"{ENGINE} tc_1")
         await slack.wait_for(lambda: len(top_level(slack)) == 1)
         [status] = top_level(slack)
-        run = await only_run(bot)
+        run = await run_with_status_recorded(bot)
         slack.fail_next("conversations.history", status=503, times=100_000)
         async with bot.app.store.engine.begin() as conn:
             await conn.execute(
@@ -638,3 +652,24 @@ async def test_work_under_a_claim_ends_before_a_failure_of_one_step_is_raised() 
     with pytest.raises(ConnectionResetError):
         await _all_settled(fails(), posts())
     assert posted == ["mention"]
+
+
+async def test_a_status_message_is_found_pages_down_a_busy_channels_history(
+    slack: FakeSlack,
+) -> None:
+    """A takeover looks for a dead starter's status message a minute or two later; in a
+    channel busy with hundreds of runs it is no longer on the first page of the history,
+    which lists the newest first (the chaos run posted a second one for it)."""
+    gateway = SlackGateway(web_client(slack.bot_token, slack.api_url), edits_per_minute=10_000)
+    since = datetime.now(UTC)
+    metadata = {"event_type": "retell_run_status", "event_payload": {"run_id": 7}}
+    wanted = await gateway.post(
+        CHANNEL, Message(text="status of run 7", blocks=[]), metadata=metadata
+    )
+    for number in range(450):
+        await gateway.post(CHANNEL, Message(text=f"another run's status {number}", blocks=[]))
+    found = await gateway.find_posted(
+        CHANNEL, since=since, event_type="retell_run_status", payload={"run_id": 7}
+    )
+    assert found == wanted
+    assert slack.count("conversations.history") == 3

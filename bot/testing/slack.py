@@ -1203,7 +1203,8 @@ class FakeSlack:
             and not message.is_reply
             and float(message.ts) >= oldest
         ]
-        return _page_of_messages(found, limit=limit, with_metadata=with_metadata)
+        cursor = _param_str(params, "cursor") or ""
+        return _page_of_messages(found, limit=limit, with_metadata=with_metadata, cursor=cursor)
 
     def _conversations_replies(self, params: JSONDict) -> JSONDict:
         """A thread: its parent message first, then the replies, oldest first (one page).
@@ -1227,7 +1228,8 @@ class FakeSlack:
         if not any(message.ts == ts for message in thread):
             raise SlackApiFailure("thread_not_found", f"no message {ts} in {channel.id}")
         thread.sort(key=lambda message: (message.ts != ts, float(message.ts)))
-        return _page_of_messages(thread, limit=limit, with_metadata=with_metadata)
+        cursor = _param_str(params, "cursor") or ""
+        return _page_of_messages(thread, limit=limit, with_metadata=with_metadata, cursor=cursor)
 
     def _conversations_open(self, params: JSONDict) -> JSONDict:
         users = (_param_str(params, "users") or "").split(",")
@@ -1470,18 +1472,25 @@ def signed_headers(
     return {"X-Slack-Signature": signature, "X-Slack-Request-Timestamp": stamp}
 
 
-def _page_of_messages(messages: list[Message], *, limit: int, with_metadata: bool) -> JSONDict:
-    """One page of a conversations.* listing, as Slack answers it (metadata only if asked)."""
+def _page_of_messages(
+    messages: list[Message], *, limit: int, with_metadata: bool, cursor: str = ""
+) -> JSONDict:
+    """One page of a conversations.* listing, as Slack answers it (metadata only if asked).
+
+    The cursor is opaque to callers, as Slack's is; here it is the offset of the next page.
+    """
+    start = int(cursor) if cursor.isdigit() else 0
     shown = []
-    for message in messages[:limit]:
+    for message in messages[start : start + limit]:
         body = _message_json(message)
         if not with_metadata:
             body.pop("metadata", None)
         shown.append(body)
+    more = len(messages) > start + limit
     return {
         "messages": shown,
-        "has_more": len(messages) > limit,
-        "response_metadata": {"next_cursor": ""},
+        "has_more": more,
+        "response_metadata": {"next_cursor": str(start + limit) if more else ""},
     }
 
 
