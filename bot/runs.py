@@ -65,6 +65,7 @@ from bot.store import (
     utcnow,
 )
 from bot.suite import Engine, Suite
+from bot.tenure import ClaimLapsed, Tenure
 
 log = logging.getLogger(__name__)
 P = ParamSpec("P")
@@ -84,6 +85,7 @@ RUNS_AT_ONCE = 200
 # the run (less this much, for clocks that disagree).
 CREATE_CLOCK_SKEW = timedelta(minutes=2)
 RECOVERY_PAGE = 50
+RECOVERY_PAGES = 20
 BACKOFF_FACTOR = 2.0
 # An accepted command is held for this many follow-up leases (extended while it waits for a
 # start slot); a process killed after the ack leaves it to a sweep once that has run out.
@@ -192,25 +194,28 @@ class RunWorkflow:
         await self._commands.close()
 
     @contextlib.asynccontextmanager
-    async def _holding(self, claim: str) -> AsyncIterator[None]:
+    async def _holding(self, claim: str, *, taken_at: float) -> AsyncIterator[Tenure]:
         """Keep a claim alive while working under it; whatever is left is released at the end.
 
-        A holder that is cancelled (the process shutting down) gives its runs back at once, so
-        a restarted process or a peer picks them up on its next sweep instead of waiting for
-        the lease to run out. Only a process that dies outright leaves them to the lease.
+        `taken_at` is the event-loop time just before the claim was taken; the tenure
+        yielded says until when it can be vouched for (`Tenure.bounding`). A holder that is
+        cancelled (the process shutting down) gives its runs back at once, so a restarted
+        process or a peer picks them up on its next sweep instead of waiting for the lease to
+        run out. Only a process that dies outright leaves them to the lease.
         """
-        keeper = asyncio.create_task(self._keep_claim(claim))
+        tenure = Tenure(self._lease, taken_at=taken_at)
+
+        async def extend(seconds: float) -> None:
+            until = self._clock() + timedelta(seconds=seconds)
+            await self._store.extend_claim(claim, until=until)
+
+        keeper = asyncio.create_task(tenure.keep(extend))
         try:
-            yield
+            yield tenure
         finally:
             keeper.cancel()
             with anyio.CancelScope(shield=True):
                 await self._store.release_claim(claim)
-
-    async def _keep_claim(self, claim: str) -> None:
-        while True:
-            await asyncio.sleep(self._lease.total_seconds() / 3)
-            await self._store.extend_claim(claim, until=self._clock() + self._lease)
 
     # -- starting -------------------------------------------------------------------------------
 
@@ -336,6 +341,7 @@ class RunWorkflow:
         suite = await self._resolve(request)
         if suite is None:
             return None
+        taken_at = asyncio.get_running_loop().time()
         run = await self._store.add_run(
             team_id=who.team_id,
             channel_id=who.channel_id,
@@ -355,9 +361,11 @@ class RunWorkflow:
         assert run.claim is not None
         with about_run(run):
             try:
-                async with self._holding(run.claim):
+                async with self._holding(run.claim, taken_at=taken_at) as tenure:
                     try:
-                        return await self._create(run, suite, who)
+                        return await self._create(run, suite, who, tenure)
+                    except ClaimLapsed:
+                        raise
                     except DATABASE_FAILURES:
                         raise
                     except Exception:
@@ -371,10 +379,18 @@ class RunWorkflow:
                 log.warning("run %s: database lost while starting: %s", run.id, type(exc).__name__)
                 await self._tell(who, _start_resumes())
                 return None
+            except ClaimLapsed:
+                # The claim ran out while the batch was being created (the database lost for
+                # a lease, a stalled process): a peer may be recovering the run already.
+                log.warning("run %s: claim lapsed while starting; left to recovery", run.id)
+                await self._tell(who, _start_resumes())
+                return None
 
-    async def _create(self, run: Run, suite: Suite, who: Requester) -> Run | None:
+    async def _create(self, run: Run, suite: Suite, who: Requester, tenure: Tenure) -> Run | None:
+        """Create the run's batch and follow it; the create ends while the claim is ours."""
         try:
-            batch = await self._retell.create_batch(suite)
+            async with tenure.bounding():
+                batch = await self._retell.create_batch(suite)
         except RetellProblem as problem:
             log.info("run %s: batch not created: %s", run.id, problem.message)
             await self._store.mark_failed(run.id, problem.message, now=self._clock())
@@ -412,14 +428,19 @@ class RunWorkflow:
         One that Retell refuses is recorded as failed with the reason and shown in the
         group's result; the others go on. They post nothing: the lead speaks for them.
         """
+        taken_at = asyncio.get_running_loop().time()
         repeats = await self._store.add_repeats(lead, lease=self._lease)
 
         async def create(run: Run) -> None:
             assert run.claim is not None
             with about_run(run):
-                async with self._holding(run.claim):
+                async with self._holding(run.claim, taken_at=taken_at) as tenure:
                     try:
-                        batch = await self._retell.create_batch(suite)
+                        async with tenure.bounding():
+                            batch = await self._retell.create_batch(suite)
+                    except ClaimLapsed:
+                        log.warning("run %s: claim lapsed while starting; left to recovery", run.id)
+                        return
                     except RetellProblem as problem:
                         log.info("run %s: repeat batch not created: %s", run.id, problem.message)
                         await self._store.mark_failed(run.id, problem.message, now=self._clock())
@@ -460,7 +481,7 @@ class RunWorkflow:
             return None  # the same request again: the first delivery follows the batch
         assert run.claim is not None
         created = datetime.fromtimestamp(batch.created_ms / 1000, UTC)
-        async with self._holding(run.claim):
+        async with self._holding(run.claim, taken_at=asyncio.get_running_loop().time()):
             if not await self._follow(run, batch, who, started_at=min(created, self._clock())):
                 await self._store.mark_failed(run.id, "followed already", now=self._clock())
                 await self._tell(
@@ -787,12 +808,13 @@ class RunWorkflow:
         await self._resume_commands()
         while asyncio.get_running_loop().time() < until:
             now = self._clock()
+            taken_at = asyncio.get_running_loop().time()
             claim, runs = await self._store.claim_due(
                 now=now, lease=self._lease, limit=ENGINES_PER_PASS
             )
             if not runs:
                 return
-            async with self._holding(claim):
+            async with self._holding(claim, taken_at=taken_at):
                 await self._follow_up(claim, runs, now)
 
     async def _follow_up(self, claim: str, runs: Sequence[Run], now: datetime) -> None:
@@ -855,7 +877,11 @@ class RunWorkflow:
         same number of cases, the same case ids, followed by no other run). One found is
         followed as if the start had finished; only when there is none is the batch created,
         once. Either way the requester gets one status message and one result.
+
+        The run was free to take only once its starter's claim had run out, and a starter
+        stops creating before then (`Tenure`): so a batch it made is on Retell's list by now.
         """
+        taken_at = asyncio.get_running_loop().time()
         own = await self._store.claim_alone(run.id, claim, until=self._clock() + self._lease)
         if own is None:
             return
@@ -863,7 +889,7 @@ class RunWorkflow:
         who = Requester(
             run.team_id, run.channel_id, run.user_id, announce=run.schedule_id is not None
         )
-        async with self._holding(own):
+        async with self._holding(own, taken_at=taken_at) as tenure:
             try:
                 candidates = await self._created_by(run)
             except RetellProblem as problem:
@@ -879,16 +905,37 @@ class RunWorkflow:
                     )
                     return
             log.info("run %s: interrupted start created no batch; creating it now", run.id)
-            await self._create(run, run.suite, who)
+            try:
+                await self._create(run, run.suite, who, tenure)
+            except ClaimLapsed:
+                log.warning("run %s: claim lapsed while recovering; left to the next sweep", run.id)
 
     async def _created_by(self, run: Run) -> list[BatchJob]:
-        """Batches at Retell that an interrupted start of `run` may have created, oldest first."""
+        """Batches at Retell that an interrupted start of `run` may have created, oldest first.
+
+        The engine's list is read newest first, page after page, back to the run's creation:
+        after an outage a busy engine has had many batches created since, more than one page.
+        """
         since_ms = (run.created_at - CREATE_CLOCK_SKEW).timestamp() * 1000
-        page, _ = await self._retell.list_batches(run.engine, limit=RECOVERY_PAGE)
+        recent: list[BatchJob] = []
+        key: str | None = None
+        for _ in range(RECOVERY_PAGES):
+            page, key = await self._retell.list_batches(
+                run.engine, pagination_key=key, limit=RECOVERY_PAGE
+            )
+            recent.extend(batch for batch in page if batch.created_ms >= since_ms)
+            if key is None or not page or min(b.created_ms for b in page) < since_ms:
+                break
+        else:
+            log.warning(
+                "run %s: more than %d batches since it was created; looked at the newest",
+                run.id,
+                RECOVERY_PAGES * RECOVERY_PAGE,
+            )
         wanted = set(run.case_ids)
         found: list[BatchJob] = []
-        for batch in sorted(page, key=lambda b: b.created_ms):
-            if batch.created_ms < since_ms or batch.total != len(wanted):
+        for batch in sorted(recent, key=lambda b: b.created_ms):
+            if batch.total != len(wanted):
                 continue
             if await self._store.by_batch(batch.batch_id) is not None:
                 continue

@@ -30,16 +30,17 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryIntervalCalculator
 from sqlalchemy import update
 
 from bot.blocks import Message
-from bot.runs import MAX_DELIVERY_ATTEMPTS, _all_settled
+from bot.runs import MAX_DELIVERY_ATTEMPTS, RECOVERY_PAGE, _all_settled
 from bot.slackapi import SlackGateway, retry_after_seconds, web_client
-from bot.store import Run, RunState
+from bot.store import Run, RunState, utcnow
+from bot.suite import Engine, Suite
 from bot.testing.retell import FakeRetell, RecordedRequest
 from bot.testing.slack import ApiCall, FakeSlack, SlackUser
 
@@ -673,3 +674,34 @@ async def test_a_status_message_is_found_pages_down_a_busy_channels_history(
     )
     assert found == wanted
     assert slack.count("conversations.history") == 3
+
+
+async def test_an_interrupted_start_finds_its_batch_pages_down_a_busy_engines_list(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell
+) -> None:
+    """A starter died after Retell had created its batch (the run is left `starting`, under a
+    claim that has run out), and the engine has had more batches created since than one page
+    of its list holds. The recovery reads the list on, page after page, back to the run's
+    creation, follows the batch it finds there and creates none. (After a database outage
+    the chaos run saw a second batch created here: the first page of 50 was all newer.)"""
+    engine = Engine.from_id(ENGINE)
+    suite, others = Suite(engine, ("tc_1",)), Suite(engine, ("tc_2", "tc_3"))
+    async with start_bot() as bot:
+        store, gateway = bot.app.store, bot.app.retell
+        run = await store.add_run(
+            team_id="T0001",
+            channel_id=CHANNEL,
+            user_id=USER,
+            suite=suite,
+            lease=timedelta(minutes=5),
+        )
+        assert run is not None
+        created = await gateway.create_batch(suite)  # ... and then the starter died
+        for _ in range(RECOVERY_PAGE + 10):  # from the dashboard, CI, other channels
+            await gateway.create_batch(others)
+        async with store.engine.begin() as conn:  # the dead starter's lease runs out
+            await conn.execute(update(Run).where(Run.id == run.id).values(claimed_until=utcnow()))
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=20)
+    assert retell.count("/create-batch-test") == RECOVERY_PAGE + 11, "no second batch"
+    [result] = results(slack)
+    assert created.batch_id in result.text

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import re
 import signal
 import sys
@@ -174,6 +175,11 @@ class RetellGate:
         async with asyncio.timeout(timeout), self._changed:
             await self._changed.wait_for(holding)
 
+    async def wait_idle(self, timeout: float = 15.0) -> None:
+        """Wait until no request is being held any more."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: not self._held)
+
     async def _forward(self, request: web.Request) -> web.StreamResponse:
         rule = next((r for r in self._rules if request.path.startswith(r[0])), None)
         if rule is not None:
@@ -184,7 +190,13 @@ class RetellGate:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closing.wait(), rule[1])
             finally:
-                self._held.remove(request.path)
+                async with self._changed:
+                    self._held.remove(request.path)
+                    self._changed.notify_all()
+            if request.transport is None or request.transport.is_closing():
+                # The client gave up while the request was on its way: like a request still
+                # in the network when its connection closed, it never reaches Retell.
+                return web.Response(status=499)
         if self._closing.is_set():
             return web.Response(status=503)
         assert self._session is not None
@@ -658,6 +670,43 @@ async def test_a_database_at_the_first_schema_is_upgraded_keeping_every_run(
     [new] = after[4:]
     assert new["id"] > in_flight["id"]
     assert new["state"] == "complete"
+
+
+@on_postgres
+async def test_a_replica_frozen_while_creating_a_batch_never_has_it_created_twice(
+    slack: FakeSlack, retell: FakeRetell, user: SlackUser, database_url: str, tmp_path: Path
+) -> None:
+    """A replica frozen (SIGSTOP: a stalled VM, a throttled container) while its create is on
+    the way to Retell loses its claim; the other replica takes the run over, finds no batch
+    at Retell and creates it. Once the frozen replica runs again, its own create must not
+    reach Retell: a create is bounded by the claim (`bot.tenure`) and is cancelled once the
+    claim may be a peer's. Before that bound, the frozen replica's create went through when
+    the road cleared, and the request had two batches (one followed by nobody)."""
+    retell.next_batch_durations = [2.0]
+    environment = replica_environment(slack, retell, database_url)
+    logs = [tmp_path / "frozen.log", tmp_path / "other.log"]
+    async with (
+        RetellGate(retell.base_url) as gate,
+        replicas(
+            (environment | {"RETELL_BASE_URL": gate.url}, logs[0]), (environment, logs[1])
+        ) as (frozen, other),
+    ):
+        gate.hold("/create-batch-test", seconds=8.0)
+        await start_batches(user, [frozen], 1)
+        await gate.wait_holding("/create-batch-test")
+        os.kill(frozen.pid, signal.SIGSTOP)
+        try:
+            await retell.wait_for(lambda: len(retell.batches) == 1, timeout=30)
+        finally:
+            os.kill(frozen.pid, signal.SIGCONT)
+        await wait_all_reported(slack, 1, timeout=30)
+        await gate.wait_idle(timeout=15)
+        assert frozen.running and other.running
+
+    assert retell.count("/create-batch-test") == 1, "the frozen replica's create never landed"
+    assert_each_reported_once(slack, retell, edited_in_place=False)
+    assert "claim lapsed while starting" in logs[0].read_text(), log_tail(logs[0])
+    await assert_database_agrees(database_url, retell)
 
 
 # -- 4. SIGTERM with two replicas ---------------------------------------------------------------
