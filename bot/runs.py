@@ -904,6 +904,12 @@ class RunWorkflow:
                         "run %s: interrupted start had created batch %s", run.id, batch.batch_id
                     )
                     return
+            current = await self._store.get(run.id)
+            if current is None or current.state != RunState.STARTING.value or current.claim != own:
+                # Started (or failed) meanwhile by its starter, or taken by a peer: the batch
+                # found above and turned down is that run's; a new one would be nobody's.
+                log.info("run %s: interrupted start was taken up meanwhile; not creating", run.id)
+                return
             log.info("run %s: interrupted start created no batch; creating it now", run.id)
             try:
                 await self._create(run, run.suite, who, tenure)

@@ -664,9 +664,11 @@ class Store:
         already). Should the caller die before releasing it, the lease runs out and the next
         sweep takes the run over, status message included.
 
-        None when the run is no longer starting, or when another run follows this batch
-        already: a batch is followed by one run only (a recovery adopting a batch it found at
-        Retell, or a `watch` racing another, lose to the run that has it).
+        None when the run is no longer starting, when another run follows this batch
+        already (a batch is followed by one run only: a recovery adopting a batch it found at
+        Retell, or a `watch` racing another, lose to the run that has it), or when `claim` is
+        no longer the run's: a starter whose claim ran out and was taken over leaves the run
+        to the peer recovering it, which finds this batch at Retell.
         """
         token = claim or str(uuid.uuid4())
         first_check = now + timedelta(seconds=first_check_in)
@@ -690,6 +692,7 @@ class Store:
                     Run.id == run_id,
                     Run.state == RunState.STARTING.value,
                     ~followed.exists(),
+                    *([] if claim is None else [Run.claim == claim]),
                 )
                 .values(
                     state=RunState.RUNNING.value,
