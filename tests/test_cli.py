@@ -158,8 +158,9 @@ async def test_a_batch_that_never_completes_times_out(retell: FakeRetell, tmp_pa
     retell.complete_never = True
     results = tmp_path / "results.xml"
 
+    # 3 s: room for several polls on a busy machine, where the first alone took over 0.6 s.
     done = await cli(
-        "run", ENGINE, "tc_1", "tc_2", "tc_3", *FAST, "--timeout-minutes", "0.01",
+        "run", ENGINE, "tc_1", "tc_2", "tc_3", *FAST, "--timeout-minutes", "0.05",
         "--junit", str(results), retell=retell, cwd=tmp_path,
     )  # fmt: skip
 

@@ -1,0 +1,212 @@
+"""Reading what Slack sends: whitespace, entities, smart quotes and Slack markup normalised, then
+split into tokens (hand-written: `shlex` knows neither curly quotes nor `<@U1|bob smith>`).
+"""
+
+from __future__ import annotations
+
+import bisect
+import re
+import unicodedata
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from bot.commands.model import SHOWN_CHARS, CommandError
+
+_SPACE_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b\u2060\ufeff]+")
+
+
+_SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
+
+
+_ENTITY_RE = re.compile(r"&(amp|lt|gt);")
+
+
+_ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
+
+
+_TEST_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+
+
+_BATCH_ID_RE = re.compile(r"[A-Za-z0-9_\-]{1,128}")
+
+
+_ENGINE_RE = re.compile(r"(?P<id>(?:llm|conversation_flow)_[A-Za-z0-9_\-]{1,128})(?:@(?P<v>.*))?")
+
+
+_VERSION_RE = re.compile(r"[0-9]{1,9}")
+
+
+_OPTION_RE = re.compile(r"[A-Za-z][A-Za-z_\-]*=")
+
+
+_MENTION_RES = (
+    re.compile(r"<@(?P<id>[UW][A-Z0-9]+)(?:\|[^>]*)?>"),
+    re.compile(r"<!subteam\^(?P<id>[A-Z0-9]+)(?:\|[^>]*)?>"),
+)
+
+
+def _normalise(text: str) -> str:
+    """Collapse every kind of whitespace (NBSP, newlines, zero-width, control chars) to one space.
+
+    Lone surrogates (from broken JSON) become U+FFFD so the reply can always be encoded.
+    """
+    return _SPACE_RE.sub(" ", _SURROGATE_RE.sub("\ufffd", text)).strip()
+
+
+def _unescape(text: str) -> str:
+    """Undo Slack's three HTML entities in one pass (so `&amp;lt;` stays the text `&lt;`)."""
+    return _ENTITY_RE.sub(lambda m: _ENTITIES[m.group(1)], text)
+
+
+def _escape(text: str) -> str:
+    """Escape for Slack mrkdwn so that user text can never become a mention or a link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _clip(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _show(text: str) -> str:
+    """An offending token as inline code: clipped, escaped, backticks defused."""
+    return "`" + _escape(_clip(text, SHOWN_CHARS).replace("`", "'")) + "`"
+
+
+def _show_name(name: str, limit: int = SHOWN_CHARS) -> str:
+    """A test case name in curly quotes, clipped and escaped."""
+    return "“" + _escape(_clip(name, limit)) + "”"
+
+
+def _name_key(name: str) -> str:
+    """How names are compared: Unicode-normalised, smart quotes folded, spaces collapsed, casefold.
+
+    Slack clients turn a typed apostrophe into a curly one, and the name must still match.
+    """
+    text = unicodedata.normalize("NFKC", name)
+    text = text.translate(_QUOTE_FOLD)
+    return " ".join(text.split()).casefold()
+
+
+_QUOTE_FOLD = str.maketrans({"\u2018": "'", "\u2019": "'", "“": '"', "”": '"', "„": '"'})
+
+
+def _join_or(items: Sequence[str]) -> str:
+    if len(items) <= 1:
+        return "".join(items)
+    return ", ".join(items[:-1]) + " or " + items[-1]
+
+
+# Opening quote -> the characters that may close it. Slack clients insert curly quotes, and
+# some keyboards produce “…“ or „…“, so closers are forgiving.
+_QUOTE_PAIRS = {
+    '"': '"',
+    "'": "'",
+    "“": "”“",
+    "”": "”",
+    "\u2018": "\u2019\u2018",  # single curly quotes
+    "\u2019": "\u2019",
+    "„": "“”",
+    "«": "»",
+}
+
+
+_SEPARATORS = " ,"
+
+
+@dataclass(frozen=True, slots=True)
+class _Token:
+    text: str  # entity-unescaped
+    quoted: bool  # the whole token was in quotes: a test case name or a schedule's `when`
+    raw: str  # as Slack sent it: only here does a `<` mean Slack markup
+
+    @property
+    def markup(self) -> bool:
+        """Whether the token holds Slack markup (a typed `<` arrives as `&lt;`)."""
+        return "<" in self.raw
+
+
+class _Scanner:
+    """Finds the next closing character in O(log n), so no input makes the tokenizer quadratic."""
+
+    def __init__(self, text: str) -> None:
+        self._text = text
+        self._positions: dict[tuple[str, bool], list[int]] = {}
+
+    def next(self, chars: str, start: int, *, at_boundary: bool = False) -> int | None:
+        """Index of the first of `chars` at or after `start` (followed by a separator/end)."""
+        key = (chars, at_boundary)
+        positions = self._positions.get(key)
+        if positions is None:
+            text, last = self._text, len(self._text) - 1
+            positions = [
+                i
+                for i, ch in enumerate(text)
+                if ch in chars and (not at_boundary or i == last or text[i + 1] in _SEPARATORS)
+            ]
+            self._positions[key] = positions
+        index = bisect.bisect_left(positions, start)
+        return positions[index] if index < len(positions) else None
+
+    def closing_quote(self, opener: str, start: int) -> int | None:
+        """Where the quote opened by `opener` ends.
+
+        A closer counts first where it ends a word (before a separator or the end), so that
+        quotes inside a name stay in it: `"Customer's refund"`, and `“Customer says “cancel””`
+        as smart punctuation types it. Only when no closer ends a word does the first one win.
+        """
+        closers = _QUOTE_PAIRS[opener]
+        found = self.next(closers, start, at_boundary=True)
+        return found if found is not None else self.next(closers, start)
+
+
+def _tokenize(text: str) -> list[_Token] | CommandError:
+    """Split normalised text into words, quoted strings and `key=value` / `key="value"` options.
+
+    Spaces and commas separate words; a quote opens only at the start of a word or right after
+    `=`; Slack markup `<…>` is kept whole even when its label contains spaces or commas.
+    """
+    scanner = _Scanner(text)
+    tokens: list[_Token] = []
+    pos, end = 0, len(text)
+    while pos < end:
+        ch = text[pos]
+        if ch in _SEPARATORS:
+            pos += 1
+            continue
+        if ch in _QUOTE_PAIRS:
+            close = scanner.closing_quote(ch, pos + 1)
+            if close is None:
+                return _unterminated(text, pos)
+            raw = text[pos + 1 : close]
+            tokens.append(_Token(_unescape(raw).strip(), True, raw))
+            pos = close + 1
+            continue
+        start = pos
+        while pos < end and text[pos] not in _SEPARATORS:
+            ch = text[pos]
+            if ch == "<":
+                markup_end = scanner.next(">", pos)
+                next_open = scanner.next("<", pos + 1)
+                if markup_end is not None and (next_open is None or markup_end < next_open):
+                    pos = markup_end + 1
+                    continue
+            elif ch in _QUOTE_PAIRS and text[pos - 1] == "=":
+                close = scanner.closing_quote(ch, pos + 1)
+                if close is None:
+                    return _unterminated(text, pos)
+                raw = text[start:pos] + text[pos + 1 : close]
+                tokens.append(_Token(_unescape(raw).strip(), False, raw))
+                pos = close + 1
+                break
+            pos += 1
+        else:
+            raw = text[start:pos]
+            tokens.append(_Token(_unescape(raw), False, raw))
+    return tokens
+
+
+def _unterminated(text: str, pos: int) -> CommandError:
+    return CommandError(
+        f"The quote that starts {_show(_unescape(text[pos:]))} is never closed. "
+        "Close it with a matching quote mark."
+    )
