@@ -1,0 +1,324 @@
+"""Delivery: a finished run's result, posted once, retried until it lands."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
+
+from bot import blocks, history
+from bot.blocks import Comparison, Message
+from bot.repeats import CaseSummary, summarize
+from bot.retell import BatchJob, RetellProblem, TestRun, TestRunStatus
+from bot.runs.context import Services, about_run_step
+from bot.runs.status import QUIET_NOTIFY, StatusMessages, apply
+from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, error_code, is_outage
+from bot.store import CaseResult, Run, RunState
+
+# Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
+# tests name it.
+log = logging.getLogger("bot.runs")
+
+MAX_DELIVERY_ATTEMPTS = 8
+DELIVERY_OUTAGE = timedelta(days=1)  # how long a result waits out a Slack outage
+
+
+class Delivery:
+    """Finish a run and deliver its result: the status message edited, thread replies, DMs."""
+
+    def __init__(self, services: Services, statuses: StatusMessages) -> None:
+        self._settings = services.settings
+        self._store = services.store
+        self._retell = services.retell
+        self._slack = services.slack
+        self._metrics = services.metrics
+        self._clock = services.clock
+        self._slack_calls = services.slack_calls
+        self._statuses = statuses
+
+    async def finish(
+        self, run: Run, claim: str, state: RunState, batch: BatchJob | None, now: datetime
+    ) -> None:
+        if not await self._store.finish(run.id, state, batch, now=now):
+            return  # someone else finished it
+        self._metrics.runs_finished.labels(state.value).inc()
+        if batch is not None:
+            apply(run, batch, state)
+        run.state = state.value
+        run.finished_at = now
+        log.info("run %s: batch %s %s (%s)", run.id, run.batch_id, state.value, run.counts_key)
+        await self._record_cases(run)
+        await self.deliver(run, claim)
+
+    async def _record_cases(self, run: Run) -> None:
+        """Store how each case ended, once, for comparisons and digests.
+
+        A run where everything passed needs no Retell call: its cases are its case ids, all
+        passed (names come from earlier records of the same case, else the id). Otherwise one
+        read of `list-test-runs` (all pages). If that fails the result is still delivered;
+        it then compares pass rates only.
+        """
+        if run.cases_recorded_at is not None or run.batch_id is None:
+            return
+        now = self._clock()
+        if run.state == RunState.COMPLETE.value and run.passed == run.total == len(run.case_ids):
+            names = await self._store.case_names(run.case_ids)
+            cases = [(case_id, names.get(case_id, case_id), "pass") for case_id in run.case_ids]
+        else:
+            try:
+                test_runs = await self._retell.test_runs(run.batch_id)
+            except RetellProblem as problem:
+                log.warning("run %s: per-case results not read: %s", run.id, problem.message)
+                return
+            cases = [(r.case_id, r.name, r.status) for r in test_runs]
+        await self._store.record_cases(run.id, cases, now=now)
+        run.cases_recorded_at = now
+
+    @about_run_step
+    async def deliver(self, run: Run, claim: str) -> None:
+        """Turn the status message into the result; retried by later sweeps until it lands.
+
+        A quiet schedule's run may post one line instead, or nothing (see `_announcement`).
+        A repeat group reports once, through its lead, when every batch of it has finished.
+        """
+        if run.repeat_of is not None:
+            await self._hand_to_lead(run, claim)
+            return
+        comparison: Comparison | None = None
+        view: blocks.RepeatGroup | None = None
+        if run.leads_repeats:
+            group = await self._statuses.group(run)
+            if not all(_settled(other) for other in group[1:]):
+                await self._await_repeats(run, claim)
+                return
+            view = blocks.RepeatGroup(group, await self._summaries(group))
+            message: Message | None = blocks.repeat_result(view)
+        else:
+            previous, comparison = await self._comparison(run)
+            message = _announcement(run, previous, comparison)
+        if message is None:
+            await self._store.mark_reported(run.id, claim, now=self._clock())
+            log.info("run %s: nothing changed; notify=changes stays quiet", run.id)
+            return
+        now = self._clock()
+        if (
+            run.status_ts is None
+            and not run.channel_error
+            and await self._statuses.adopt_status(run) is None
+        ):
+            retry_in = self._settings.poll_initial_seconds
+            await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+            return
+        try:
+            async with self._slack_calls:
+                if run.channel_error:
+                    await self._slack.direct_message(run.user_id, message)
+                elif run.status_ts:
+                    edited = await self._slack.edit(
+                        run.team_id, run.channel_id, run.status_ts, message, urgent=True
+                    )
+                    if not edited:
+                        retry_in = self._slack.edits.retry_after
+                        await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+                        return
+                else:
+                    run.status_ts = await self._slack.post(run.channel_id, message)
+                    await self._store.set_status_message(run.id, run.status_ts, run.counts_key)
+        except SLACK_FAILURES as exc:
+            code = error_code(exc)
+            if code in UNREACHABLE_CHANNEL and not run.channel_error:
+                log.warning(
+                    "run %s: channel unusable (%s); result goes to the requester", run.id, code
+                )
+                run.channel_error = code
+                await self._store.set_channel_error(run.id, code)
+                await self.deliver(run, claim)
+                return
+            await self._delivery_failed(run, claim, code or type(exc).__name__, exc)
+            return
+        replies = _thread_replies(run, view, comparison)
+        if await self._store.mark_reported(run.id, claim, now=self._clock(), mention=bool(replies)):
+            await self._post_replies(run, claim, replies, first_try=True)
+
+    @about_run_step
+    async def mention(self, run: Run, claim: str) -> None:
+        """Post the thread replies still owed for a result a previous attempt delivered."""
+        view: blocks.RepeatGroup | None = None
+        comparison: Comparison | None = None
+        if run.leads_repeats:
+            group = await self._statuses.group(run)
+            view = blocks.RepeatGroup(group, await self._summaries(group))
+        elif run.mention:
+            _, comparison = await self._comparison(run)
+        await self._post_replies(run, claim, _thread_replies(run, view, comparison))
+
+    async def _post_replies(
+        self, run: Run, claim: str, replies: Sequence[ThreadReply], *, first_try: bool = False
+    ) -> None:
+        """The result's thread replies, each once: a retry looks in the thread before posting.
+
+        Slack has no idempotency key, and an attempt cut short (a crash, a lost connection,
+        a cancelled job) may have posted a reply before recording it; each carries message
+        metadata naming the run and the reply, which the thread's history shows.
+        """
+        try:
+            async with self._slack_calls:
+                for reply in replies:
+                    metadata = _reply_metadata(run, reply.kind)
+                    if not first_try and await self._slack.find_reply(
+                        run.channel_id,
+                        run.status_ts or "",
+                        event_type=metadata["event_type"],
+                        payload=metadata["event_payload"],
+                    ):
+                        continue
+                    await self._slack.post(
+                        run.channel_id, reply.message, thread_ts=run.status_ts, metadata=metadata
+                    )
+        except SLACK_FAILURES as exc:
+            code = error_code(exc) or type(exc).__name__
+            now = self._clock()
+            finished = run.finished_at or now
+            if is_outage(exc) and now - finished < DELIVERY_OUTAGE:
+                retry_in = self._settings.poll_initial_seconds
+                log.info("run %s: Slack unavailable (%s); mention retried", run.id, code)
+                await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+                return
+            if run.delivery_attempts + 1 < MAX_DELIVERY_ATTEMPTS:
+                log.warning("run %s: thread reply not posted (%s); retried", run.id, code)
+                retry_in = self._settings.poll_max_seconds
+                await self._store.delivery_failed(run.id, claim, retry_in=retry_in, now=now)
+                return
+            log.error("run %s: thread reply not posted after retries: %s", run.id, code)
+        await self._store.mark_mentioned(run.id, claim)
+
+    async def _comparison(self, run: Run) -> tuple[Run | None, Comparison | None]:
+        """The previous completed run of the same suite here, and how this one differs."""
+        if run.state != RunState.COMPLETE.value:
+            return None, None
+        previous = await self._store.previous_run(run)
+        if previous is None:
+            return None, history.compare(None, (), ())
+        current_cases = await self._store.case_results(run.id)
+        previous_cases = await self._store.case_results(previous.id)
+        return previous, history.compare(previous, current_cases, previous_cases)
+
+    async def _delivery_failed(self, run: Run, claim: str, code: str, exc: BaseException) -> None:
+        """Try the result again later; give up only on refusals, never on an outage.
+
+        Slack down or rate limiting (5xx, 429, no answer) says nothing about the result: it
+        is tried again, backing off to POLL_MAX_SECONDS, for up to DELIVERY_OUTAGE_DAYS.
+        A refusal (a workspace policy, a message Slack will not take) counts as an attempt,
+        and after MAX_DELIVERY_ATTEMPTS the run is recorded as undeliverable.
+        """
+        now = self._clock()
+        finished = run.finished_at or now
+        if is_outage(exc) and now - finished < DELIVERY_OUTAGE:
+            waited = (now - finished).total_seconds()
+            retry_in = min(
+                max(self._settings.poll_initial_seconds, waited / 4),
+                self._settings.poll_max_seconds,
+            )
+            log.info(
+                "run %s: Slack unavailable (%s); result retried in %.1fs", run.id, code, retry_in
+            )
+            await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+            return
+        attempts = run.delivery_attempts + 1
+        if attempts >= MAX_DELIVERY_ATTEMPTS:
+            log.error("run %s: result not delivered after %d attempts: %s", run.id, attempts, code)
+            await self._store.give_up_delivery(run.id, claim, now=now)
+            return
+        retry_in = min(
+            self._settings.poll_initial_seconds * 2**attempts, self._settings.poll_max_seconds
+        )
+        log.warning("run %s: result not delivered (%s); retry in %.1fs", run.id, code, retry_in)
+        await self._store.delivery_failed(run.id, claim, retry_in=retry_in, now=now)
+
+    async def _hand_to_lead(self, run: Run, claim: str) -> None:
+        """A repeat batch other than the first is done (its cases recorded): wake the lead."""
+        if await self._store.mark_reported(run.id, claim, now=self._clock()) and run.repeat_of:
+            await self._store.nudge(run.repeat_of, now=self._clock())
+
+    async def _await_repeats(self, lead: Run, claim: str) -> None:
+        """The lead finished before other batches of its group: keep showing their progress,
+        and look again shortly (a batch finishing nudges it sooner)."""
+        if lead.status_ts and not lead.channel_error:
+            await self._statuses.show_progress(lead, lead.status_ts)
+        retry_in = self._settings.poll_initial_seconds
+        await self._store.defer_delivery(lead.id, claim, retry_in=retry_in, now=self._clock())
+
+    async def _summaries(self, group: Sequence[Run]) -> list[CaseSummary]:
+        """Per-case verdicts over a group's batches, from the results stored as each finished."""
+        order = {case_id: i for i, case_id in enumerate(group[0].case_ids)}
+        batches = []
+        for run in group:
+            if run.cases_recorded_at is None:
+                continue
+            cases = sorted(
+                await self._store.case_results(run.id),
+                key=lambda c: order.get(c.case_id, len(order)),
+            )
+            batches.append([_test_run(case) for case in cases])
+        return summarize(batches)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadReply:
+    """A reply owed in a result's thread; `kind` tells it apart from the run's other ones."""
+
+    kind: str
+    message: Message
+
+
+def _thread_replies(
+    run: Run, view: blocks.RepeatGroup | None, comparison: Comparison | None
+) -> list[ThreadReply]:
+    """What a delivered result owes its thread: the requester's mention (not for schedules,
+    which nobody is waiting on) and, for a schedule's `mention=`, a regression alert."""
+    if run.channel_error:
+        return []  # the result went by DM: that is the notification
+    replies = []
+    if run.schedule_id is None:
+        mention = blocks.repeat_mention(view) if view else blocks.requester_mention(run)
+        replies.append(ThreadReply("requester", mention))
+    if run.mention and comparison is not None and history.regressed(run, comparison):
+        alert = blocks.regression_mention(run, run.mention, comparison)
+        replies.append(ThreadReply("regression", alert))
+    return replies
+
+
+REPLY_EVENT = "retell_run_reply"
+
+
+def _reply_metadata(run: Run, kind: str) -> dict[str, Any]:
+    return {"event_type": REPLY_EVENT, "event_payload": {"run_id": run.id, "kind": kind}}
+
+
+def _settled(run: Run) -> bool:
+    """A repeat batch is settled once it reported to its lead, or could not be created."""
+    return run.reported_at is not None or run.state == RunState.FAILED.value
+
+
+def _test_run(case: CaseResult) -> TestRun:
+    """A stored per-case result in the shape the aggregation reads (explanations stay at
+    Retell: Show failures reads them fresh)."""
+    return TestRun("", case.case_id, case.name, cast(TestRunStatus, case.status), None)
+
+
+def _announcement(run: Run, previous: Run | None, comparison: Comparison | None) -> Message | None:
+    """What a finished run posts: the result, or for quiet schedules one line or nothing.
+
+    `notify=failures` posts the full result only when something failed or errored, else one
+    quiet line; `notify=changes` posts it only when it differs from the previous run.
+    """
+    full = blocks.result_message(run, comparison=comparison)
+    if run.state != RunState.COMPLETE.value or run.notify not in QUIET_NOTIFY:
+        return full
+    if run.notify == "failures":
+        return full if run.failed + run.errored else blocks.quiet_result(run)
+    if comparison is None or history.changed(run, previous, comparison):
+        return full
+    return None

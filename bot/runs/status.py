@@ -1,0 +1,175 @@
+"""Status messages: what a run shows in its channel while it runs."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+from bot import blocks
+from bot.blocks import Message
+from bot.retell import BatchJob
+from bot.runs.context import Services
+from bot.runs.replies import cannot_post
+from bot.runs.requests import Requester
+from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, error_code
+from bot.store import Run, RunState
+
+# Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
+# tests name it.
+log = logging.getLogger("bot.runs")
+
+# Schedules whose runs post nothing while running, and their result only when it matters.
+QUIET_NOTIFY = ("failures", "changes")
+
+
+class StatusMessages:
+    """The status message a running run shows in its channel: posted, taken over, kept current."""
+
+    def __init__(self, services: Services) -> None:
+        self._settings = services.settings
+        self._store = services.store
+        self._slack = services.slack
+        self._metrics = services.metrics
+        self._slack_calls = services.slack_calls
+        self._tell = services.tell
+
+    async def status(
+        self, run: Run, seen: Mapping[str, BatchJob] | None = None
+    ) -> tuple[Message, str]:
+        """The status message of a run, and the key of what it shows (to skip equal edits).
+
+        A repeat group's lead shows every batch of the group; `seen` holds batches refreshed
+        in this pass, newer than what the store has for the others.
+        """
+        if not run.leads_repeats:
+            return blocks.status_message(run), run.counts_key
+        group = await self.group(run)
+        for other in group[1:]:
+            batch = (seen or {}).get(other.batch_id or "")
+            if batch is not None and other.state == RunState.RUNNING.value:
+                apply(other, batch, RunState.RUNNING)
+        view = blocks.RepeatGroup(group)
+        finished = sum(RunState(other.state).finished for other in group)
+        key = "/".join(map(str, (*view.counts, finished)))
+        return blocks.repeat_status(view), key
+
+    async def group(self, lead: Run) -> list[Run]:
+        """A repeat group's runs with the lead as this process has it (its newest state)."""
+        return [
+            lead,
+            *(other for other in await self._store.repeat_group(lead.id) if other.id != lead.id),
+        ]
+
+    async def post_status(self, run: Run, who: Requester) -> None:
+        message, shown = await self.status(run)
+        try:
+            ts = await self._slack.post(run.channel_id, message, metadata=status_metadata(run))
+        except SLACK_FAILURES as exc:
+            code = error_code(exc)
+            log.warning("run %s: status message not posted: %s", run.id, code)
+            if code in UNREACHABLE_CHANNEL:
+                run.channel_error = code
+                await self._store.set_channel_error(run.id, code)
+                await self._tell(who, cannot_post(run.channel_id, code))
+            else:
+                await self._store.status_not_posted(run.id)
+            return
+        run.status_ts = ts
+        run.shown_counts = shown
+        await self._store.set_status_message(run.id, ts, shown)
+
+    async def adopt_status(self, run: Run) -> bool | None:
+        """Take over the status message a starter that died may have posted; True if found,
+        None if Slack could not be asked (posting one now could post it twice).
+
+        The sweep only holds runs nobody else holds, and a starter holds its run until its
+        status message is posted and recorded, so a `status_posting_since` left behind means
+        the starter died in between, possibly after Slack had the message. The channel's
+        history, searched by the message metadata every status message carries, tells.
+        """
+        since = run.status_posting_since
+        if since is None:
+            return False
+        payload = status_metadata(run)
+        try:
+            ts = await self._slack.find_posted(
+                run.channel_id,
+                since=since,
+                event_type=payload["event_type"],
+                payload=payload["event_payload"],
+            )
+        except SLACK_FAILURES as exc:
+            log.warning(
+                "run %s: status message not looked for (%s); looked for again later",
+                run.id,
+                error_code(exc) or type(exc).__name__,
+            )
+            return None
+        run.status_posting_since = None
+        if ts is None:
+            log.info("run %s: its starter died before posting the status message", run.id)
+            await self._store.status_not_posted(run.id)
+            return False
+        log.info("run %s: took over the status message its starter had posted", run.id)
+        run.status_ts = ts
+        await self._store.set_status_message(run.id, ts, None)
+        return True
+
+    async def show_progress(
+        self, run: Run, status_ts: str, seen: Mapping[str, BatchJob] | None = None
+    ) -> None:
+        """Edit the status message when what it would show changed since it was last shown."""
+        if not run.leads_repeats and run.counts_key == run.shown_counts:
+            return  # nothing moved: no need to read anything
+        message, shown = await self.status(run, seen)
+        if shown != run.shown_counts and await self._edit(run, status_ts, message):
+            run.shown_counts = shown
+            await self._store.set_shown(run.id, shown)
+
+    async def _edit(self, run: Run, status_ts: str, message: Message) -> bool:
+        """Show new counts on the status message, unless the workspace's edits are spent.
+
+        A skipped edit is not lost: the counts stay unshown and a later check shows them.
+        """
+        async with self._slack_calls:
+            try:
+                edited = await self._slack.edit(
+                    run.team_id,
+                    run.channel_id,
+                    status_ts,
+                    message,
+                    urgent=False,
+                )
+            except SLACK_FAILURES as exc:
+                log.warning("run %s: status not updated: %s", run.id, error_code(exc))
+                return False
+        if not edited:
+            self._metrics.status_edits_coalesced.inc()
+        return edited
+
+
+STATUS_EVENT = "retell_run_status"
+
+
+def status_metadata(run: Run) -> dict[str, Any]:
+    """Slack message metadata that marks a run's status message, to find it again."""
+    return {"event_type": STATUS_EVENT, "event_payload": {"run_id": run.id}}
+
+
+def posts_status(run: Run) -> bool:
+    """Whether a run shows a status message while it runs (quiet schedules and repeat batches
+    other than the first do not)."""
+    return run.notify not in QUIET_NOTIFY and run.repeat_of is None
+
+
+def apply(
+    run: Run, batch: BatchJob, state: RunState, *, started_at: datetime | None = None
+) -> None:
+    """Mirror what the store just recorded onto the in-memory run used for rendering."""
+    run.passed, run.failed, run.errored, run.total = batch.counts
+    run.batch_id = batch.batch_id
+    run.state = state.value
+    if started_at is not None:
+        run.started_at = started_at
