@@ -34,7 +34,9 @@ import random
 import tempfile
 import time
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import aiohttp
 from sqlalchemy import make_url, text
@@ -49,6 +51,11 @@ from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack
 
 DATABASE = "retell_chaos"
+# Schedules firing every minute through the faults, in a channel of their own: each slot must
+# fire exactly once (late if the database was down at the time), none missed or doubled.
+SCHEDULES = 2
+SCHEDULE_CHANNEL = "C0CHAOSSCHD"
+SLOT = timedelta(minutes=1)
 KILL_EVERY_SECONDS = 4.0
 RETELL_TIMEOUT_SECONDS = 2.0
 
@@ -264,6 +271,87 @@ def result_times(slack: FakeSlack) -> dict[str, float]:
     return times
 
 
+async def add_schedules(driver: ChaosDriver) -> None:
+    """`schedule add "every 1m" …` typed into Slack, as a team sets up a nightly run."""
+    user = driver.users[0]
+    for number in range(SCHEDULES):
+        engine = driver.engines[number % len(driver.engines)]
+        cases = " ".join(engine.case_ids[:2])
+        reply = await user.command(
+            driver.replicas.bots[0].events_url,
+            f'schedule add "every 1m" {engine.engine_id} {cases} name=chaos-{number}',
+            channel_id=SCHEDULE_CHANNEL,
+        )
+        if reply.status != 200:
+            raise RuntimeError(f"schedule add answered {reply.status}: {reply.text}")
+    database = create_async_engine(async_database_url(driver.database_url))
+    try:
+        for _ in range(100):
+            async with database.connect() as conn:
+                added = (await conn.execute(text("SELECT count(*) FROM run_schedules"))).scalar()
+            if added == SCHEDULES:
+                return
+            await asyncio.sleep(0.1)
+        raise RuntimeError("the chaos run's schedules were not added")
+    finally:
+        await database.dispose()
+
+
+@dataclass
+class Firings:
+    """Each schedule's slots, as its firings in the `runs` table show them."""
+
+    expected: int = 0
+    fired: int = 0
+    late: int = 0
+    missed: list[str] = field(default_factory=list)
+    doubled: list[str] = field(default_factory=list)
+
+
+async def schedule_firings(database_url: str, until: datetime) -> Firings:
+    """Slots of every minute from a schedule's first (the whole minute after the next one,
+    `when._next_minute` + 1 min) to a minute before `until`: each fired exactly once."""
+    engine = create_async_engine(async_database_url(database_url))
+    try:
+        async with engine.connect() as conn:
+            schedules = (await conn.execute(text("SELECT id, created_at FROM run_schedules"))).all()
+            firings = (
+                await conn.execute(
+                    text(
+                        "SELECT schedule_id, scheduled_for, created_at FROM runs "
+                        "WHERE schedule_id IS NOT NULL"
+                    )
+                )
+            ).all()
+    finally:
+        await engine.dispose()
+    found = Firings()
+    for schedule_id, created in schedules:
+        created = _utc(created)
+        slot = created.replace(second=0, microsecond=0) + 2 * SLOT
+        mine = [(_utc(due), _utc(made)) for sid, due, made in firings if sid == schedule_id]
+        per_slot: dict[datetime, int] = {}
+        for due, made in mine:
+            per_slot[due] = per_slot.get(due, 0) + 1
+            found.late += made - due > timedelta(seconds=30)
+        found.fired += len(mine)
+        while slot <= until - SLOT:
+            found.expected += 1
+            count = per_slot.get(slot, 0)
+            if count == 0:
+                found.missed.append(f"schedule {schedule_id}: slot {slot:%H:%M} never fired")
+            elif count > 1:
+                found.doubled.append(f"schedule {schedule_id}: slot {slot:%H:%M} fired {count}x")
+            slot += SLOT
+    return found
+
+
+def _utc(moment: Any) -> datetime:
+    """A timestamp column as read back (a string on some drivers), in UTC."""
+    value = datetime.fromisoformat(moment) if isinstance(moment, str) else moment
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
 async def chaos_run(args: argparse.Namespace, workdir: Path) -> int:
     rng = random.Random(args.seed)
     chaos = Chaos()
@@ -289,6 +377,7 @@ async def chaos_run(args: argparse.Namespace, workdir: Path) -> int:
             retell_requests_per_minute=str(60 * 10 / args.poll_initial),
             slack_edits_per_minute="100000",
             max_runs_per_user_per_hour="0",
+            schedule_min_interval_minutes="1",
             log_level="INFO",
         )
         replicas = Replicas(environment, workdir)
@@ -306,14 +395,17 @@ async def chaos_run(args: argparse.Namespace, workdir: Path) -> int:
             driver = ChaosDriver(args, slack, retell, engines, replicas.bots[0], session, rng)
             driver.replicas = replicas
             driver.database_url = database_url
+            await add_schedules(driver)
             schedule = asyncio.create_task(
                 faults(args, rng, server, slack, retell, replicas, chaos)
             )
             sending, total = await driver.run()
+            sending_ended = datetime.now(UTC) - timedelta(seconds=total - sending)
             await schedule
         watcher.cancel()
         exit_codes = await replicas.stop()
         runs = await read_runs_sqlalchemy(database_url)
+        firings = await schedule_firings(database_url, sending_ended)
 
         commands = driver.tally.commands
         told = [c for c in commands if c.response_url and slack.responses_to(c.response_url)]
@@ -340,6 +432,11 @@ async def chaos_run(args: argparse.Namespace, workdir: Path) -> int:
             ("lost", len(found.lost)),
             ("duplicated", len(found.duplicated)),
             ("unreported in database", len(found.unreported)),
+            (
+                "schedule slots due / fired (late)",
+                f"{firings.expected} / {firings.fired} ({firings.late})",
+            ),
+            ("  slots missed / doubled", f"{len(firings.missed)} / {len(firings.doubled)}"),
             ("replica exits nobody asked for", len(replicas.unexpected_exits)),
             ("replica exit codes on SIGTERM", " ".join(map(str, exit_codes))),
             (
@@ -353,11 +450,18 @@ async def chaos_run(args: argparse.Namespace, workdir: Path) -> int:
             ("wall time (sending / total)", f"{sending:.0f}s / {total:.0f}s"),
         ],
     )
-    problems = [*found.lost, *found.duplicated, *found.unreported, *replicas.unexpected_exits]
+    problems = [
+        *found.lost,
+        *found.duplicated,
+        *found.unreported,
+        *firings.missed,
+        *firings.doubled,
+        *replicas.unexpected_exits,
+    ]
     for line in problems[:20]:
         print(f"  problem: {line}")
     print(
-        "OK: nothing lost, nothing duplicated, no replica died by itself"
+        "OK: nothing lost, nothing duplicated, no slot missed, no replica died by itself"
         if not problems
         else f"FAIL: {len(problems)} problems; files in {workdir}"
     )

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Protocol
 
-from bot.blocks import Comparison, RunView, pass_rate
+from bot.runview import Comparison, RunView, pass_rate
 
 BAD = ("fail", "error")
 SLOWEST_SHOWN = 5

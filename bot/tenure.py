@@ -26,7 +26,7 @@ log = logging.getLogger(__name__)
 
 # Of the lease: how often the claim is extended, how soon a failed extension is tried again,
 # and how long before the claim runs out work that must not overlap a peer's is stopped.
-EXTEND_EVERY = 1 / 3
+EXTEND_EVERY = 1 / 4
 RETRY_EVERY = 1 / 10
 MARGIN = 1 / 5
 

@@ -37,7 +37,7 @@ from slack_sdk.http_retry.builtin_interval_calculators import FixedValueRetryInt
 from sqlalchemy import update
 
 from bot.blocks import Message
-from bot.runs import MAX_DELIVERY_ATTEMPTS, RECOVERY_PAGE, _all_settled
+from bot.runs import MAX_DELIVERY_ATTEMPTS, RECOVERY_PAGE, all_settled
 from bot.slackapi import SlackGateway, retry_after_seconds, web_client
 from bot.store import Run, RunState, utcnow
 from bot.suite import Engine, Suite
@@ -651,7 +651,7 @@ async def test_work_under_a_claim_ends_before_a_failure_of_one_step_is_raised() 
         posted.append("mention")
 
     with pytest.raises(ConnectionResetError):
-        await _all_settled(fails(), posts())
+        await all_settled(fails(), posts())
     assert posted == ["mention"]
 
 

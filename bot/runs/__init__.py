@@ -5,19 +5,22 @@ own module (see workflow.py for which depends on which). Names imported from `bo
 before it became a package are re-exported here.
 """
 
+from bot.runs.accepted import ACCEPT_SECONDS
 from bot.runs.delivery import MAX_DELIVERY_ATTEMPTS
-from bot.runs.recovery import RECOVERY_PAGE
-from bot.runs.replies import database_down as _database_down
+from bot.runs.recovery import RECOVERY_PAGE, RECOVERY_PAGES
 from bot.runs.requests import Requester, RunRequest
-from bot.runs.sweep import _all_settled
+from bot.runs.starting import START_CONCURRENCY
+from bot.runs.sweep import all_settled
 from bot.runs.workflow import RunWorkflow
 
 __all__ = [
+    "ACCEPT_SECONDS",
     "MAX_DELIVERY_ATTEMPTS",
     "RECOVERY_PAGE",
+    "RECOVERY_PAGES",
+    "START_CONCURRENCY",
     "Requester",
     "RunRequest",
     "RunWorkflow",
-    "_all_settled",
-    "_database_down",
+    "all_settled",
 ]

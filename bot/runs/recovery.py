@@ -10,7 +10,7 @@ from bot.retell import BatchJob, RetellProblem
 from bot.runs.context import Services, about_run_step
 from bot.runs.creating import Creation
 from bot.runs.requests import Requester
-from bot.store import Run
+from bot.store import Run, RunState
 from bot.tenure import ClaimLapsed
 
 # Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
@@ -74,6 +74,12 @@ class Recovery:
                         "run %s: interrupted start had created batch %s", run.id, batch.batch_id
                     )
                     return
+            current = await self._store.get(run.id)
+            if current is None or current.state != RunState.STARTING.value or current.claim != own:
+                # Started (or failed) meanwhile by its starter, or taken by a peer: the batch
+                # found above and turned down is that run's; a new one would be nobody's.
+                log.info("run %s: interrupted start was taken up meanwhile; not creating", run.id)
+                return
             log.info("run %s: interrupted start created no batch; creating it now", run.id)
             try:
                 await self._creation.create(run, run.suite, who, tenure)

@@ -147,9 +147,10 @@ class Starting:
                 return None
             except ClaimLapsed:
                 # The claim ran out while the batch was being created (the database lost for
-                # a lease, a stalled process): a peer may be recovering the run already.
+                # a lease, a stalled process): a peer may be recovering the run already. The
+                # requester is told nothing: the recovery posts the status message and the
+                # result as this start would have.
                 log.warning("run %s: claim lapsed while starting; left to recovery", run.id)
-                await self._tell(who, start_resumes())
                 return None
 
     async def watch(

@@ -98,7 +98,7 @@ class Sweep:
         running = [r for r in runs if r.state == RunState.RUNNING.value and r.batch_id]
         finished = [r for r in runs if r.run_state.finished and r.reported_at is None]
         unmentioned = [r for r in runs if r.reported_at is not None and r.mention_pending]
-        await _all_settled(
+        await all_settled(
             self._check(claim, running, now),
             _at_most(RUNS_AT_ONCE, lambda run: self._delivery.deliver(run, claim), finished),
             _at_most(RUNS_AT_ONCE, lambda run: self._delivery.mention(run, claim), unmentioned),
@@ -195,11 +195,11 @@ async def _at_most(
     """`step` for every run, `limit` at a time (not one task each at once); results in order."""
     results: list[R] = []
     for start in range(0, len(runs), limit):
-        results += await _all_settled(*(step(run) for run in runs[start : start + limit]))
+        results += await all_settled(*(step(run) for run in runs[start : start + limit]))
     return results
 
 
-async def _all_settled(*steps: Coroutine[Any, Any, R]) -> list[R]:
+async def all_settled(*steps: Coroutine[Any, Any, R]) -> list[R]:
     """Every step run to its end, then the first failure raised.
 
     Not a bare `gather`, which raises the first failure while the other steps go on: work
