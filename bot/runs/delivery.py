@@ -1,63 +1,56 @@
-"""A finished run's result: recorded, posted once (in place, or by DM when the channel refuses),
-then the requester's mention.
-"""
+"""Delivery: a finished run's result, posted once, retried until it lands."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
-from datetime import datetime
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any, cast
 
 from bot import blocks, history
 from bot.blocks import Comparison, Message
 from bot.repeats import CaseSummary, summarize
-from bot.retell import (
-    BatchJob,
-    RetellProblem,
-)
-from bot.runs.base import (
-    DELIVERY_OUTAGE,
-    MAX_DELIVERY_ATTEMPTS,
-    ThreadReply,
-    announcement,
-    apply_batch,
-    has_settled,
-    log,
-    reply_metadata,
-    tagged_with_run,
-    test_run_of,
-    thread_replies,
-)
-from bot.runs.recovery import Recovery
-from bot.slackapi import (
-    SLACK_FAILURES,
-    UNREACHABLE_CHANNEL,
-    error_code,
-    is_outage,
-)
-from bot.store import (
-    Run,
-    RunState,
-)
+from bot.retell import BatchJob, RetellProblem, TestRun, TestRunStatus
+from bot.runs.context import Services, about_run_step
+from bot.runs.status import QUIET_NOTIFY, StatusMessages, apply
+from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, error_code, is_outage
+from bot.store import CaseResult, Run, RunState
+
+# Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
+# tests name it.
+log = logging.getLogger("bot.runs")
+
+MAX_DELIVERY_ATTEMPTS = 8
+DELIVERY_OUTAGE = timedelta(days=1)  # how long a result waits out a Slack outage
 
 
-class Delivery(Recovery):
-    """A finished run's result: recorded, posted once (in place, or by DM when the channel
-    refuses), then the requester's mention.
-    """
+class Delivery:
+    """Finish a run and deliver its result: the status message edited, thread replies, DMs."""
 
-    async def _finish(
+    def __init__(self, services: Services, statuses: StatusMessages) -> None:
+        self._settings = services.settings
+        self._store = services.store
+        self._retell = services.retell
+        self._slack = services.slack
+        self._metrics = services.metrics
+        self._clock = services.clock
+        self._slack_calls = services.slack_calls
+        self._statuses = statuses
+
+    async def finish(
         self, run: Run, claim: str, state: RunState, batch: BatchJob | None, now: datetime
     ) -> None:
         if not await self._store.finish(run.id, state, batch, now=now):
             return  # someone else finished it
         self._metrics.runs_finished.labels(state.value).inc()
         if batch is not None:
-            apply_batch(run, batch, state)
+            apply(run, batch, state)
         run.state = state.value
         run.finished_at = now
         log.info("run %s: batch %s %s (%s)", run.id, run.batch_id, state.value, run.counts_key)
         await self._record_cases(run)
-        await self._deliver(run, claim)
+        await self.deliver(run, claim)
 
     async def _record_cases(self, run: Run) -> None:
         """Store how each case ended, once, for comparisons and digests.
@@ -83,11 +76,11 @@ class Delivery(Recovery):
         await self._store.record_cases(run.id, cases, now=now)
         run.cases_recorded_at = now
 
-    @tagged_with_run
-    async def _deliver(self, run: Run, claim: str) -> None:
+    @about_run_step
+    async def deliver(self, run: Run, claim: str) -> None:
         """Turn the status message into the result; retried by later sweeps until it lands.
 
-        A quiet schedule's run may post one line instead, or nothing (see `announcement`).
+        A quiet schedule's run may post one line instead, or nothing (see `_announcement`).
         A repeat group reports once, through its lead, when every batch of it has finished.
         """
         if run.repeat_of is not None:
@@ -96,15 +89,15 @@ class Delivery(Recovery):
         comparison: Comparison | None = None
         view: blocks.RepeatGroup | None = None
         if run.leads_repeats:
-            group = await self._group(run)
-            if not all(has_settled(other) for other in group[1:]):
+            group = await self._statuses.group(run)
+            if not all(_settled(other) for other in group[1:]):
                 await self._await_repeats(run, claim)
                 return
             view = blocks.RepeatGroup(group, await self._summaries(group))
             message: Message | None = blocks.repeat_result(view)
         else:
             previous, comparison = await self._comparison(run)
-            message = announcement(run, previous, comparison)
+            message = _announcement(run, previous, comparison)
         if message is None:
             await self._store.mark_reported(run.id, claim, now=self._clock())
             log.info("run %s: nothing changed; notify=changes stays quiet", run.id)
@@ -113,7 +106,7 @@ class Delivery(Recovery):
         if (
             run.status_ts is None
             and not run.channel_error
-            and await self._adopt_status(run) is None
+            and await self._statuses.adopt_status(run) is None
         ):
             retry_in = self._settings.poll_initial_seconds
             await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
@@ -141,25 +134,25 @@ class Delivery(Recovery):
                 )
                 run.channel_error = code
                 await self._store.set_channel_error(run.id, code)
-                await self._deliver(run, claim)
+                await self.deliver(run, claim)
                 return
             await self._delivery_failed(run, claim, code or type(exc).__name__, exc)
             return
-        replies = thread_replies(run, view, comparison)
+        replies = _thread_replies(run, view, comparison)
         if await self._store.mark_reported(run.id, claim, now=self._clock(), mention=bool(replies)):
             await self._post_replies(run, claim, replies, first_try=True)
 
-    @tagged_with_run
-    async def _mention(self, run: Run, claim: str) -> None:
+    @about_run_step
+    async def mention(self, run: Run, claim: str) -> None:
         """Post the thread replies still owed for a result a previous attempt delivered."""
         view: blocks.RepeatGroup | None = None
         comparison: Comparison | None = None
         if run.leads_repeats:
-            group = await self._group(run)
+            group = await self._statuses.group(run)
             view = blocks.RepeatGroup(group, await self._summaries(group))
         elif run.mention:
             _, comparison = await self._comparison(run)
-        await self._post_replies(run, claim, thread_replies(run, view, comparison))
+        await self._post_replies(run, claim, _thread_replies(run, view, comparison))
 
     async def _post_replies(
         self, run: Run, claim: str, replies: Sequence[ThreadReply], *, first_try: bool = False
@@ -173,7 +166,7 @@ class Delivery(Recovery):
         try:
             async with self._slack_calls:
                 for reply in replies:
-                    metadata = reply_metadata(run, reply.kind)
+                    metadata = _reply_metadata(run, reply.kind)
                     if not first_try and await self._slack.find_reply(
                         run.channel_id,
                         run.status_ts or "",
@@ -253,7 +246,7 @@ class Delivery(Recovery):
         """The lead finished before other batches of its group: keep showing their progress,
         and look again shortly (a batch finishing nudges it sooner)."""
         if lead.status_ts and not lead.channel_error:
-            await self._show_progress(lead, lead.status_ts)
+            await self._statuses.show_progress(lead, lead.status_ts)
         retry_in = self._settings.poll_initial_seconds
         await self._store.defer_delivery(lead.id, claim, retry_in=retry_in, now=self._clock())
 
@@ -268,5 +261,64 @@ class Delivery(Recovery):
                 await self._store.case_results(run.id),
                 key=lambda c: order.get(c.case_id, len(order)),
             )
-            batches.append([test_run_of(case) for case in cases])
+            batches.append([_test_run(case) for case in cases])
         return summarize(batches)
+
+
+@dataclass(frozen=True, slots=True)
+class ThreadReply:
+    """A reply owed in a result's thread; `kind` tells it apart from the run's other ones."""
+
+    kind: str
+    message: Message
+
+
+def _thread_replies(
+    run: Run, view: blocks.RepeatGroup | None, comparison: Comparison | None
+) -> list[ThreadReply]:
+    """What a delivered result owes its thread: the requester's mention (not for schedules,
+    which nobody is waiting on) and, for a schedule's `mention=`, a regression alert."""
+    if run.channel_error:
+        return []  # the result went by DM: that is the notification
+    replies = []
+    if run.schedule_id is None:
+        mention = blocks.repeat_mention(view) if view else blocks.requester_mention(run)
+        replies.append(ThreadReply("requester", mention))
+    if run.mention and comparison is not None and history.regressed(run, comparison):
+        alert = blocks.regression_mention(run, run.mention, comparison)
+        replies.append(ThreadReply("regression", alert))
+    return replies
+
+
+REPLY_EVENT = "retell_run_reply"
+
+
+def _reply_metadata(run: Run, kind: str) -> dict[str, Any]:
+    return {"event_type": REPLY_EVENT, "event_payload": {"run_id": run.id, "kind": kind}}
+
+
+def _settled(run: Run) -> bool:
+    """A repeat batch is settled once it reported to its lead, or could not be created."""
+    return run.reported_at is not None or run.state == RunState.FAILED.value
+
+
+def _test_run(case: CaseResult) -> TestRun:
+    """A stored per-case result in the shape the aggregation reads (explanations stay at
+    Retell: Show failures reads them fresh)."""
+    return TestRun("", case.case_id, case.name, cast(TestRunStatus, case.status), None)
+
+
+def _announcement(run: Run, previous: Run | None, comparison: Comparison | None) -> Message | None:
+    """What a finished run posts: the result, or for quiet schedules one line or nothing.
+
+    `notify=failures` posts the full result only when something failed or errored, else one
+    quiet line; `notify=changes` posts it only when it differs from the previous run.
+    """
+    full = blocks.result_message(run, comparison=comparison)
+    if run.state != RunState.COMPLETE.value or run.notify not in QUIET_NOTIFY:
+        return full
+    if run.notify == "failures":
+        return full if run.failed + run.errored else blocks.quiet_result(run)
+    if comparison is None or history.changed(run, previous, comparison):
+        return full
+    return None

@@ -1,39 +1,43 @@
-"""A run left `starting` by a starter that died or lost its claim: its batch found at Retell, or
-created once.
-"""
+"""Recovery of interrupted starts: find the batch a dead starter made, or make it once."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import UTC, datetime
+import logging
+from datetime import UTC, datetime, timedelta
 
-from bot.retell import (
-    BatchJob,
-    RetellProblem,
-)
-from bot.runs.accepting import Accepting
-from bot.runs.base import (
-    CREATE_CLOCK_SKEW,
-    RECOVERY_PAGE,
-    RECOVERY_PAGES,
-    Requester,
-    log,
-    tagged_with_run,
-)
-from bot.store import (
-    Run,
-    RunState,
-)
+from bot.retell import BatchJob, RetellProblem
+from bot.runs.context import Services, about_run_step
+from bot.runs.creating import Creation
+from bot.runs.requests import Requester
+from bot.store import Run, RunState
 from bot.tenure import ClaimLapsed
 
+# Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
+# tests name it.
+log = logging.getLogger("bot.runs")
 
-class Recovery(Accepting):
-    """A run left `starting` by a starter that died or lost its claim: its batch found at Retell,
-    or created once.
-    """
+# An interrupted start's batch is looked for among the engine's newest batches created since
+# the run (less this much, for clocks that disagree).
+CREATE_CLOCK_SKEW = timedelta(minutes=2)
+RECOVERY_PAGE = 50
+RECOVERY_PAGES = 20
 
-    @tagged_with_run
-    async def _recover(self, run: Run, claim: str) -> None:
+
+class Recovery:
+    """Carry on a start that a process left unfinished (it died creating the batch)."""
+
+    def __init__(self, services: Services, creation: Creation) -> None:
+        self._settings = services.settings
+        self._store = services.store
+        self._retell = services.retell
+        self._clock = services.clock
+        self._lease = services.lease
+        self._holding = services.holding
+        self._creation = creation
+
+    @about_run_step
+    async def recover(self, run: Run, claim: str) -> None:
         """A run left `starting` by a process that died while creating its batch.
 
         Retell has no idempotency key, and the create may have reached it before the process
@@ -63,7 +67,9 @@ class Recovery(Accepting):
                 return
             for batch in candidates:
                 started = datetime.fromtimestamp(batch.created_ms / 1000, UTC)
-                if await self._follow(run, batch, who, started_at=min(started, self._clock())):
+                if await self._creation.follow(
+                    run, batch, who, started_at=min(started, self._clock())
+                ):
                     log.info(
                         "run %s: interrupted start had created batch %s", run.id, batch.batch_id
                     )
@@ -76,7 +82,7 @@ class Recovery(Accepting):
                 return
             log.info("run %s: interrupted start created no batch; creating it now", run.id)
             try:
-                await self._create(run, run.suite, who, tenure)
+                await self._creation.create(run, run.suite, who, tenure)
             except ClaimLapsed:
                 log.warning("run %s: claim lapsed while recovering; left to the next sweep", run.id)
 

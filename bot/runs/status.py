@@ -1,44 +1,41 @@
-"""The status message of a run: posted once, edited in place as results come in, adopted after a
-takeover.
-"""
+"""Status messages: what a run shows in its channel while it runs."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
 
 from bot import blocks
 from bot.blocks import Message
-from bot.retell import (
-    BatchJob,
-)
-from bot.runs import notices
-from bot.runs.base import (
-    BACKOFF_FACTOR,
-    Check,
-    Requester,
-    WorkflowBase,
-    apply_batch,
-    log,
-    posts_status,
-    status_metadata,
-)
-from bot.slackapi import (
-    SLACK_FAILURES,
-    UNREACHABLE_CHANNEL,
-    error_code,
-)
-from bot.store import (
-    Run,
-    RunState,
-)
+from bot.retell import BatchJob
+from bot.runs.context import Services
+from bot.runs.replies import cannot_post
+from bot.runs.requests import Requester
+from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, error_code
+from bot.store import Run, RunState
+
+# Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
+# tests name it.
+log = logging.getLogger("bot.runs")
+
+# Schedules whose runs post nothing while running, and their result only when it matters.
+QUIET_NOTIFY = ("failures", "changes")
 
 
-class StatusMessages(WorkflowBase):
-    """The status message of a run: posted once, edited in place as results come in, adopted after
-    a takeover.
-    """
+class StatusMessages:
+    """The status message a running run shows in its channel: posted, taken over, kept current."""
 
-    async def _status(
+    def __init__(self, services: Services) -> None:
+        self._settings = services.settings
+        self._store = services.store
+        self._slack = services.slack
+        self._metrics = services.metrics
+        self._slack_calls = services.slack_calls
+        self._tell = services.tell
+
+    async def status(
         self, run: Run, seen: Mapping[str, BatchJob] | None = None
     ) -> tuple[Message, str]:
         """The status message of a run, and the key of what it shows (to skip equal edits).
@@ -48,25 +45,25 @@ class StatusMessages(WorkflowBase):
         """
         if not run.leads_repeats:
             return blocks.status_message(run), run.counts_key
-        group = await self._group(run)
+        group = await self.group(run)
         for other in group[1:]:
             batch = (seen or {}).get(other.batch_id or "")
             if batch is not None and other.state == RunState.RUNNING.value:
-                apply_batch(other, batch, RunState.RUNNING)
+                apply(other, batch, RunState.RUNNING)
         view = blocks.RepeatGroup(group)
         finished = sum(RunState(other.state).finished for other in group)
         key = "/".join(map(str, (*view.counts, finished)))
         return blocks.repeat_status(view), key
 
-    async def _group(self, lead: Run) -> list[Run]:
+    async def group(self, lead: Run) -> list[Run]:
         """A repeat group's runs with the lead as this process has it (its newest state)."""
         return [
             lead,
             *(other for other in await self._store.repeat_group(lead.id) if other.id != lead.id),
         ]
 
-    async def _post_status(self, run: Run, who: Requester) -> None:
-        message, shown = await self._status(run)
+    async def post_status(self, run: Run, who: Requester) -> None:
+        message, shown = await self.status(run)
         try:
             ts = await self._slack.post(run.channel_id, message, metadata=status_metadata(run))
         except SLACK_FAILURES as exc:
@@ -75,7 +72,7 @@ class StatusMessages(WorkflowBase):
             if code in UNREACHABLE_CHANNEL:
                 run.channel_error = code
                 await self._store.set_channel_error(run.id, code)
-                await self._tell(who, notices.cannot_post(run.channel_id, code))
+                await self._tell(who, cannot_post(run.channel_id, code))
             else:
                 await self._store.status_not_posted(run.id)
             return
@@ -83,7 +80,7 @@ class StatusMessages(WorkflowBase):
         run.shown_counts = shown
         await self._store.set_status_message(run.id, ts, shown)
 
-    async def _adopt_status(self, run: Run) -> bool | None:
+    async def adopt_status(self, run: Run) -> bool | None:
         """Take over the status message a starter that died may have posted; True if found,
         None if Slack could not be asked (posting one now could post it twice).
 
@@ -120,29 +117,13 @@ class StatusMessages(WorkflowBase):
         await self._store.set_status_message(run.id, ts, None)
         return True
 
-    async def _progress(
-        self, run: Run, batch: BatchJob | None, seen: Mapping[str, BatchJob] | None = None
-    ) -> Check:
-        # Back off while the counts stand still; start over as soon as they move.
-        moved = batch is not None and batch.counts != run.counts
-        backed_off = min(run.check_interval * BACKOFF_FACTOR, self._settings.poll_max_seconds)
-        interval = self._settings.poll_initial_seconds if moved else backed_off
-        if batch is not None:
-            apply_batch(run, batch, RunState.RUNNING)
-        if run.status_ts is None and run.channel_error is None and posts_status(run):
-            if await self._adopt_status(run) is False:
-                await self._post_status(run, Requester(run.team_id, run.channel_id, run.user_id))
-        elif run.status_ts:
-            await self._show_progress(run, run.status_ts, seen)
-        return Check(run.id, batch, interval)
-
-    async def _show_progress(
+    async def show_progress(
         self, run: Run, status_ts: str, seen: Mapping[str, BatchJob] | None = None
     ) -> None:
         """Edit the status message when what it would show changed since it was last shown."""
         if not run.leads_repeats and run.counts_key == run.shown_counts:
             return  # nothing moved: no need to read anything
-        message, shown = await self._status(run, seen)
+        message, shown = await self.status(run, seen)
         if shown != run.shown_counts and await self._edit(run, status_ts, message):
             run.shown_counts = shown
             await self._store.set_shown(run.id, shown)
@@ -167,3 +148,28 @@ class StatusMessages(WorkflowBase):
         if not edited:
             self._metrics.status_edits_coalesced.inc()
         return edited
+
+
+STATUS_EVENT = "retell_run_status"
+
+
+def status_metadata(run: Run) -> dict[str, Any]:
+    """Slack message metadata that marks a run's status message, to find it again."""
+    return {"event_type": STATUS_EVENT, "event_payload": {"run_id": run.id}}
+
+
+def posts_status(run: Run) -> bool:
+    """Whether a run shows a status message while it runs (quiet schedules and repeat batches
+    other than the first do not)."""
+    return run.notify not in QUIET_NOTIFY and run.repeat_of is None
+
+
+def apply(
+    run: Run, batch: BatchJob, state: RunState, *, started_at: datetime | None = None
+) -> None:
+    """Mirror what the store just recorded onto the in-memory run used for rendering."""
+    run.passed, run.failed, run.errored, run.total = batch.counts
+    run.batch_id = batch.batch_id
+    run.state = state.value
+    if started_at is not None:
+        run.started_at = started_at

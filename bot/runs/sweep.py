@@ -1,39 +1,72 @@
-"""The follow-up sweep: claim what is due, refresh running batches by engine, pace the rest."""
+"""The sweep: the follow-up pass any replica runs, under claims, paced by the Retell budget."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import math
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any, TypeVar, cast
 
-from bot.followup import Followed, Refresh
-from bot.retell import (
-    LIST_PAGE_SIZE,
-)
-from bot.runs.base import (
-    ENGINES_PER_PASS,
-    RUNS_AT_ONCE,
-    Check,
-    all_settled,
-    at_most,
-    is_due,
-    log,
-    tagged_with_run,
-)
+from bot.followup import BatchRefresher, Followed, Refresh
+from bot.retell import LIST_PAGE_SIZE, BatchJob
+from bot.runs.context import Services, about_run_step
 from bot.runs.delivery import Delivery
-from bot.store import (
-    Run,
-    RunState,
-)
+from bot.runs.recovery import Recovery
+from bot.runs.requests import Requester
+from bot.runs.starting import Starting
+from bot.runs.status import StatusMessages, apply, posts_status
+from bot.store import Run, RunState
 from bot.suite import Engine
 
+# Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
+# tests name it.
+log = logging.getLogger("bot.runs")
+R = TypeVar("R")
 
-class Sweep(Delivery):
-    """The follow-up sweep: claim what is due, refresh running batches engine by engine, pace the
-    rest.
-    """
+# A sweep works through what is due a few engines at a time, and on at most RUNS_AT_ONCE runs
+# concurrently: memory stays bounded by that, not by the number of batches in flight.
+ENGINES_PER_PASS = 2
+RUNS_AT_ONCE = 200
+BACKOFF_FACTOR = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """A follow-up check of a run still running: what was seen, and the interval it asks for."""
+
+    run_id: int
+    batch: BatchJob | None
+    interval: float
+
+
+class Sweep:
+    """The follow-up pass: claim what is due, check it, finish, deliver and recover it."""
+
+    def __init__(
+        self,
+        services: Services,
+        refresher: BatchRefresher,
+        starting: Starting,
+        recovery: Recovery,
+        delivery: Delivery,
+        statuses: StatusMessages,
+    ) -> None:
+        self._settings = services.settings
+        self._store = services.store
+        self._metrics = services.metrics
+        self._clock = services.clock
+        self._lease = services.lease
+        self._holding = services.holding
+        self._refresher = refresher
+        self._starting = starting
+        self._recovery = recovery
+        self._delivery = delivery
+        self._statuses = statuses
+        self._sweeping = asyncio.Lock()
 
     async def sweep(self) -> None:
         """One follow-up pass (an APScheduler job): refresh what is due, finish what is done."""
@@ -48,7 +81,7 @@ class Sweep(Delivery):
         # half lease; a job that outlived a late extension was acquired again by its own
         # scheduler, and APScheduler 4.0.0a6 then crashed (KeyError in `_running_jobs`).
         until = asyncio.get_running_loop().time() + self._lease.total_seconds() / 2
-        await self._resume_commands()
+        await self._starting.resume_commands()
         while asyncio.get_running_loop().time() < until:
             now = self._clock()
             taken_at = asyncio.get_running_loop().time()
@@ -67,9 +100,9 @@ class Sweep(Delivery):
         unmentioned = [r for r in runs if r.reported_at is not None and r.mention_pending]
         await all_settled(
             self._check(claim, running, now),
-            at_most(RUNS_AT_ONCE, lambda run: self._deliver(run, claim), finished),
-            at_most(RUNS_AT_ONCE, lambda run: self._mention(run, claim), unmentioned),
-            at_most(RUNS_AT_ONCE, lambda run: self._recover(run, claim), stale),
+            _at_most(RUNS_AT_ONCE, lambda run: self._delivery.deliver(run, claim), finished),
+            _at_most(RUNS_AT_ONCE, lambda run: self._delivery.mention(run, claim), unmentioned),
+            _at_most(RUNS_AT_ONCE, lambda run: self._recovery.recover(run, claim), stale),
         )
 
     async def _check(self, claim: str, running: Sequence[Run], now: datetime) -> None:
@@ -78,9 +111,9 @@ class Sweep(Delivery):
             return
         self._metrics.follow_up_checks.inc(len(running))
         refresh = await self._refresher.refresh(
-            Followed(r.batch_id or "", r.engine, due=is_due(r, now)) for r in running
+            Followed(r.batch_id or "", r.engine, due=_due(r, now)) for r in running
         )
-        checks = await at_most(
+        checks = await _at_most(
             RUNS_AT_ONCE, lambda run: self._after_check(run, claim, refresh, now), running
         )
         by_engine: dict[Engine, list[Check]] = defaultdict(list)
@@ -111,7 +144,7 @@ class Sweep(Delivery):
         pages = sum(math.ceil(n / LIST_PAGE_SIZE) for n in await self._store.running_per_engine())
         return 60.0 * pages / self._settings.retell_requests_per_minute
 
-    @tagged_with_run
+    @about_run_step
     async def _after_check(
         self, run: Run, claim: str, refresh: Refresh, now: datetime
     ) -> Check | None:
@@ -121,18 +154,65 @@ class Sweep(Delivery):
         schedule and is released with the claim.
         """
         batch = refresh.batches.get(run.batch_id or "")
-        if batch is None and not is_due(run, now):
+        if batch is None and not _due(run, now):
             return None
         if run.batch_id in refresh.problems:
             log.warning("run %s: check failed: %s", run.id, refresh.problems[run.batch_id].message)
         if batch is not None and batch.is_complete:
-            await self._finish(run, claim, RunState.COMPLETE, batch, now)
+            await self._delivery.finish(run, claim, RunState.COMPLETE, batch, now)
             return None
         if self._timed_out(run, now):
-            await self._finish(run, claim, RunState.TIMED_OUT, batch, now)
+            await self._delivery.finish(run, claim, RunState.TIMED_OUT, batch, now)
             return None
         return await self._progress(run, batch, refresh.batches)
 
     def _timed_out(self, run: Run, now: datetime) -> bool:
         started = run.started_at or run.created_at
         return now - started >= timedelta(minutes=self._settings.batch_timeout_minutes)
+
+    async def _progress(
+        self, run: Run, batch: BatchJob | None, seen: Mapping[str, BatchJob] | None = None
+    ) -> Check:
+        # Back off while the counts stand still; start over as soon as they move.
+        moved = batch is not None and batch.counts != run.counts
+        backed_off = min(run.check_interval * BACKOFF_FACTOR, self._settings.poll_max_seconds)
+        interval = self._settings.poll_initial_seconds if moved else backed_off
+        if batch is not None:
+            apply(run, batch, RunState.RUNNING)
+        if run.status_ts is None and run.channel_error is None and posts_status(run):
+            if await self._statuses.adopt_status(run) is False:
+                await self._statuses.post_status(
+                    run, Requester(run.team_id, run.channel_id, run.user_id)
+                )
+        elif run.status_ts:
+            await self._statuses.show_progress(run, run.status_ts, seen)
+        return Check(run.id, batch, interval)
+
+
+async def _at_most(
+    limit: int, step: Callable[[Run], Coroutine[Any, Any, R]], runs: Sequence[Run]
+) -> list[R]:
+    """`step` for every run, `limit` at a time (not one task each at once); results in order."""
+    results: list[R] = []
+    for start in range(0, len(runs), limit):
+        results += await all_settled(*(step(run) for run in runs[start : start + limit]))
+    return results
+
+
+async def all_settled(*steps: Coroutine[Any, Any, R]) -> list[R]:
+    """Every step run to its end, then the first failure raised.
+
+    Not a bare `gather`, which raises the first failure while the other steps go on: work
+    under a claim must be over before the claim is released. A delivery still posting after
+    its sweep had failed and released the claim raced the next holder, and the requester
+    was mentioned twice (`bench.chaos`, 24 runs after a killed database connection).
+    """
+    outcomes = await asyncio.gather(*steps, return_exceptions=True)
+    for outcome in outcomes:
+        if isinstance(outcome, BaseException):
+            raise outcome
+    return cast(list[R], outcomes)
+
+
+def _due(run: Run, now: datetime) -> bool:
+    return run.next_check_at is None or run.next_check_at <= now

@@ -1,33 +1,45 @@
-"""The buttons and queries on a finished run: rerun, rerun failed, show failures, status."""
+"""Triage: reruns (one at a time per run, under a database lock), failures, status."""
 
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Sequence
+from datetime import timedelta
 
 from bot import blocks
 from bot.blocks import Message
-from bot.commands import (
-    TestSelection,
-)
+from bot.commands import TestSelection
 from bot.repeats import summarize
-from bot.retell import (
-    RetellProblem,
-)
-from bot.runs import notices
-from bot.runs.base import RERUN_LOCK, Requester, RunRequest, log
-from bot.runs.sweep import Sweep
-from bot.slackapi import (
-    SLACK_FAILURES,
-    error_code,
-)
-from bot.store import (
-    Run,
-)
+from bot.retell import RetellProblem
+from bot.runs.context import Services
+from bot.runs.replies import failures_already_shown, rerun_under_way
+from bot.runs.requests import Requester, RunRequest
+from bot.runs.starting import Starting
+from bot.slackapi import SLACK_FAILURES, error_code
+from bot.store import Run
+
+# Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
+# tests name it.
+log = logging.getLogger("bot.runs")
+
+# A rerun press holds its run until the rerun is recorded (released then): long enough for a
+# start under load, which with the follow-up lease (1 s in tests) it outlived, so a second
+# press started a second rerun. Only a process that dies holds it to the end.
+RERUN_LOCK = timedelta(seconds=30)
 
 
-class Triage(Sweep):
-    """The buttons and queries on a finished run: rerun, rerun failed, show failures, status."""
+class Triage:
+    """What a run's buttons and the `status` command do: rerun it, show its failures, look."""
+
+    def __init__(self, services: Services, starting: Starting) -> None:
+        self._store = services.store
+        self._retell = services.retell
+        self._slack = services.slack
+        self._clock = services.clock
+        self._lease = services.lease
+        self._tell = services.tell
+        self._starting = starting
 
     async def rerun(
         self, run_id: int, who: Requester, *, only_failed: bool, request_key: str | None = None
@@ -38,11 +50,11 @@ class Triage(Sweep):
             return None
         hold = max(self._lease, RERUN_LOCK)
         if not await self._store.lock_rerun(run_id, now=self._clock(), lease=hold):
-            await self._tell(who, notices.rerun_under_way())
+            await self._tell(who, rerun_under_way())
             return None
         try:
             if await self._store.rerun_in_flight(run_id):
-                await self._tell(who, notices.rerun_under_way())
+                await self._tell(who, rerun_under_way())
                 return None
             return await self._rerun(
                 original, who, only_failed=only_failed, request_key=request_key
@@ -74,7 +86,7 @@ class Triage(Sweep):
             request_key=request_key,
             repeats=original.repeats,
         )
-        return await self.start(request)
+        return await self._starting.start(request)
 
     async def _failed_cases(self, original: Run) -> list[str]:
         """The cases that failed or errored in a run (in any batch of a repeat group), in the
@@ -101,7 +113,7 @@ class Triage(Sweep):
         if run is None or run.batch_id is None:
             return
         if not await self._store.mark_failures_shown(run.id, now=self._clock()):
-            await self._tell(who, notices.failures_already_shown())
+            await self._tell(who, failures_already_shown())
             return
         try:
             await self._post_failures(run)

@@ -1,46 +1,43 @@
-"""A command taken in before the ack, queued for a start slot, resumed after a crash; who may start
-runs.
-"""
+"""Accepted commands: a `run` command is kept before its ack, so a killed process loses none."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncIterator
 
 import anyio
 
-from bot.admission import Admission
-from bot.blocks import Message
-from bot.commands import (
-    RunCommand,
-    parse,
-)
-from bot.runs import notices
-from bot.runs.base import (
-    COMMAND_LEASES,
-    RESUMED_PER_PASS,
-    KeepCommand,
-    Requester,
-    RunRequest,
-    log,
-)
-from bot.runs.starting import Starting
-from bot.store import (
-    DATABASE_FAILURES,
-    AckedCommand,
-    Run,
-)
+from bot.admission import Admission, CommandBook
+from bot.commands import RunCommand, parse
+from bot.runs.context import Services
+from bot.runs.requests import Requester, RunRequest
+from bot.store import DATABASE_FAILURES, AckedCommand
+
+# Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
+# tests name it.
+log = logging.getLogger("bot.runs")
+
+# An accepted command is held for this many follow-up leases (extended while it waits for a
+# start slot); a process killed after the ack leaves it to a sweep once that has run out.
+COMMAND_LEASES = 3
+ACCEPT_SECONDS = 1.5  # of Slack's 3 s for the ack, leaving room for a busy event loop
+RESUMED_PER_PASS = 50
 
 
-class Accepting(Starting):
-    """A command taken in before the ack, queued for a start slot, resumed after a crash; who may
-    start runs.
-    """
+class AcceptedCommands:
+    """`run` commands kept from before their ack until their run is recorded (`CommandBook`)."""
+
+    def __init__(self, services: Services) -> None:
+        self._store = services.store
+        self._clock = services.clock
+        self._lease = services.lease
+        self._book = CommandBook(services.store, patience=ACCEPT_SECONDS)
 
     async def accept(self, who: Requester, text: str, request_key: str | None) -> Admission:
         """Keep a `run` command before it is acked, so that a process killed right after the
-        ack loses nothing (a sweep starts what it left, see `_resume_commands`).
+        ack loses nothing (a sweep starts what it left, see `orphaned`).
 
         One INSERT on the ack's critical path (shared by the commands of a burst, see
         `CommandBook`). A database that refuses it is unreachable: the requester is told at
@@ -60,44 +57,10 @@ class Accepting(Starting):
             received_at=now,
             claimed_until=now + self._lease * COMMAND_LEASES,
         )
-        return await self._commands.keep(command)
-
-    @staticmethod
-    def database_down() -> Message:
-        """What a command the database could not take is answered with."""
-        return notices.database_down()
-
-    async def start(self, request: RunRequest) -> Run | None:
-        """Resolve the test cases, create the batch and post the status message.
-
-        Called after the ack, so nothing may fail silently here: the requester already saw
-        "Starting…". Starts queue for a slot (START_CONCURRENCY) so that a burst of commands
-        waits its turn instead of exhausting the database pool.
-        """
-        task = asyncio.current_task()
-        if task is not None:
-            self._starting.add(task)
-            task.add_done_callback(self._starting.discard)
-        async with self._keeping_command(request), self._start_slots:
-            try:
-                run = await self._start(request)
-            except DATABASE_FAILURES as exc:
-                if request.recorded:
-                    log.warning("run queued, database unreachable: %s", type(exc).__name__)
-                    await self._tell(request.requester, notices.start_queued())
-                    raise KeepCommand from exc
-                log.warning("run not started, database unreachable: %s", type(exc).__name__)
-                await self._tell(request.requester, notices.database_down())
-                return None
-            except Exception:
-                log.exception("starting a run for %s failed", request.requester.user_id)
-                await self._tell(request.requester, notices.start_broke())
-                return None
-            return run
-        return None  # queued: a later sweep starts it
+        return await self._book.keep(command)
 
     @contextlib.asynccontextmanager
-    async def _keeping_command(self, request: RunRequest) -> AsyncIterator[None]:
+    async def keeping(self, request: RunRequest) -> AsyncIterator[None]:
         """Hold an accepted command while it waits for a slot and starts; forget it once its
         run is recorded. A start the database cut short leaves it for a later sweep."""
         key = request.request_key if request.recorded else None
@@ -122,8 +85,8 @@ class Accepting(Starting):
             with anyio.CancelScope(shield=True):  # run's request_key then starts nothing
                 await self._store.command_started(key)
 
-    async def _resume_commands(self) -> None:
-        """Start the acked commands a process left unstarted (killed after the ack)."""
+    async def orphaned(self) -> AsyncIterator[RunRequest]:
+        """The acked commands a process left unstarted (killed after the ack), to start here."""
         now = self._clock()
         hold = self._lease * COMMAND_LEASES
         for command in await self._store.claim_orphaned_commands(
@@ -137,7 +100,7 @@ class Accepting(Starting):
             who = Requester(
                 command.team_id, command.channel_id, command.user_id, command.response_url
             )
-            request = RunRequest(
+            yield RunRequest(
                 who,
                 parsed.engine,
                 parsed.tests,
@@ -145,6 +108,11 @@ class Accepting(Starting):
                 repeats=parsed.repeats,
                 recorded=True,
             )
-            task = asyncio.create_task(self.start(request))
-            self._resuming.add(task)
-            task.add_done_callback(self._resuming.discard)
+
+    async def close(self) -> None:
+        """Let a write under way finish (at shutdown)."""
+        await self._book.close()
+
+
+class KeepCommand(Exception):
+    """Raised out of a start the database cut short: its accepted command stays kept."""

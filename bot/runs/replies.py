@@ -1,4 +1,4 @@
-"""What a requester is told privately when a start or a press cannot go ahead."""
+"""What the workflow tells a requester privately when a run cannot go on as asked."""
 
 from __future__ import annotations
 
