@@ -410,7 +410,8 @@ def check(
 
 # The request key of a schedule's firing (`schedules.fire`): it answers to no command.
 SCHEDULED = "schedule:"
-# What the bot tells a requester whose command found the database down (`bot.runs.replies.database_down`).
+# What the bot tells a requester whose command found the database down
+# (`bot.runs.replies.database_down`).
 NOT_STARTED = "so this batch test was not started"
 
 

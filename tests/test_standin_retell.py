@@ -296,6 +296,18 @@ async def test_delay_makes_the_sdk_time_out(fake: FakeRetell) -> None:
             await sdk.tests.get_batch_test("test_case_batch_job_slow")
 
 
+async def test_a_held_request_whose_client_gave_up_is_never_handled(fake: FakeRetell) -> None:
+    ids = fake.seed(LLM, 2)
+    fake.delay("/create-batch-test", 0.3, times=1)
+    async with AsyncRetell(
+        api_key=API_KEY, base_url=fake.base_url, max_retries=0, timeout=0.05
+    ) as sdk:
+        with pytest.raises(retell.APITimeoutError):
+            await sdk.tests.create_batch_test(response_engine=llm(), test_case_definition_ids=ids)
+    await fake.wait_for(lambda: fake.dropped == ["/create-batch-test"], timeout=2.0)
+    assert not fake.batches and not fake.requests
+
+
 async def test_answer_late_does_the_work_before_the_client_gives_up(fake: FakeRetell) -> None:
     ids = fake.seed(LLM, 2)
     fake.delay("/create-batch-test", 0.3, times=1, answer_late=True)

@@ -289,6 +289,8 @@ class FakeRetell:
         # None: pages are as long as `limit` asks; otherwise at least 1.
         self.page_cap: int | None = page_cap
         self.requests: list[RecordedRequest] = []
+        # Paths of held requests never handled because their client had gone.
+        self.dropped: list[str] = []
         self.batches: dict[str, FakeBatch] = {}
         self._clock = clock
         self._clock_anchor = clock()
@@ -487,10 +489,11 @@ class FakeRetell:
     ) -> None:
         """Hold matching requests for `seconds` of real time (None `times`: always).
 
-        By default a request is held before it is handled: a client that stops waiting leaves
-        nothing behind. With `answer_late` it is handled (and recorded) at once and only the
-        answer is held, like a slow server that does the work anyway: a create request that
-        times out at the client still creates its batch.
+        By default a request is held before it is handled: one whose client stops waiting (or
+        dies) meanwhile is never handled and leaves nothing behind but an entry in `dropped`.
+        With `answer_late` it is handled (and recorded) at once and only the answer is held,
+        like a slow server that does the work anyway: a create request that times out at the
+        client still creates its batch.
         """
         self._delays.append(_Delay(path_prefix, seconds, times, answer_late))
 
@@ -945,6 +948,12 @@ class FakeRetell:
         delay = _take_rule(self._delays, request.path)
         if delay is not None and not delay.answer_late:
             await asyncio.sleep(delay.seconds)
+            if request.transport is None or request.transport.is_closing():
+                # Its client went away (timed out, or its process was killed) while the request
+                # was held: like a request still in the network, it never reaches Retell.
+                self.dropped.append(request.path)
+                self._wake()
+                return web.Response(status=499)
         endless = next((v for k, v in self._endless.items() if request.path.startswith(k)), None)
         asked_key = request.query.get("pagination_key")
         if endless is not None and asked_key is not None:
@@ -979,6 +988,10 @@ class FakeRetell:
         route = resource.canonical if resource is not None else request.path
         self._requests_by_prefix[route.split("/{", 1)[0]] += 1
         self._requests_by_minute[int((arrived - self._clock_anchor) // 60)] += 1
+        self._wake()
+
+    def _wake(self) -> None:
+        """Let every `wait_for` look again."""
         activity, self._activity = self._activity, asyncio.Event()
         activity.set()
 
