@@ -19,6 +19,7 @@ from bot.application import Application
 from bot.settings import load_settings
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, Message, SlackUser
+from bot.text import unescape
 from bot.web import start_http
 
 CHANNEL = "C0DEMO01"
@@ -72,7 +73,7 @@ def _plain(text: str) -> str:
     text = re.sub(r"<!date\^[^|>]*\|([^>]*)>", r"\1", text)
     text = re.sub(r"<@(U\w+)>", lambda m: "@you" if m.group(1) == USER else "@" + m.group(1), text)
     text = re.sub(r"<#(C\w+)(\|[^>]*)?>", "#qa-voice", text)
-    text = text.replace("&lt;", "<").replace("&gt;", ">").replace("&amp;", "&")
+    text = unescape(text)
     return text.replace("*", "").replace("`", "")
 
 

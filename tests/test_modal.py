@@ -44,6 +44,7 @@ from bot.testing.slack import (
     block_kit_violation,
     new_trigger_id,
 )
+from bot.text import utf16_length
 
 from .conftest import (
     CHANNEL,
@@ -775,23 +776,11 @@ def definition(case_id: str, name: str) -> CaseDefinition:
 def within_limits(options: list[JSONDict]) -> None:
     assert len(options) <= modal.MAX_OPTIONS
     for option in options:
-        assert 0 < modal.utf16_length(option["text"]["text"]) <= modal.MAX_OPTION_TEXT
+        assert 0 < utf16_length(option["text"]["text"]) <= modal.MAX_OPTION_TEXT
         assert 0 < len(option["value"]) <= modal.MAX_OPTION_VALUE
         if "description" in option:
-            assert 0 < modal.utf16_length(option["description"]["text"]) <= modal.MAX_OPTION_TEXT
+            assert 0 < utf16_length(option["description"]["text"]) <= modal.MAX_OPTION_TEXT
     assert len({option["value"] for option in options}) == len(options), "values are unique"
-
-
-def test_clip_counts_utf16_and_never_breaks_a_character() -> None:
-    assert modal.clip("short", 75) == "short"
-    assert modal.clip("x" * 75, 75) == "x" * 75
-    assert modal.clip("x" * 76, 75) == "x" * 74 + "…"
-    emoji = "🎧" * 50  # two UTF-16 units each
-    clipped = modal.clip(emoji, 75)
-    assert modal.utf16_length(clipped) <= 75 and clipped == "🎧" * 37 + "…"
-    accents = "e\u0301" * 60  # e + combining acute: never cut between them
-    cut = modal.clip(accents, 75)
-    assert modal.utf16_length(cut) <= 75 and cut.endswith("e\u0301…")
 
 
 def test_case_options_with_1000_definitions_respect_every_limit() -> None:
@@ -832,7 +821,7 @@ def test_case_options_clip_long_and_unicode_names_and_match_them_loosely() -> No
     }
     assert by_value["tc_long"]["text"]["text"].endswith("…")
     assert by_value["tc_blank"]["text"]["text"] == "tc_blank", "a blank name shows the id"
-    assert modal.utf16_length(by_value["tc_cjk"]["text"]["text"]) == 75
+    assert utf16_length(by_value["tc_cjk"]["text"]["text"]) == 75
 
     assert values_of(modal.case_options(definitions, "CAFÉ")) == ["tc_cafe"]
     assert (

@@ -31,7 +31,6 @@ from bot.blocks.kit import (
     ACTION_SHOW_FAILURES,
     BACKTICK_STANDIN,
     BAR_WIDTH,
-    ELLIPSIS,
     EXPLANATION_CHARS,
     LATE_AFTER,
     LISTED_NAMES,
@@ -54,7 +53,6 @@ from bot.blocks.kit import (
     channel_link,
     counts_line,
     counts_phrases,
-    escape,
     format_duration,
     format_pass_rate,
     late_by,
@@ -108,6 +106,7 @@ from bot.blocks.schedules import (
     schedule_notice,
 )
 from bot.runview import Comparison, RunView, pass_rate
+from bot.text import ELLIPSIS, escape
 
 __all__ = [
     "ACTION_RERUN",

@@ -23,12 +23,11 @@ from bot.blocks.kit import (
     _pack,
     _safe,
     _section,
-    escape,
     trim_explanation,
 )
 from bot.repeats import CaseSummary, Totals, totals
 from bot.runview import RunView
-from bot.text import one_line
+from bot.text import escape, one_line
 
 FAILURE_REPLIES_INLINE = 3  # longer lists: one reply, and the whole list as a CSV file
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot.runview import RunView, pass_rate
 from bot.suite import Engine
-from bot.text import one_line
+from bot.text import ELLIPSIS, escape, fitting, one_line, utf16_length
 
 if TYPE_CHECKING:  # history imports this module; the digest is only a type here
     pass
@@ -52,9 +52,6 @@ MAX_ACTION_ID = 255
 # Undocumented: chat.postMessage answers `msg_blocks_too_long` somewhere around 11-13k characters
 # of text in total (slackapi/bolt-js#2509, #2867), so long lists stay well below that.
 MESSAGE_TEXT_BUDGET = 8000
-
-
-ELLIPSIS = "…"
 
 
 BACKTICK_STANDIN = "\u02b9"  # a prime: reads like a quote, cannot close a code span
@@ -115,24 +112,18 @@ class Message:
         return {"text": self.text, "blocks": self.blocks}
 
 
-def escape(text: str) -> str:
-    """Escape mrkdwn control characters so outside text can never become a mention or link."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def shorten(text: str, limit: int) -> str:
-    """Fit `text` into `limit` characters, cutting at a word boundary and marking the cut."""
-    if len(text) <= limit:
+    """Fit `text` into `limit` UTF-16 units (Slack's measure), cutting at a word boundary.
+
+    The cut is marked with an ellipsis; a single word too long to fit is cut between
+    characters, never inside an `&amp;`-style entity.
+    """
+    if utf16_length(text) <= limit:
         return text
-    room = limit - len(ELLIPSIS)
+    room = fitting(text, limit - len(ELLIPSIS))
     cut = max(text.rfind(space, 0, room + 1) for space in (" ", "\n", "\t"))
-    head = text[:cut] if cut > 0 else _hard_cut(text, room)
+    head = text[:cut] if cut > 0 else re.sub(r"&[a-z]*$", "", text[:room])
     return head.rstrip() + ELLIPSIS
-
-
-def _hard_cut(text: str, room: int) -> str:
-    """Cut a single over-long word, never inside an `&amp;`-style entity."""
-    return re.sub(r"&[a-z]*$", "", text[:room])
 
 
 def _safe(text: str, limit: int) -> str:

@@ -6,22 +6,16 @@ from __future__ import annotations
 
 import bisect
 import re
-import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 from bot.commands.model import SHOWN_CHARS, CommandError
+from bot.text import clip, escape, unescape
 
 _SPACE_RE = re.compile(r"[\s\x00-\x1f\x7f-\x9f\u200b\u2060\ufeff]+")
 
 
 _SURROGATE_RE = re.compile(r"[\ud800-\udfff]")
-
-
-_ENTITY_RE = re.compile(r"&(amp|lt|gt);")
-
-
-_ENTITIES = {"amp": "&", "lt": "<", "gt": ">"}
 
 
 _TEST_ID_RE = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
@@ -53,41 +47,14 @@ def _normalise(text: str) -> str:
     return _SPACE_RE.sub(" ", _SURROGATE_RE.sub("\ufffd", text)).strip()
 
 
-def _unescape(text: str) -> str:
-    """Undo Slack's three HTML entities in one pass (so `&amp;lt;` stays the text `&lt;`)."""
-    return _ENTITY_RE.sub(lambda m: _ENTITIES[m.group(1)], text)
-
-
-def _escape(text: str) -> str:
-    """Escape for Slack mrkdwn so that user text can never become a mention or a link."""
-    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-
-
-def _clip(text: str, limit: int) -> str:
-    return text if len(text) <= limit else text[: limit - 1] + "…"
-
-
 def _show(text: str) -> str:
     """An offending token as inline code: clipped, escaped, backticks defused."""
-    return "`" + _escape(_clip(text, SHOWN_CHARS).replace("`", "'")) + "`"
+    return "`" + escape(clip(text, SHOWN_CHARS).replace("`", "'")) + "`"
 
 
 def _show_name(name: str, limit: int = SHOWN_CHARS) -> str:
     """A test case name in curly quotes, clipped and escaped."""
-    return "“" + _escape(_clip(name, limit)) + "”"
-
-
-def _name_key(name: str) -> str:
-    """How names are compared: Unicode-normalised, smart quotes folded, spaces collapsed, casefold.
-
-    Slack clients turn a typed apostrophe into a curly one, and the name must still match.
-    """
-    text = unicodedata.normalize("NFKC", name)
-    text = text.translate(_QUOTE_FOLD)
-    return " ".join(text.split()).casefold()
-
-
-_QUOTE_FOLD = str.maketrans({"\u2018": "'", "\u2019": "'", "“": '"', "”": '"', "„": '"'})
+    return "“" + escape(clip(name, limit)) + "”"
 
 
 def _join_or(items: Sequence[str]) -> str:
@@ -178,7 +145,7 @@ def _tokenize(text: str) -> list[_Token] | CommandError:
             if close is None:
                 return _unterminated(text, pos)
             raw = text[pos + 1 : close]
-            tokens.append(_Token(_unescape(raw).strip(), True, raw))
+            tokens.append(_Token(unescape(raw).strip(), True, raw))
             pos = close + 1
             continue
         start = pos
@@ -195,18 +162,18 @@ def _tokenize(text: str) -> list[_Token] | CommandError:
                 if close is None:
                     return _unterminated(text, pos)
                 raw = text[start:pos] + text[pos + 1 : close]
-                tokens.append(_Token(_unescape(raw).strip(), False, raw))
+                tokens.append(_Token(unescape(raw).strip(), False, raw))
                 pos = close + 1
                 break
             pos += 1
         else:
             raw = text[start:pos]
-            tokens.append(_Token(_unescape(raw), False, raw))
+            tokens.append(_Token(unescape(raw), False, raw))
     return tokens
 
 
 def _unterminated(text: str, pos: int) -> CommandError:
     return CommandError(
-        f"The quote that starts {_show(_unescape(text[pos:]))} is never closed. "
+        f"The quote that starts {_show(unescape(text[pos:]))} is never closed. "
         "Close it with a matching quote mark."
     )

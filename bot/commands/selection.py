@@ -9,7 +9,8 @@ from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING
 
 from bot.commands.model import _TESTS_FORMS, MAX_CASES, MAX_NAMES_SHOWN, CommandError, TestSelection
-from bot.commands.scanner import _escape, _join_or, _name_key, _show, _show_name
+from bot.commands.scanner import _join_or, _show, _show_name
+from bot.text import escape, search_key
 
 if TYPE_CHECKING:  # only a type here: the parser stays free of the Retell SDK's import cost
     from bot.retell import CaseDefinition
@@ -49,12 +50,12 @@ def resolve_tests(
         by_key: dict[str, list[str]] = {}
         shown_name: dict[str, str] = {}
         for definition in definitions:
-            key = _name_key(definition.name)
+            key = search_key(definition.name)
             by_key.setdefault(key, []).append(definition.case_id)
             shown_name.setdefault(key, definition.name)
         missing: list[str] = []
         for name in selection.names:
-            ids = by_key.get(_name_key(name))
+            ids = by_key.get(search_key(name))
             if ids is None:
                 missing.append(name)
             else:
@@ -96,7 +97,7 @@ def ids_not_found(
         close = difflib.get_close_matches(case_id, list(known), n=3)
         if not close:
             return "no close match"
-        named = [f"`{_escape(c)}` ({_show_name(known[c], 40)})" for c in close]
+        named = [f"`{escape(c)}` ({_show_name(known[c], 40)})" for c in close]
         return "did you mean " + _join_or(named) + "?"
 
     lines = [f"• {_show(case_id)}: {hint(case_id)}" for case_id in missing[:MAX_NAMES_SHOWN]]
@@ -123,7 +124,7 @@ def _names_not_found(missing: Sequence[str], shown_name: Mapping[str, str]) -> C
     keys = list(shown_name)
 
     def hint(name: str) -> str:
-        close = difflib.get_close_matches(_name_key(name), keys, n=3)
+        close = difflib.get_close_matches(search_key(name), keys, n=3)
         if not close:
             return "no close match"
         return "did you mean " + _join_or([_show_name(shown_name[k], 60) for k in close]) + "?"

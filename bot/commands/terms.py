@@ -27,12 +27,12 @@ from bot.commands.scanner import (
     _TEST_ID_RE,
     _VERSION_RE,
     _join_or,
-    _name_key,
     _show,
     _show_name,
     _Token,
 )
 from bot.suite import Engine
+from bot.text import search_key
 
 
 def _parse_repeat(options: Sequence[_Token]) -> int | CommandError:
@@ -153,7 +153,7 @@ def _parse_tests(tokens: Sequence[_Token], topic: str) -> TestSelection | Comman
     if not tokens:
         return CommandError(f"Name at least one test case after the engine: {_TESTS_FORMS}.", topic)
     distinct = {
-        ("name", _name_key(t.text)) if t.quoted else ("id", t.text)
+        ("name", search_key(t.text)) if t.quoted else ("id", t.text)
         for t in tokens
         if t.quoted or t.text.casefold() != "all"
     }
@@ -175,7 +175,7 @@ def _parse_tests(tokens: Sequence[_Token], topic: str) -> TestSelection | Comman
                     'Empty quotes (`""`) don\'t name a test case; put the name between them.',
                     topic,
                 )
-            key = _name_key(token.text)
+            key = search_key(token.text)
             if key not in seen_names:
                 seen_names.add(key)
                 names.append(token.text)

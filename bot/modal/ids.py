@@ -1,0 +1,46 @@
+"""The Run modal's ids, limits and the id shapes it accepts.
+
+Listeners, the view and the submission reader all need the same ids; one module keeps them
+in step (Slack matches block and action ids exactly).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import TypeGuard
+
+SHORTCUT_ID = "run_retell_tests"
+CALLBACK_ID = "run_retell_tests_modal"
+
+ENGINE_BLOCK = "run_engine"
+ENGINE_ACTION = "run_engine"
+VERSION_BLOCK = "run_version"
+VERSION_ACTION = "run_version"
+CASES_BLOCK = "run_cases"  # the block id gets a suffix per engine: see `cases_block_id`
+CASES_ACTION = "run_cases"
+CHANNEL_BLOCK = "run_channel"
+CHANNEL_ACTION = "run_channel"
+REPEAT_BLOCK = "run_repeat"
+REPEAT_ACTION = "run_repeat"
+
+# Option values no engine or test case id can take (ids never start with `*` or `!`).
+ALL_CASES = "*all*"  # "All test cases"; `*all*:<count>` carries the count seen when listed
+HINT = "!"  # a message shown as an option ("Retell did not answer…"); never run
+
+MAX_OPTIONS = 100
+MAX_OPTION_TEXT = 75
+MAX_OPTION_VALUE = 150
+MAX_METADATA = 3000
+MAX_ERROR_TEXT = 300
+MAX_VERSION_DIGITS = 9
+
+ENGINE_LABELS = {"retell-llm": "Retell LLM", "conversation-flow": "Conversation flow"}
+
+ENGINE_ID_PATTERN = re.compile(r"(?:llm|conversation_flow)_[A-Za-z0-9_\-]{1,128}")
+CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
+VERSION_PATTERN = re.compile(rf"[vV]?([0-9]{{1,{MAX_VERSION_DIGITS}}})")  # "3" or "v3"
+
+
+def is_engine_id(value: object) -> TypeGuard[str]:
+    """Whether a value is a Retell LLM or conversation flow id a batch can run against."""
+    return isinstance(value, str) and ENGINE_ID_PATTERN.fullmatch(value) is not None

@@ -1,0 +1,205 @@
+"""Reading a submitted Run modal: a run to start, or Slack's inline errors for each field."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from bot.commands import MAX_REPEATS, TestSelection
+from bot.modal.ids import (
+    ALL_CASES,
+    CASE_ID_PATTERN,
+    CASES_ACTION,
+    CASES_BLOCK,
+    CHANNEL_ACTION,
+    CHANNEL_BLOCK,
+    ENGINE_ACTION,
+    ENGINE_BLOCK,
+    ENGINE_ID_PATTERN,
+    HINT,
+    MAX_ERROR_TEXT,
+    REPEAT_ACTION,
+    REPEAT_BLOCK,
+    VERSION_ACTION,
+    VERSION_BLOCK,
+    VERSION_PATTERN,
+)
+from bot.modal.origin import Origin
+from bot.modal.view import cases_block_id
+from bot.suite import Engine
+from bot.text import clip, unescape
+
+_SPACES = re.compile(r"\s+")
+_MENTION = r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>"
+_MENTIONS = re.compile(rf"{_MENTION}(?:(?:,\s*|\s+and\s+){_MENTION})*")
+_MARKUP = re.compile(r"<[^<>]*>")
+
+
+def _state(view: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
+    state = view.get("state")
+    values = state.get("values") if isinstance(state, dict) else None
+    if not isinstance(values, dict):
+        return {}
+    return {k: v for k, v in values.items() if isinstance(k, str) and isinstance(v, dict)}
+
+
+def _element(view: Mapping[str, Any], block_id: str, action_id: str) -> dict[str, Any]:
+    element = _state(view).get(block_id, {}).get(action_id)
+    return element if isinstance(element, dict) else {}
+
+
+def _selected_value(element: Mapping[str, Any]) -> str | None:
+    option = element.get("selected_option")
+    value = option.get("value") if isinstance(option, dict) else None
+    return value if isinstance(value, str) and value else None
+
+
+def engine_in_view(view: Mapping[str, Any]) -> str | None:
+    """The engine picked in the modal: the menu's current value, else the last one recorded.
+
+    block_suggestion payloads carry the view with its state, so the cases menu can follow the
+    engine menu even before (or without) the `views.update` an engine pick triggers.
+    """
+    value = _selected_value(_element(view, ENGINE_BLOCK, ENGINE_ACTION))
+    if value and ENGINE_ID_PATTERN.fullmatch(value):
+        return value
+    return Origin.decode(view.get("private_metadata")).engine_id
+
+
+def _cases_block(view: Mapping[str, Any]) -> str:
+    """The block id the test case menu has in this view (it changes with the engine)."""
+    for block_id in _state(view):
+        if block_id == CASES_BLOCK or block_id.startswith(CASES_BLOCK + "_"):
+            return block_id
+    for block in view.get("blocks") or []:
+        shown = block.get("block_id") if isinstance(block, dict) else None
+        if isinstance(shown, str) and shown.startswith(CASES_BLOCK):
+            return shown
+    return CASES_BLOCK
+
+
+@dataclass(frozen=True, slots=True)
+class RunChoice:
+    """A valid submission: what `/retell-test run` would have said, and where to answer."""
+
+    engine: Engine
+    tests: TestSelection
+    channel_id: str
+    response_url: str | None
+    case_count: int | None  # None when "All" was picked and the count is not known
+    repeats: int = 1
+
+
+def read_submission(
+    view: Mapping[str, Any],
+    response_urls: Sequence[Any] = (),
+    *,
+    max_cases: int,
+) -> RunChoice | dict[str, str]:
+    """A submitted Run modal as a run to start, or Slack's inline errors keyed by block_id.
+
+    Every field is checked at once, so the user sees all that is wrong in one go.
+    """
+    origin = Origin.decode(view.get("private_metadata"))
+    errors: dict[str, str] = {}
+
+    engine_id = _selected_value(_element(view, ENGINE_BLOCK, ENGINE_ACTION))
+    if engine_id is None or engine_id.startswith(HINT):
+        errors[ENGINE_BLOCK] = "Pick an engine."
+    elif not ENGINE_ID_PATTERN.fullmatch(engine_id):
+        errors[ENGINE_BLOCK] = "That is not a Retell LLM or conversation flow id."
+
+    version: int | None = None
+    raw_version = _element(view, VERSION_BLOCK, VERSION_ACTION).get("value")
+    if isinstance(raw_version, str) and raw_version.strip():
+        match = VERSION_PATTERN.fullmatch(raw_version.strip())
+        if match is None:
+            errors[VERSION_BLOCK] = (
+                "The version is a whole number such as 3; leave it empty for the latest."
+            )
+        else:
+            version = int(match.group(1))
+
+    cases_block = _cases_block(view)
+    picked = _element(view, cases_block, CASES_ACTION).get("selected_options")
+    values = [
+        option.get("value")
+        for option in (picked if isinstance(picked, list) else [])
+        if isinstance(option, dict)
+    ]
+    everything = [v for v in values if isinstance(v, str) and v.startswith(ALL_CASES)]
+    ids = tuple(
+        dict.fromkeys(v for v in values if isinstance(v, str) and CASE_ID_PATTERN.fullmatch(v))
+    )
+    count: int | None = len(ids)
+    if everything:
+        count = _all_count(everything[0])
+    if not everything and not ids:
+        errors[cases_block] = "Pick at least one test case, or “All test cases”."
+    elif count is not None and count > max_cases:
+        errors[cases_block] = (
+            f"That is {count:,} test cases; a run can have at most {max_cases:,}. "
+            "Pick fewer, or split them into several runs."
+        )
+    elif (
+        engine_id
+        and cases_block != CASES_BLOCK
+        and cases_block != cases_block_id(engine_id)
+        and ENGINE_BLOCK not in errors
+    ):
+        errors[cases_block] = "These test cases were picked for another engine; pick them again."
+
+    repeats = 1
+    runs = _selected_value(_element(view, REPEAT_BLOCK, REPEAT_ACTION))
+    if runs is not None:
+        if runs.isascii() and runs.isdigit() and 1 <= int(runs) <= MAX_REPEATS:
+            repeats = int(runs)
+        else:
+            errors[REPEAT_BLOCK] = f"Pick how many runs, 1 to {MAX_REPEATS}."
+
+    chosen = _element(view, CHANNEL_BLOCK, CHANNEL_ACTION).get("selected_conversation")
+    channel_id = chosen if isinstance(chosen, str) and chosen else origin.channel_id
+    if not channel_id:
+        errors[CHANNEL_BLOCK] = "Pick the channel for the status and the results."
+
+    if errors or engine_id is None or channel_id is None:
+        return errors
+    tests = TestSelection(everything=True) if everything else TestSelection(ids=ids)
+    return RunChoice(
+        engine=Engine.from_id(engine_id, version),
+        tests=tests,
+        channel_id=channel_id,
+        response_url=_response_url(response_urls, channel_id, origin),
+        case_count=count,
+        repeats=repeats,
+    )
+
+
+def _all_count(value: str) -> int | None:
+    _, _, digits = value.partition(":")
+    return int(digits) if digits.isascii() and digits.isdigit() and len(digits) < 9 else None
+
+
+def _response_url(response_urls: Sequence[Any], channel_id: str, origin: Origin) -> str | None:
+    """Where to answer privately: Slack's response_url for the picked channel, else the one of
+    the slash command the modal was opened from (when the channel is still that one)."""
+    for entry in response_urls:
+        if isinstance(entry, dict) and entry.get("channel_id") == channel_id:
+            url = entry.get("response_url")
+            if isinstance(url, str) and url:
+                return url
+    return origin.response_url if origin.channel_id == channel_id else None
+
+
+def refusal_error(text: str) -> str:
+    """A refusal message (Slack mrkdwn) as the plain text an inline error shows.
+
+    Mentions cannot render in an error, so the admins become "an admin of the bot" and other
+    markup is dropped; entities are unescaped.
+    """
+    plain = _MENTIONS.sub("an admin of the bot", text)
+    plain = _MARKUP.sub("", plain)
+    plain = unescape(plain)
+    return clip(_SPACES.sub(" ", plain).strip(), MAX_ERROR_TEXT)
