@@ -8,7 +8,7 @@ from bot.store import RunState
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .conftest import (
+from .helpers import (
     CHANNEL,
     ENGINE,
     FLOW,
@@ -24,10 +24,21 @@ from .conftest import (
 async def test_command_to_final_result_then_rerun(
     bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
 ) -> None:
+    retell.set_batch_duration(60)  # held in progress until the test has seen it followed
     reply = await user.command(bot.events_url, f"run {ENGINE} tc_1 tc_2 tc_fail_1 tc_error_1")
 
     assert reply.status == 200
     assert "Starting a Retell batch test" in reply.text
+    await retell.wait_for(lambda: len(retell.batches) == 1)
+    [followed] = retell.batches
+    await slack.wait_for(
+        lambda: any(followed in m.text and "/4" in m.text for m in top_level(slack))
+    )
+    status_ts = top_level(slack)[0].ts
+    retell.complete_cases(followed, 2)
+    await slack.wait_for(lambda: "2/4" in slack.message(CHANNEL, status_ts).text)
+    retell.set_batch_duration(0.4)
+    retell.finish_now(followed)
     await slack.wait_for(lambda: len(results(slack)) == 1)
 
     [create] = [r for r in retell.requests if r.path == "/create-batch-test"]

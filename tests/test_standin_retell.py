@@ -358,6 +358,19 @@ async def test_stalled_batches_and_finish_now(
         fake.create_batch_directly(llm(), ["tc_missing"])
 
 
+async def test_complete_cases_moves_a_batch_part_way_without_undoing_progress(
+    fake: FakeRetell, clock: FakeClock
+) -> None:
+    ids = fake.seed(LLM, 4)
+    batch = fake.create_batch_directly(llm(), ids, duration=100.0)
+    fake.complete_cases(batch, 2)
+    assert (fake.progress(batch).completed, fake.progress(batch).status) == (2, "in_progress")
+    clock.advance(26.0)  # a quarter more of the timeline: the third case
+    assert fake.progress(batch).completed == 3
+    fake.complete_cases(batch, 1)  # already further: nothing moves back
+    assert fake.progress(batch).completed == 3
+
+
 async def test_time_scale_compresses_batches(clock: FakeClock) -> None:
     fake = FakeRetell(clock=clock, batch_seconds=600.0, time_scale=60.0)
     ids = fake.seed(LLM, 2)

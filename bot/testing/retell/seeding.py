@@ -130,6 +130,17 @@ class SeedingMixin(RetellState):
         now = self._clock()
         batch.finished_at = now if batch.finished_at is None else min(batch.finished_at, now)
 
+    def complete_cases(self, batch_id: str, count: int) -> None:
+        """Move a batch on so that (at least) its first `count` cases have completed now.
+
+        Lets a test see a batch part-way through without racing a real-time timeline.
+        """
+        batch = self.batches[batch_id]
+        if batch.duration <= 0 or batch.completed(self._clock()) >= count:
+            return
+        span = batch.duration / batch.time_scale  # clock seconds from start to the last case
+        batch.started_at = self._clock() - span * count / batch.total - 1e-6
+
     # ----- the model -------------------------------------------------------------------------
 
     def _outcome_for(self, case_id: str) -> tuple[Outcome, str | None]:
