@@ -10,9 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable, Mapping
-from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
@@ -21,16 +20,12 @@ from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from bot.application import Application
-from bot.settings import Settings, load_settings
+from bot.settings import Settings
 from bot.store import async_database_url
 from bot.testing.retell import FakeRetell
-from bot.testing.slack import FakeSlack, Message, SlackUser
+from bot.testing.slack import FakeSlack, SlackUser
 from bot.web import start_http
-
-CHANNEL = "C0001"
-USER = "U0001"
-ENGINE = "llm_abc"
-FLOW = "conversation_flow_xyz"
+from tests.helpers import CHANNEL, ENGINE, FLOW, USER, BotFactory, RunningBot, settings_for
 
 POSTGRES_URL = os.environ.get("TEST_DATABASE_URL", "")
 BACKENDS = ["sqlite", "postgresql"] if POSTGRES_URL else ["sqlite"]
@@ -121,43 +116,6 @@ async def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncI
     await admin.dispose()
 
 
-def settings_for(
-    slack: FakeSlack, retell: FakeRetell, database_url: str, **overrides: Any
-) -> Settings:
-    values: dict[str, Any] = {
-        "slack_bot_token": "xoxb-test",
-        "slack_signing_secret": "secret",
-        "slack_api_url": slack.api_url,
-        "retell_api_key": "key_test",
-        "retell_base_url": retell.base_url,
-        "retell_timeout_seconds": 5.0,
-        "database_url": database_url,
-        "poll_initial_seconds": 0.05,
-        "poll_max_seconds": 0.2,
-        "follow_up_lease_seconds": 1.0,
-        # Time runs 200 times faster than with the defaults (polls 0.05 s instead of 10 s), and
-        # so do the budgets that are per minute.
-        "retell_requests_per_minute": 60.0 * 200,
-        "slack_edits_per_minute": 45.0 * 200,
-        "_env_file": None,
-    }
-    values.update(overrides)
-    return load_settings(**values)
-
-
-@dataclass
-class RunningBot:
-    app: Application
-    url: str
-
-    @property
-    def events_url(self) -> str:
-        return f"{self.url}/slack/events"
-
-
-BotFactory = Callable[..., AbstractAsyncContextManager[RunningBot]]
-
-
 @pytest.fixture
 def start_bot(slack: FakeSlack, retell: FakeRetell, database_url: str) -> BotFactory:
     """`async with start_bot(**settings) as bot:` runs the real application on a free port."""
@@ -204,66 +162,4 @@ def user(slack: FakeSlack) -> SlackUser:
 # -- reading the channel ---------------------------------------------------------------------
 
 
-def top_level(slack: FakeSlack, channel: str = CHANNEL) -> list[Message]:
-    return [m for m in slack.channel_messages(channel) if not m.is_reply]
-
-
-def results(slack: FakeSlack, channel: str = CHANNEL) -> list[Message]:
-    """Status messages that have become final results (their fallback text has the counts)."""
-    return [m for m in top_level(slack, channel) if " total" in m.text]
-
-
-def button_value(message: Message, action_id: str) -> str | None:
-    for block in message.blocks:
-        for element in block.get("elements", []):
-            if isinstance(element, dict) and element.get("action_id") == action_id:
-                return str(element.get("value"))
-    return None
-
-
-def visible_text(message: Mapping[str, Any]) -> str:
-    """The fallback text plus every text object of the blocks, one per line."""
-    parts = [str(message.get("text") or "")]
-
-    def walk(node: Any) -> None:
-        if isinstance(node, dict):
-            if node.get("type") in ("mrkdwn", "plain_text") and isinstance(node.get("text"), str):
-                parts.append(node["text"])
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for item in node:
-                walk(item)
-
-    walk(message.get("blocks") or [])
-    return "\n".join(parts)
-
-
 # -- faults APScheduler meets ------------------------------------------------------------------
-
-
-@dataclass
-class SchedulerCrashes:
-    """How many of the crashes `crash_scheduler` set up are still to come."""
-
-    left: int
-
-
-def crash_scheduler(app: Application, times: int, error: Exception) -> SchedulerCrashes:
-    """Make APScheduler's job loop fail `times` times where it meets its data store.
-
-    That query is what fails on a dropped connection and ends the scheduler; no wire carries
-    the failure, so it is injected at the library's seam.
-    """
-    data_store = app.scheduler.data_store
-    acquire = data_store.acquire_jobs
-    crashes = SchedulerCrashes(times)
-
-    async def failing(*args: Any, **kwargs: Any) -> Any:
-        if crashes.left:
-            crashes.left -= 1
-            raise error
-        return await acquire(*args, **kwargs)
-
-    data_store.acquire_jobs = failing  # type: ignore[method-assign]
-    return crashes

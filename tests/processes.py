@@ -21,7 +21,7 @@ from bot.testing.process import BotProcess, bot_environment
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack
 
-from .conftest import CHANNEL, USER, top_level
+from .helpers import CHANNEL, USER, top_level
 
 SECRET_NAMES = ("SLACK_", "RETELL_", "DATABASE_URL")
 

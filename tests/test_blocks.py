@@ -6,8 +6,8 @@ import csv
 import io
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass, field, replace
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -20,46 +20,10 @@ from bot.retell import BatchJob, TestRun
 from bot.store import Run
 from bot.suite import Engine, Suite
 
-T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
-ENGINE = Engine("retell-llm", "llm_abc", 3)
-BATCH = "test_case_batch_job_x"
+from .helpers import BATCH, PINNED_ENGINE, T0, FakeRun, done
+
+ENGINE = PINNED_ENGINE
 EVIL = "<!channel> <@U1> & <https://evil.example|click>"
-
-
-@dataclass
-class FakeRun:
-    """A stand-in for `bot.store.Run` with the attributes `RunView` reads."""
-
-    id: int = 7
-    channel_id: str = "C123"
-    user_id: str = "U123"
-    engine: Engine = ENGINE
-    case_count: int = 40
-    case_ids: list[str] = field(default_factory=list)
-    state: str = "running"
-    batch_id: str | None = BATCH
-    error: str | None = None
-    passed: int = 10
-    failed: int = 1
-    errored: int = 1
-    total: int = 40
-    created_at: datetime = T0
-    started_at: datetime | None = T0
-    finished_at: datetime | None = None
-    duration: timedelta | None = timedelta(minutes=4, seconds=12)
-    source: str = "command"
-    rerun_of: int | None = None
-    label: str | None = None
-    scheduled_for: datetime | None = None
-
-    @property
-    def completed(self) -> int:
-        return self.passed + self.failed + self.errored
-
-
-def done(**changes: Any) -> FakeRun:
-    base = FakeRun(state="complete", passed=38, failed=1, errored=1, finished_at=T0)
-    return replace(base, **changes)
 
 
 def _run_fits_view(run: Run) -> RunView:

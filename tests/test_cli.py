@@ -26,7 +26,7 @@ from bot.suite import Engine
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack
 
-from .conftest import CHANNEL, ENGINE, top_level
+from .helpers import CHANNEL, ENGINE, top_level
 from .processes import run_cli, scrubbed_environment
 
 FAST = ("--poll-seconds", "0.05")

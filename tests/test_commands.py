@@ -29,15 +29,8 @@ from bot.commands import (
 from bot.retell import CaseDefinition
 from bot.suite import Engine
 
-COMMAND_TYPES = (
-    HelpCommand,
-    RunCommand,
-    StatusCommand,
-    WatchCommand,
-    ScheduleAddCommand,
-    ScheduleCommand,
-    ReportCommand,
-)
+from .helpers import COMMAND_TYPES, FRAGMENTS, assert_safe
+
 LLM = Engine("retell-llm", "llm_abc")
 
 
@@ -58,13 +51,6 @@ def err(text: str) -> CommandError:
     assert isinstance(result, CommandError), result
     assert_safe(result)
     return result
-
-
-def assert_safe(error: CommandError) -> None:
-    """Nothing the user typed can become a mention or a link, and the message stays short."""
-    assert "<" not in error.message and ">" not in error.message
-    assert 0 < len(error.message) < 1500
-    assert error.usage
 
 
 # --------------------------------------------------------------------------- help
@@ -565,69 +551,6 @@ def test_resolve_all_deduplicates_against_explicit_ids() -> None:
 
 
 # --------------------------------------------------------------------------- never raises
-
-FRAGMENTS = [
-    " ",
-    ",",
-    "\n",
-    "\u00a0",
-    "\u200b",
-    "\x00",
-    "\x7f",
-    "\ud800",
-    "run",
-    "help",
-    "status",
-    "watch",
-    "schedule",
-    "add",
-    "list",
-    "remove",
-    "report",
-    "all",
-    "llm_abc",
-    "conversation_flow_x",
-    "@",
-    "@3",
-    "@-1",
-    "agent_1",
-    "tc_1",
-    "name=",
-    "notify=",
-    "mention=",
-    "failures",
-    "=",
-    '"',
-    "'",
-    "\u201c",
-    "\u201d",
-    "\u2018",
-    "\u2019",
-    "\u201e",
-    "\u00ab",
-    "\u00bb",
-    "<",
-    ">",
-    "<@U1|b c>",
-    "<!channel>",
-    "<#C1>",
-    "<!subteam^S1>",
-    "<http://x|y>",
-    "&amp;",
-    "&lt;",
-    "&gt;",
-    "&",
-    "`",
-    "0",
-    "365",
-    "9" * 30,
-    "é",
-    "🎉",
-    "\u0663",
-    "http://",
-    "*",
-    "x" * 130,
-]
 
 
 def _check(text: str) -> None:

@@ -20,7 +20,7 @@ from bot.testing.process import BotProcess
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .conftest import CHANNEL, ENGINE, USER, visible_text
+from .helpers import CHANNEL, ENGINE, USER, visible_text
 from .processes import RETELL_BOT, log_tail, process_environment, run_cli, scrubbed_environment
 
 README = Path(__file__).parent.parent / "README.md"

@@ -25,7 +25,7 @@ from bot.testing.postgres import ThrowawayPostgres
 from bot.testing.retell import BatchProgress, FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .conftest import CHANNEL, ENGINE, BotFactory, crash_scheduler, results, top_level
+from .helpers import CHANNEL, ENGINE, BotFactory, crash_scheduler, results, top_level
 from .processes import log_tail, on_postgres, process_environment, running
 
 BATCHES = 10

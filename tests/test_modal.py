@@ -46,7 +46,7 @@ from bot.testing.slack import (
 )
 from bot.text import utf16_length
 
-from .conftest import (
+from .helpers import (
     CHANNEL,
     ENGINE,
     FLOW,

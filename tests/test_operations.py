@@ -16,7 +16,7 @@ import pytest
 from bot import logs
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, Message, SlackUser, signed_headers, slash_command_body
-from tests.conftest import CHANNEL, ENGINE, USER, BotFactory, RunningBot, results, top_level
+from tests.helpers import CHANNEL, ENGINE, USER, BotFactory, RunningBot, results, top_level
 
 FOLLOW_UP = ("/v2/list-batch-tests", "/get-batch-test")
 

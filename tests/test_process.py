@@ -27,7 +27,7 @@ from bot.testing.process import BotProcess
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .conftest import CHANNEL, ENGINE, results, top_level
+from .helpers import CHANNEL, ENGINE, results, top_level
 from .processes import (
     RETELL_BOT,
     assert_reported_once,

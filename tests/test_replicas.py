@@ -55,7 +55,7 @@ from bot.testing.process import BotProcess
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .conftest import CHANNEL, ENGINE, USER, results, top_level
+from .helpers import CHANNEL, ENGINE, USER, results, top_level
 from .processes import (
     RETELL_BOT,
     log_problems,

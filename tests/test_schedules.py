@@ -30,17 +30,18 @@ from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser, block_kit_violation, signed_headers
 from bot.when import WhenError, parse_when
 
-from .conftest import (
+from .helpers import (
     CHANNEL,
     ENGINE,
     USER,
     BotFactory,
+    FakeRun,
     RunningBot,
+    done,
     results,
     top_level,
     visible_text,
 )
-from .test_blocks import FakeRun, done
 
 FIFTEEN = timedelta(minutes=15)
 OTHER = "U0002"

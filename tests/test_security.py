@@ -18,17 +18,19 @@ from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 from bot.web import start_http
 
-from .conftest import (
+from .helpers import (
     CHANNEL,
+    COMMAND_TYPES,
     ENGINE,
+    FRAGMENTS,
     USER,
     BotFactory,
+    assert_safe,
     button_value,
     results,
     settings_for,
     visible_text,
 )
-from .test_commands import COMMAND_TYPES, FRAGMENTS, assert_safe
 
 # -- the parser, under 10,000 hostile texts --------------------------------------------------------
 
