@@ -65,3 +65,32 @@ async def test_a_starter_whose_claim_was_taken_over_cannot_record_its_batch(
         assert current.claim == peer
     finally:
         await store.close()
+
+
+async def test_a_starter_whose_claim_was_taken_over_cannot_fail_the_run(database_url: str) -> None:
+    """A create that Retell refused late (after the lease ran out) must not fail a run a peer
+    is recovering: the peer may already have created its batch, which would then be orphaned
+    and the requester told the run was not started."""
+    store = Store(create_engine(database_url))
+    try:
+        await store.upgrade()
+        run = await store.add_run(
+            team_id="T1", channel_id="C1", user_id="U1", suite=SUITE, lease=LEASE
+        )
+        assert run is not None and run.claim is not None
+        starter = run.claim
+        later = utcnow() + LEASE * 2
+        peer, claimed = await store.claim_due(now=later, lease=LEASE, limit=2)
+        assert [r.id for r in claimed] == [run.id]
+
+        assert not await store.mark_failed(run.id, "Retell is down", now=utcnow(), claim=starter)
+        current = await store.get(run.id)
+        assert current is not None and current.state == RunState.STARTING.value
+        assert current.claim == peer and current.error is None
+
+        assert await started(store, run, peer, "batch_of_the_peer") == peer
+        assert not await store.mark_failed(run.id, "too late", now=utcnow(), claim=peer)
+        current = await store.get(run.id)
+        assert current is not None and current.state == RunState.RUNNING.value
+    finally:
+        await store.close()

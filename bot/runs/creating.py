@@ -44,7 +44,12 @@ class Creation:
                 batch = await self._retell.create_batch(suite)
         except RetellProblem as problem:
             log.info("run %s: batch not created: %s", run.id, problem.message)
-            await self._store.mark_failed(run.id, problem.message, now=self._clock())
+            if not await self._store.mark_failed(
+                run.id, problem.message, now=self._clock(), claim=run.claim
+            ):
+                # The claim ran out meanwhile and a peer recovers the run: its word stands.
+                log.warning("run %s: no longer ours to fail; left to recovery", run.id)
+                return None
             self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
             await self._tell(who, await self._not_created(suite, problem))
             return None
@@ -94,8 +99,10 @@ class Creation:
                         return
                     except RetellProblem as problem:
                         log.info("run %s: repeat batch not created: %s", run.id, problem.message)
-                        await self._store.mark_failed(run.id, problem.message, now=self._clock())
-                        self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
+                        if await self._store.mark_failed(
+                            run.id, problem.message, now=self._clock(), claim=run.claim
+                        ):
+                            self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
                         return
                     await self.follow(run, batch, who, started_at=self._clock())
 

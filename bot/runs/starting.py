@@ -137,7 +137,9 @@ class Starting:
                     except Exception:
                         # Told by `start`. Marked failed while still held: released first, a
                         # sweep could take it for an interrupted start and create its batch.
-                        await self._store.mark_failed(run.id, "internal error", now=self._clock())
+                        await self._store.mark_failed(
+                            run.id, "internal error", now=self._clock(), claim=run.claim
+                        )
                         raise
             except DATABASE_FAILURES as exc:
                 # The run is recorded and claimed: once the database is back and the claim
@@ -188,7 +190,9 @@ class Starting:
             if not await self._creation.follow(
                 run, batch, who, started_at=min(created, self._clock())
             ):
-                await self._store.mark_failed(run.id, "followed already", now=self._clock())
+                await self._store.mark_failed(
+                    run.id, "followed already", now=self._clock(), claim=run.claim
+                )
                 await self._tell(
                     who, blocks.problem(f"Batch {batch_id} is already being followed.")
                 )

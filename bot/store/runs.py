@@ -294,11 +294,20 @@ class RunTransitions(Tables):
             )
         return token if getattr(started, "rowcount", 0) else None
 
-    async def mark_failed(self, run_id: int, error: str, *, now: datetime) -> bool:
-        """A run whose batch could not be created: nothing follows it, nothing is left to post."""
+    async def mark_failed(
+        self, run_id: int, error: str, *, now: datetime, claim: str | None = None
+    ) -> bool:
+        """A run whose batch could not be created: nothing follows it, nothing is left to post.
+
+        With `claim`, only while the caller still holds the run: a starter whose claim ran
+        out must not fail a run that a peer is recovering (and may have created a batch for).
+        False when the run is no longer starting or no longer the caller's.
+        """
+        held = [] if claim is None else [Run.claim == claim]
         return await self._update(
             run_id,
             Run.state == RunState.STARTING.value,
+            *held,
             state=RunState.FAILED.value,
             error=error,
             finished_at=now,
