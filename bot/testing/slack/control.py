@@ -1,0 +1,54 @@
+"""The `/_control/*` endpoints, for the demo and benchmarks driving a standalone stand-in.
+
+They need no token; they read the recorded state and queue faults and response_urls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict
+
+from aiohttp import web
+
+from bot.testing.slack.observation import ObservationMixin
+from bot.testing.slack.response_urls import ResponseUrlsMixin
+
+
+class ControlMixin(ObservationMixin, ResponseUrlsMixin):
+    """Stats, messages, responses and uploaded files as JSON; new response_urls and faults."""
+
+    async def _control_stats(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response(self.stats())
+
+    async def _control_file(self, request: web.Request) -> web.StreamResponse:
+        """The bytes of an uploaded file, as sent by the bot."""
+        upload = self.uploads.get(request.match_info["file_id"])
+        if upload is None or upload.data is None:
+            return web.Response(status=404, text="file_not_found")
+        return web.Response(body=upload.data, content_type="application/octet-stream")
+
+    async def _control_messages(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response([m.to_json() for m in self.messages])
+
+    async def _control_responses(self, _request: web.Request) -> web.StreamResponse:
+        return web.json_response(
+            {"responses": self.responses, "ephemerals": [asdict(e) for e in self.ephemerals]}
+        )
+
+    async def _control_new_response_url(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json() if request.can_read_body else {}
+        url = self.new_response_url(channel=body.get("channel"), message_ts=body.get("message_ts"))
+        return web.json_response({"url": url})
+
+    async def _control_fail_next(self, request: web.Request) -> web.StreamResponse:
+        body = await request.json()
+        if body.get("drop"):
+            self.drop_next(body["method"], times=int(body.get("times", 1)))
+        else:
+            self.fail_next(
+                body["method"],
+                error=body.get("error"),
+                status=body.get("status"),
+                times=int(body.get("times", 1)),
+                retry_after=body.get("retry_after"),
+            )
+        return web.json_response({"ok": True})
