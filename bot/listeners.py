@@ -20,6 +20,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, modal
 from bot.admission import Admission
+from bot.cache import TTLCache
 from bot.commands import (
     USAGE,
     CommandError,
@@ -271,10 +272,8 @@ def register_modal(
     `register` has a command listener for every text (help, for none) and a catch-all action
     listener that would otherwise take the engine menu's picks.
     """
-    engines: modal.TTLCache[str, list[EngineChoice]] = modal.TTLCache(
-        ttl=MENU_CACHE_SECONDS, max_entries=1
-    )
-    definitions: modal.TTLCache[str, list[CaseDefinition]] = modal.TTLCache(
+    engines: TTLCache[str, list[EngineChoice]] = TTLCache(ttl=MENU_CACHE_SECONDS, max_entries=1)
+    definitions: TTLCache[str, list[CaseDefinition]] = TTLCache(
         ttl=MENU_CACHE_SECONDS, max_entries=64
     )
 

@@ -8,7 +8,7 @@ from bot.store import RunState
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     ENGINE,
     FLOW,

@@ -19,7 +19,7 @@ import aiohttp
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser, signed_headers, slash_command_body
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     ENGINE,
     FLOW,

@@ -46,7 +46,7 @@ from bot.testing.slack import (
 )
 from bot.text import utf16_length
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     ENGINE,
     FLOW,

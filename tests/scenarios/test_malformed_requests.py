@@ -18,7 +18,7 @@ import pytest
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, signed_headers
 
-from .helpers import BotFactory, RunningBot
+from ..helpers import BotFactory, RunningBot
 
 FORM = {"Content-Type": "application/x-www-form-urlencoded"}
 JSON = {"Content-Type": "application/json"}

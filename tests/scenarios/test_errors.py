@@ -22,7 +22,7 @@ from bot.store import Run, RunState, create_engine
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     ENGINE,
     USER,

@@ -14,7 +14,7 @@ from bot.retell import MAX_DEFINITIONS, MAX_TEST_RUNS, SMALLEST_PAGE
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .helpers import ENGINE, RunningBot, button_value, results, visible_text
+from ..helpers import ENGINE, RunningBot, button_value, results, visible_text
 
 MAX_RUN_PAGES = MAX_TEST_RUNS // SMALLEST_PAGE + 1
 MAX_DEFINITION_PAGES = MAX_DEFINITIONS // SMALLEST_PAGE + 1

@@ -55,8 +55,7 @@ from bot.testing.process import BotProcess
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .helpers import CHANNEL, ENGINE, USER, results, top_level
-from .processes import (
+from ..bot_processes import (
     RETELL_BOT,
     log_problems,
     log_tail,
@@ -67,6 +66,7 @@ from .processes import (
     running,
     scrubbed_environment,
 )
+from ..helpers import CHANNEL, ENGINE, USER, results, top_level
 
 BATCHES = 20
 CASE_SETS = ["tc_1", "tc_1 tc_2", "tc_1 tc_2 tc_3", "tc_2 tc_fail_1", "tc_3 tc_4 tc_error_1"]

@@ -18,7 +18,7 @@ from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 from bot.web import start_http
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     COMMAND_TYPES,
     ENGINE,

@@ -27,8 +27,7 @@ from bot.testing.process import BotProcess
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .helpers import CHANNEL, ENGINE, results, top_level
-from .processes import (
+from ..bot_processes import (
     RETELL_BOT,
     assert_reported_once,
     eventually,
@@ -39,6 +38,7 @@ from .processes import (
     running,
     scrubbed_environment,
 )
+from ..helpers import CHANNEL, ENGINE, results, top_level
 
 
 def thread_wait_channels(pid: int) -> list[str]:

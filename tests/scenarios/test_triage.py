@@ -17,7 +17,7 @@ from bot.suite import Engine
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, Message, SlackUser
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     ENGINE,
     USER,

@@ -44,7 +44,7 @@ from bot.suite import Engine, Suite
 from bot.testing.retell import FakeRetell, RecordedRequest
 from bot.testing.slack import ApiCall, FakeSlack, SlackUser
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     ENGINE,
     USER,

@@ -22,7 +22,7 @@ import pytest
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import BotReply, FakeSlack, Message, SlackUser
 
-from .helpers import ENGINE, BotFactory, RunningBot, results, top_level, visible_text
+from ..helpers import ENGINE, BotFactory, RunningBot, results, top_level, visible_text
 
 LIST_DEFINITIONS = "/v2/list-test-case-definitions"
 CREATE = "/create-batch-test"

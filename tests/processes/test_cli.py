@@ -26,8 +26,8 @@ from bot.suite import Engine
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack
 
-from .helpers import CHANNEL, ENGINE, top_level
-from .processes import run_cli, scrubbed_environment
+from ..bot_processes import run_cli, scrubbed_environment
+from ..helpers import CHANNEL, ENGINE, top_level
 
 FAST = ("--poll-seconds", "0.05")
 FAIL_WHY = "The agent did not confirm the refund amount before ending the call."

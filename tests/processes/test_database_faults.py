@@ -25,8 +25,8 @@ from bot.testing.postgres import ThrowawayPostgres
 from bot.testing.retell import BatchProgress, FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .helpers import CHANNEL, ENGINE, BotFactory, crash_scheduler, results, top_level
-from .processes import log_tail, on_postgres, process_environment, running
+from ..bot_processes import log_tail, on_postgres, process_environment, running
+from ..helpers import CHANNEL, ENGINE, BotFactory, crash_scheduler, results, top_level
 
 BATCHES = 10
 

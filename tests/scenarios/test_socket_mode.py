@@ -16,7 +16,7 @@ from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser, slash_command_body
 from bot.web import socket_mode_handler
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     ENGINE,
     USER,

@@ -20,7 +20,7 @@ from bot.retell import BatchJob, TestRun
 from bot.store import Run
 from bot.suite import Engine, Suite
 
-from .helpers import BATCH, PINNED_ENGINE, T0, FakeRun, done
+from ..helpers import BATCH, PINNED_ENGINE, T0, FakeRun, done
 
 ENGINE = PINNED_ENGINE
 EVIL = "<!channel> <@U1> & <https://evil.example|click>"

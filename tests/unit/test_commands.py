@@ -29,7 +29,7 @@ from bot.commands import (
 from bot.retell import CaseDefinition
 from bot.suite import Engine
 
-from .helpers import COMMAND_TYPES, FRAGMENTS, assert_safe
+from ..helpers import COMMAND_TYPES, FRAGMENTS, assert_safe
 
 LLM = Engine("retell-llm", "llm_abc")
 

@@ -20,10 +20,10 @@ from bot.testing.process import BotProcess
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
-from .helpers import CHANNEL, ENGINE, USER, visible_text
-from .processes import RETELL_BOT, log_tail, process_environment, run_cli, scrubbed_environment
+from ..bot_processes import RETELL_BOT, log_tail, process_environment, run_cli, scrubbed_environment
+from ..helpers import CHANNEL, ENGINE, USER, visible_text
 
-README = Path(__file__).parent.parent / "README.md"
+README = Path(__file__).parents[2] / "README.md"
 
 # Every variable of README's table, in a documented form, and the value `serve` must then use.
 DOCUMENTED: dict[str, tuple[str, Any]] = {

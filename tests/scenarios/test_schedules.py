@@ -30,7 +30,7 @@ from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser, block_kit_violation, signed_headers
 from bot.when import WhenError, parse_when
 
-from .helpers import (
+from ..helpers import (
     CHANNEL,
     ENGINE,
     USER,
