@@ -39,7 +39,7 @@ from bot.reports import Reports
 from bot.retell import CaseDefinition, EngineChoice, RetellGateway, RetellProblem
 from bot.runs import Requester, RunRequest, RunWorkflow
 from bot.schedules import Schedules
-from bot.slackapi import SLACK_FAILURES, error_code
+from bot.slackapi import SlackFailure, map_slack_errors
 from bot.suite import Engine
 
 log = logging.getLogger(__name__)
@@ -125,8 +125,8 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
                 await reports.post(
                     who.team_id, who.channel_id, parsed.days, request_key=_request_key(command)
                 )
-            except SLACK_FAILURES as exc:
-                why = f"The digest could not be posted in this channel ({error_code(exc)})."
+            except SlackFailure as exc:
+                why = f"The digest could not be posted in this channel ({exc.code})."
                 await respond(response_type="ephemeral", **blocks.problem(why).as_kwargs())
 
     app.use(EmptyActionsAnswered())
@@ -296,11 +296,12 @@ def register_modal(
         await ack()
         origin = modal.Origin(channel_id=who.channel_id, response_url=who.response_url)
         try:
-            await client.views_open(
-                trigger_id=str(body.get("trigger_id", "")), view=modal.run_view(origin)
-            )
-        except SLACK_FAILURES as exc:
-            code = error_code(exc)
+            with map_slack_errors():
+                await client.views_open(
+                    trigger_id=str(body.get("trigger_id", "")), view=modal.run_view(origin)
+                )
+        except SlackFailure as exc:
+            code = exc.code
             log.warning("Run modal not opened: %s", code)
             message = blocks.problem(
                 f"The Run form could not be opened ({code or 'no answer'}). Type "
@@ -312,11 +313,13 @@ def register_modal(
     async def on_shortcut(ack: AsyncAck, body: dict[str, Any], client: AsyncWebClient) -> None:
         await ack()
         try:
-            await client.views_open(
-                trigger_id=str(body.get("trigger_id", "")), view=modal.run_view(modal.Origin())
-            )
-        except SLACK_FAILURES as exc:
-            log.warning("Run modal not opened from the shortcut: %s", error_code(exc))
+            with map_slack_errors():
+                await client.views_open(
+                    trigger_id=str(body.get("trigger_id", "")),
+                    view=modal.run_view(modal.Origin()),
+                )
+        except SlackFailure as exc:
+            log.warning("Run modal not opened from the shortcut: %s", exc.code)
 
     @app.options(modal.ENGINE_ACTION)
     async def on_engine_menu(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -375,11 +378,12 @@ def register_modal(
             return
         rebuilt = modal.run_view(modal.Origin(origin.channel_id, origin.response_url, engine_id))
         try:
-            await client.views_update(view_id=view["id"], hash=view.get("hash"), view=rebuilt)
-        except SLACK_FAILURES as exc:
+            with map_slack_errors():
+                await client.views_update(view_id=view["id"], hash=view.get("hash"), view=rebuilt)
+        except SlackFailure as exc:
             # hash_conflict: the user moved on and a later pick updates it; the submission
             # still checks that the cases belong to the engine.
-            log.info("Run modal not updated for the engine: %s", error_code(exc))
+            log.info("Run modal not updated for the engine: %s", exc.code)
 
     @app.view(modal.CALLBACK_ID)
     async def on_submit(ack: AsyncAck, body: dict[str, Any]) -> None:

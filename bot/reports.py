@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from bot import blocks, history
-from bot.slackapi import SLACK_FAILURES, SlackGateway, error_code
+from bot.slackapi import SlackFailure, SlackGateway
 from bot.store import Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -82,7 +82,7 @@ class Reports:
             await self._slack.upload(
                 channel_id, png, filename="pass-rate.png", title=title, alt_text=alt[:1000]
             )
-        except SLACK_FAILURES as exc:
+        except SlackFailure as exc:
             # The digest itself is posted and carries the same numbers as text.
-            log.warning("digest chart not uploaded to %s: %s", channel_id, error_code(exc))
+            log.warning("digest chart not uploaded to %s: %s", channel_id, exc.code)
         return True

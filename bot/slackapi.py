@@ -10,11 +10,13 @@ status messages moving at once are coalesced instead of being answered with 429s
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import aiohttp
 from aiolimiter import AsyncLimiter
@@ -35,6 +37,9 @@ from bot.blocks import Message
 from bot.metrics import Metrics
 
 log = logging.getLogger(__name__)
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 UNREACHABLE_CHANNEL = frozenset({"channel_not_found", "is_archived", "not_in_channel"})
 HISTORY_PAGE = 200  # messages read back when looking for one the bot posted moments ago
@@ -88,8 +93,9 @@ def retry_handlers() -> list[AsyncRetryHandler]:
 
 
 # What a Slack call can end in once slack_sdk's retries are spent: an error answer, or no
-# answer at all (a dropped connection, a timeout).
-SLACK_FAILURES = (SlackApiError, aiohttp.ClientError, TimeoutError)
+# answer at all (a dropped connection, a timeout). Only this module sees these types;
+# everything else catches `SlackFailure`.
+SDK_FAILURES = (SlackApiError, aiohttp.ClientError, TimeoutError)
 
 
 def error_code(exc: BaseException) -> str:
@@ -117,6 +123,45 @@ def is_outage(exc: BaseException) -> bool:
     return status >= 500 or status == 429 or error_code(exc) in OUTAGE_CODES
 
 
+class SlackFailure(Exception):
+    """A Slack call that failed once slack_sdk's retries were spent, in the bot's terms.
+
+    The one Slack error the rest of the bot catches, as `RetellProblem` is for Retell: the
+    gateway (and `map_slack_errors` around a listener's own calls) translates slack_sdk's and
+    aiohttp's exceptions into it once, so no caller inspects SDK response objects.
+    """
+
+    def __init__(self, code: str, *, outage: bool, answered: bool) -> None:
+        super().__init__(code)
+        self.code = code  # Slack's error code, or the kind of failure when it never answered
+        self.outage = outage  # Slack is unavailable: try later (see `is_outage`)
+        self.answered = answered  # Slack answered with an error (not a lost connection)
+
+
+@contextmanager
+def map_slack_errors() -> Iterator[None]:
+    """Re-raise what slack_sdk and aiohttp raise for a failed call as `SlackFailure`."""
+    try:
+        yield
+    except SDK_FAILURES as exc:
+        raise SlackFailure(
+            error_code(exc) or type(exc).__name__,
+            outage=is_outage(exc),
+            answered=isinstance(exc, SlackApiError),
+        ) from exc
+
+
+def _translated(method: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+    """A gateway method whose failures reach its caller as `SlackFailure`."""
+
+    @functools.wraps(method)
+    async def call(*args: P.args, **kwargs: P.kwargs) -> R:
+        with map_slack_errors():
+            return await method(*args, **kwargs)
+
+    return call
+
+
 class CountingWebClient(AsyncWebClient):
     """An `AsyncWebClient` that counts the errors Slack answers (after retries), by code."""
 
@@ -127,7 +172,7 @@ class CountingWebClient(AsyncWebClient):
     async def api_call(self, api_method: str, **kwargs: Any) -> Any:
         try:
             return await super().api_call(api_method, **kwargs)
-        except SLACK_FAILURES as exc:
+        except SDK_FAILURES as exc:
             if self._metrics is not None:
                 self._metrics.slack_errors.labels(error_code(exc) or "unknown").inc()
             raise
@@ -174,12 +219,21 @@ class EditPacer:
 
 
 class SlackGateway:
-    """Posts, edits and private replies, with the retries and channel rules in one place."""
+    """Posts, edits and private replies, with the retries and channel rules in one place.
+
+    Every public call that can fail raises `SlackFailure` (never an SDK exception).
+    """
 
     def __init__(self, client: AsyncWebClient, *, edits_per_minute: float = 45) -> None:
         self.client = client
         self.edits = EditPacer(edits_per_minute)
 
+    @_translated
+    async def check_auth(self) -> None:
+        """Whether the token works (`auth.test`), before anything is created with it."""
+        await self.client.auth_test()
+
+    @_translated
     async def post(
         self,
         channel: str,
@@ -206,6 +260,7 @@ class SlackGateway:
             response = await self.client.chat_postMessage(**kwargs)
         return str(response["ts"])
 
+    @_translated
     async def find_posted(
         self, channel: str, *, since: datetime, event_type: str, payload: dict[str, Any]
     ) -> str | None:
@@ -234,6 +289,7 @@ class SlackGateway:
         log.warning("%s: message not found in %d pages of history", channel, HISTORY_PAGES)
         return None
 
+    @_translated
     async def find_reply(
         self, channel: str, thread_ts: str, *, event_type: str, payload: dict[str, Any]
     ) -> str | None:
@@ -247,6 +303,7 @@ class SlackGateway:
         )
         return _carrying(response.get("messages"), event_type, payload)
 
+    @_translated
     async def edit(
         self, team_id: str, channel: str, ts: str, message: Message, *, urgent: bool
     ) -> bool:
@@ -263,6 +320,7 @@ class SlackGateway:
             await self.client.chat_update(**kwargs)
         return True
 
+    @_translated
     async def tell(self, channel: str, user: str, message: Message) -> None:
         """An ephemeral message to one user; falls back to a DM when the channel is unusable."""
         try:
@@ -272,9 +330,11 @@ class SlackGateway:
                 raise
             await self.direct_message(user, message)
 
+    @_translated
     async def direct_message(self, user: str, message: Message) -> None:
         await self.client.chat_postMessage(channel=user, **message.as_kwargs())
 
+    @_translated
     async def respond(self, response_url: str, message: Message) -> None:
         """Reply privately through a slash command's or button's `response_url`."""
         webhook = AsyncWebhookClient(response_url, retry_handlers=retry_handlers())
@@ -288,12 +348,13 @@ class SlackGateway:
         """The IANA time zone a person set in Slack (`users.info`); None if it can't be read."""
         try:
             response = await self.client.users_info(user=user)
-        except SLACK_FAILURES as exc:
+        except SDK_FAILURES as exc:
             log.info("time zone of %s not read: %s", user, error_code(exc))
             return None
         found = (response.get("user") or {}).get("tz")
         return found if isinstance(found, str) and found else None
 
+    @_translated
     async def upload(
         self,
         channel: str,
@@ -312,6 +373,7 @@ class SlackGateway:
             channel=channel, content=content, filename=filename, title=title, **extra
         )
 
+    @_translated
     async def publish_home(self, user: str, view: dict[str, Any]) -> None:
         await self.client.views_publish(user_id=user, view=view)
 

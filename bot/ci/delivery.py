@@ -159,24 +159,23 @@ def repeat_message(report: Report, *, link: str | None) -> Message:
 
 async def _slack(session: Session) -> SlackGateway:
     """A Slack gateway whose token is known to work, checked before any batch is created."""
-    from slack_sdk.errors import SlackApiError
-
-    from bot.slackapi import SLACK_FAILURES, SlackGateway, error_code, web_client
+    from bot.slackapi import SlackFailure, SlackGateway, web_client
 
     token = session.settings.slack_bot_token
     assert token is not None  # check_request made sure
-    client = web_client(token.get_secret_value(), session.settings.slack_api_url)
+    slack = SlackGateway(web_client(token.get_secret_value(), session.settings.slack_api_url))
     try:
-        await client.auth_test()
-    except SlackApiError as exc:
-        if error_code(exc) in BAD_SLACK_TOKEN:
+        await slack.check_auth()
+    except SlackFailure as exc:
+        if exc.code in BAD_SLACK_TOKEN:
             raise session.fail(
-                ExitCode.USAGE, f"Slack refused SLACK_BOT_TOKEN ({error_code(exc)})"
+                ExitCode.USAGE, f"Slack refused SLACK_BOT_TOKEN ({exc.code})"
             ) from None
-        session.terminal.warn(f"could not check the Slack token ({error_code(exc)}); going on")
-    except SLACK_FAILURES as exc:
-        session.terminal.warn(f"could not reach Slack to check the token ({error_code(exc)})")
-    return SlackGateway(client)
+        if exc.answered:
+            session.terminal.warn(f"could not check the Slack token ({exc.code}); going on")
+        else:
+            session.terminal.warn(f"could not reach Slack to check the token ({exc.code})")
+    return slack
 
 
 async def _deliver(session: Session, request: Request, report: Report) -> bool:
@@ -218,7 +217,7 @@ def _write_junit(session: Session, path: Path, report: Report) -> bool:
 
 
 async def _post(session: Session, slack: SlackGateway, channel: str, report: Report) -> bool:
-    from bot.slackapi import SLACK_FAILURES, error_code
+    from bot.slackapi import SlackFailure
 
     link = ci_link(session.environ)
     try:
@@ -231,8 +230,8 @@ async def _post(session: Session, slack: SlackGateway, channel: str, report: Rep
                 run = CiRun.of(followed, channel)
                 reply = slack_result(run, command=report.command, link=link)
                 await slack.post(channel, reply, thread_ts=ts)
-    except SLACK_FAILURES as exc:
-        session.terminal.error(f"could not post the result to Slack {channel}: {error_code(exc)}")
+    except SlackFailure as exc:
+        session.terminal.error(f"could not post the result to Slack {channel}: {exc.code}")
         return False
     session.terminal.say(f"Result posted to Slack channel {channel}")
     return True

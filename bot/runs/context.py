@@ -19,7 +19,7 @@ from bot.metrics import Metrics
 from bot.retell import RetellGateway
 from bot.runs.requests import Requester
 from bot.settings import Settings
-from bot.slackapi import SLACK_FAILURES, SlackGateway, error_code
+from bot.slackapi import SlackFailure, SlackGateway
 from bot.store import Run, Store
 from bot.tenure import Tenure
 
@@ -82,8 +82,8 @@ class Services:
                 await self.slack.respond(who.response_url, message)
             else:
                 await self.slack.tell(who.channel_id, who.user_id, message)
-        except SLACK_FAILURES as exc:
-            log.warning("could not tell %s: %s", who.user_id, error_code(exc))
+        except SlackFailure as exc:
+            log.warning("could not tell %s: %s", who.user_id, exc.code)
 
 
 def about_run_step(

@@ -14,7 +14,7 @@ from bot.repeats import CaseSummary, summarize
 from bot.retell import BatchJob, RetellProblem, TestRun, TestRunStatus
 from bot.runs.context import Services, about_run_step
 from bot.runs.status import QUIET_NOTIFY, StatusMessages, apply
-from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, error_code, is_outage
+from bot.slackapi import UNREACHABLE_CHANNEL, SlackFailure
 from bot.store import CaseResult, Run, RunState
 
 # Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
@@ -126,8 +126,8 @@ class Delivery:
                 else:
                     run.status_ts = await self._slack.post(run.channel_id, message)
                     await self._store.set_status_message(run.id, run.status_ts, run.counts_key)
-        except SLACK_FAILURES as exc:
-            code = error_code(exc)
+        except SlackFailure as exc:
+            code = exc.code
             if code in UNREACHABLE_CHANNEL and not run.channel_error:
                 log.warning(
                     "run %s: channel unusable (%s); result goes to the requester", run.id, code
@@ -177,11 +177,11 @@ class Delivery:
                     await self._slack.post(
                         run.channel_id, reply.message, thread_ts=run.status_ts, metadata=metadata
                     )
-        except SLACK_FAILURES as exc:
-            code = error_code(exc) or type(exc).__name__
+        except SlackFailure as exc:
+            code = exc.code
             now = self._clock()
             finished = run.finished_at or now
-            if is_outage(exc) and now - finished < DELIVERY_OUTAGE:
+            if exc.outage and now - finished < DELIVERY_OUTAGE:
                 retry_in = self._settings.poll_initial_seconds
                 log.info("run %s: Slack unavailable (%s); mention retried", run.id, code)
                 await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
@@ -205,7 +205,7 @@ class Delivery:
         previous_cases = await self._store.case_results(previous.id)
         return previous, history.compare(previous, current_cases, previous_cases)
 
-    async def _delivery_failed(self, run: Run, claim: str, code: str, exc: BaseException) -> None:
+    async def _delivery_failed(self, run: Run, claim: str, code: str, exc: SlackFailure) -> None:
         """Try the result again later; give up only on refusals, never on an outage.
 
         Slack down or rate limiting (5xx, 429, no answer) says nothing about the result: it
@@ -215,7 +215,7 @@ class Delivery:
         """
         now = self._clock()
         finished = run.finished_at or now
-        if is_outage(exc) and now - finished < DELIVERY_OUTAGE:
+        if exc.outage and now - finished < DELIVERY_OUTAGE:
             waited = (now - finished).total_seconds()
             retry_in = min(
                 max(self._settings.poll_initial_seconds, waited / 4),

@@ -13,7 +13,7 @@ from bot.retell import BatchJob
 from bot.runs.context import Services
 from bot.runs.replies import cannot_post
 from bot.runs.requests import Requester
-from bot.slackapi import SLACK_FAILURES, UNREACHABLE_CHANNEL, error_code
+from bot.slackapi import UNREACHABLE_CHANNEL, SlackFailure
 from bot.store import Run, RunState
 
 # Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
@@ -66,8 +66,8 @@ class StatusMessages:
         message, shown = await self.status(run)
         try:
             ts = await self._slack.post(run.channel_id, message, metadata=status_metadata(run))
-        except SLACK_FAILURES as exc:
-            code = error_code(exc)
+        except SlackFailure as exc:
+            code = exc.code
             log.warning("run %s: status message not posted: %s", run.id, code)
             if code in UNREACHABLE_CHANNEL:
                 run.channel_error = code
@@ -100,11 +100,11 @@ class StatusMessages:
                 event_type=payload["event_type"],
                 payload=payload["event_payload"],
             )
-        except SLACK_FAILURES as exc:
+        except SlackFailure as exc:
             log.warning(
                 "run %s: status message not looked for (%s); looked for again later",
                 run.id,
-                error_code(exc) or type(exc).__name__,
+                exc.code,
             )
             return None
         run.status_posting_since = None
@@ -142,8 +142,8 @@ class StatusMessages:
                     message,
                     urgent=False,
                 )
-            except SLACK_FAILURES as exc:
-                log.warning("run %s: status not updated: %s", run.id, error_code(exc))
+            except SlackFailure as exc:
+                log.warning("run %s: status not updated: %s", run.id, exc.code)
                 return False
         if not edited:
             self._metrics.status_edits_coalesced.inc()

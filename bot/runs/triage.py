@@ -16,7 +16,7 @@ from bot.runs.context import Services
 from bot.runs.replies import failures_already_shown, rerun_under_way
 from bot.runs.requests import Requester, RunRequest
 from bot.runs.starting import Starting
-from bot.slackapi import SLACK_FAILURES, error_code
+from bot.slackapi import SlackFailure
 from bot.store import Run
 
 # Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
@@ -120,12 +120,12 @@ class Triage:
         except RetellProblem as problem:
             await self._store.unmark_failures_shown(run.id)
             await self._tell(who, blocks.problem(problem.message))
-        except SLACK_FAILURES as exc:
+        except SlackFailure as exc:
             await self._store.unmark_failures_shown(run.id)
-            log.warning("run %s: failures not posted: %s", run.id, error_code(exc))
+            log.warning("run %s: failures not posted: %s", run.id, exc.code)
             await self._tell(
                 who,
-                blocks.problem(f"The failures could not be posted ({error_code(exc)}); try again."),
+                blocks.problem(f"The failures could not be posted ({exc.code}); try again."),
             )
 
     async def _post_failures(self, run: Run) -> None:

@@ -14,7 +14,7 @@ from bot.commands import (
 )
 from bot.reports import Reports
 from bot.runs import Requester, RunRequest, RunWorkflow
-from bot.slackapi import SLACK_FAILURES, error_code
+from bot.slackapi import SlackFailure
 from bot.store import RunSchedule, ScheduleKind, Store, utcnow
 
 log = logging.getLogger(__name__)
@@ -65,8 +65,8 @@ class ScheduleFiring:
                 await self._reports.post(
                     row.team_id, row.channel_id, row.report_days or 7, label=row.name, due=due
                 )
-            except SLACK_FAILURES as exc:
-                log.warning("schedule %s: digest not posted: %s", row.id, error_code(exc))
+            except SlackFailure as exc:
+                log.warning("schedule %s: digest not posted: %s", row.id, exc.code)
             await self._store.schedule_fired(row.id, at=now, run_id=None)
             return
         engine = row.engine

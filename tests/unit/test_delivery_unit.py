@@ -12,8 +12,6 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
-from slack_sdk.errors import SlackApiError
-
 from bot.blocks import Message
 from bot.metrics import Metrics
 from bot.retell import RetellGateway
@@ -22,7 +20,7 @@ from bot.runs.context import Services
 from bot.runs.delivery import Delivery
 from bot.runs.status import StatusMessages
 from bot.settings import load_settings
-from bot.slackapi import SlackGateway
+from bot.slackapi import OUTAGE_CODES, SlackFailure, SlackGateway
 from bot.store import Run, Store
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
@@ -148,10 +146,9 @@ class SlackStandIn:
         self.direct.append((user_id, message))
 
 
-def slack_error(code: str, status: int = 200) -> SlackApiError:
-    return SlackApiError(
-        code, SimpleNamespace(data={"ok": False, "error": code}, status_code=status)
-    )
+def slack_error(code: str, status: int = 200) -> SlackFailure:
+    """What the gateway raises when Slack answers `code` with HTTP `status`."""
+    return SlackFailure(code, outage=status >= 500 or code in OUTAGE_CODES, answered=True)
 
 
 def delivery(store: StoreStandIn, slack: SlackStandIn) -> Delivery:
