@@ -72,7 +72,7 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
         elif isinstance(parsed, HelpCommand):
             await ack(**blocks.help_message(USAGE).as_kwargs())
         elif isinstance(parsed, RunCommand) and (refusal := workflow.not_allowed(who)):
-            await ack(**refusal.as_kwargs())
+            await ack(**blocks.refused(refusal).as_kwargs())
         elif isinstance(parsed, RunCommand):
             key = _request_key(command)
             admission = await workflow.accept(who, str(command.get("text", "")), key)
@@ -93,7 +93,7 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
             )
             await workflow.start(request)
         elif isinstance(parsed, WatchCommand) and (refusal := workflow.not_allowed(who)):
-            await ack(**refusal.as_kwargs())
+            await ack(**blocks.refused(refusal).as_kwargs())
         elif isinstance(parsed, WatchCommand):
             await ack(text=f"Following Retell batch `{parsed.batch_id}` here…")
             await workflow.watch(who, parsed.batch_id, request_key=_request_key(command))
@@ -118,7 +118,7 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
             message = await schedules.act(who, parsed, request_key=_request_key(command))
             await respond(response_type="ephemeral", **message.as_kwargs())
         elif isinstance(parsed, ReportCommand) and (refusal := workflow.not_allowed(who)):
-            await ack(**refusal.as_kwargs())
+            await ack(**blocks.refused(refusal).as_kwargs())
         else:
             await ack(text=f"📊 Posting the digest of the last {parsed.days} days…")
             try:
@@ -291,7 +291,7 @@ def register_modal(
             response_url=body.get("response_url"),
         )
         if refusal := workflow.not_allowed(who):
-            await ack(**refusal.as_kwargs())
+            await ack(**blocks.refused(refusal).as_kwargs())
             return
         await ack()
         origin = modal.Origin(channel_id=who.channel_id, response_url=who.response_url)
@@ -406,7 +406,7 @@ def register_modal(
             response_url=choice.response_url,
         )
         if refusal := workflow.not_allowed(who):
-            errors = {modal.CHANNEL_BLOCK: modal.refusal_error(refusal.text)}
+            errors = {modal.CHANNEL_BLOCK: modal.refusal_error(refusal)}
             await ack(response_action="errors", errors=errors)
             return
         await ack()

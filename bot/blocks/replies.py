@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 from bot.blocks.kit import (
     EXPLANATION_CHARS,
@@ -33,6 +33,7 @@ from bot.blocks.kit import (
 )
 from bot.blocks.runs import _quote
 from bot.commands import CommandError
+from bot.refusal import Refusal
 from bot.retell import BatchJob
 from bot.runview import RunView
 from bot.suite import Engine, Suite
@@ -103,16 +104,16 @@ def problem(text: str) -> Message:
     return _message(line, [_section(line)])
 
 
-def not_allowed(reason: str, admin_ids: Iterable[str], *, owner: str | None = None) -> Message:
-    """Ephemeral: a polite refusal that names who to ask (the admins, and `owner`, mentioned).
+def refused(refusal: Refusal) -> Message:
+    """Ephemeral: a polite refusal that names who to ask (the admins, and the owner, mentioned).
 
-    `reason` is plain text and escaped here; mentions are added after it, so they stay
+    The reason is plain text and escaped here; mentions are added after it, so they stay
     mentions rather than showing as `&lt;@U…&gt;`.
     """
-    admins = ", ".join(mention(admin) for admin in sorted(admin_ids))
+    admins = ", ".join(mention(admin) for admin in sorted(refusal.admins))
     ask = f"Ask {admins} if you need it." if admins else "Ask the bot's admin if you need it."
-    owned = f" It was created by {mention(owner)}." if owner else ""
-    text = f"🔒 {_safe(reason, REASON_CHARS)}{owned} {ask}"
+    owned = f" It was created by {mention(refusal.owner)}." if refusal.owner else ""
+    text = f"🔒 {_safe(refusal.reason, REASON_CHARS)}{owned} {ask}"
     return _message(text, [_section(text)])
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -28,13 +27,9 @@ from bot.modal.ids import (
 )
 from bot.modal.origin import Origin
 from bot.modal.view import cases_block_id
+from bot.refusal import Refusal
 from bot.suite import Engine
-from bot.text import clip, unescape
-
-_SPACES = re.compile(r"\s+")
-_MENTION = r"<@[UW][A-Z0-9]+(?:\|[^>]*)?>"
-_MENTIONS = re.compile(rf"{_MENTION}(?:(?:,\s*|\s+and\s+){_MENTION})*")
-_MARKUP = re.compile(r"<[^<>]*>")
+from bot.text import clip, one_line
 
 
 def _state(view: Mapping[str, Any]) -> dict[str, dict[str, Any]]:
@@ -193,13 +188,12 @@ def _response_url(response_urls: Sequence[Any], channel_id: str, origin: Origin)
     return origin.response_url if origin.channel_id == channel_id else None
 
 
-def refusal_error(text: str) -> str:
-    """A refusal message (Slack mrkdwn) as the plain text an inline error shows.
+def refusal_error(refusal: Refusal) -> str:
+    """A refusal as the plain text of a form's inline error.
 
-    Mentions cannot render in an error, so the admins become "an admin of the bot" and other
-    markup is dropped; entities are unescaped.
+    Mentions cannot render there, so the admins are "an admin of the bot" (the message form,
+    `blocks.refused`, names them).
     """
-    plain = _MENTIONS.sub("an admin of the bot", text)
-    plain = _MARKUP.sub("", plain)
-    plain = unescape(plain)
-    return clip(_SPACES.sub(" ", plain).strip(), MAX_ERROR_TEXT)
+    ask = "an admin of the bot" if refusal.admins else "the bot's admin"
+    text = f"🔒 {one_line(refusal.reason)} Ask {ask} if you need it."
+    return clip(text, MAX_ERROR_TEXT)

@@ -5,8 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from bot import blocks
-from bot.blocks import Message
+from bot.refusal import Refusal
 from bot.runs.context import Services
 from bot.runs.requests import Requester
 
@@ -23,26 +22,26 @@ class Refusals:
         self._store = services.store
         self._clock = services.clock
 
-    def not_allowed(self, who: Requester) -> Message | None:
+    def not_allowed(self, who: Requester) -> Refusal | None:
         """Why this person may not run tests here (ALLOWED_* settings), if they may not.
 
         No I/O: listeners call it before acking, so a refusal arrives as the ack itself.
         """
         settings = self._settings
         if settings.allowed_channel_ids and who.channel_id not in settings.allowed_channel_ids:
-            return blocks.not_allowed(
-                "Retell tests can't be run from this channel.", settings.admin_user_ids
+            return Refusal(
+                "Retell tests can't be run from this channel.", tuple(settings.admin_user_ids)
             )
         if settings.allowed_user_ids and who.user_id not in settings.allowed_user_ids:
-            return blocks.not_allowed(
+            return Refusal(
                 "You are not on the list of people who can run Retell tests.",
-                settings.admin_user_ids,
+                tuple(settings.admin_user_ids),
             )
         return None
 
     async def refusal(
         self, who: Requester, *, hourly_limit: bool = True, runs: int = 1
-    ) -> Message | None:
+    ) -> Refusal | None:
         """`not_allowed`, plus the per-user hourly limit on runs (MAX_RUNS_PER_USER_PER_HOUR).
 
         Each batch of a `repeat=N` counts as a run. Schedule firings skip the hourly limit:
@@ -55,9 +54,9 @@ class Refusals:
             started = await self._store.runs_by_user_since(who.user_id, since)
             if started + runs > limit:
                 batches = f" {runs} more would go over it." if started < limit else ""
-                refusal = blocks.not_allowed(
+                refusal = Refusal(
                     f"You have started {started} runs in the last hour; this workspace allows "
                     f"{limit} (MAX_RUNS_PER_USER_PER_HOUR).{batches} Try again later.",
-                    self._settings.admin_user_ids,
+                    tuple(self._settings.admin_user_ids),
                 )
         return refusal

@@ -102,7 +102,7 @@ class Starting:
             who, hourly_limit=request.schedule is None, runs=request.repeats
         )
         if refusal is not None:
-            await self._tell(who, refusal)
+            await self._tell(who, blocks.refused(refusal))
             return None
         suite = await self._resolve(request)
         if suite is None:
@@ -161,7 +161,7 @@ class Starting:
         """Follow a batch created elsewhere (the dashboard, a CI job) and report it here."""
         refusal = await self._refusals.refusal(who)
         if refusal is not None:
-            await self._tell(who, refusal)
+            await self._tell(who, blocks.refused(refusal))
             return None
         if await self._store.by_batch(batch_id) is not None:
             await self._tell(who, blocks.problem(f"Batch {batch_id} is already being followed."))

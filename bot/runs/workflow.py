@@ -20,6 +20,7 @@ from bot.admission import Admission
 from bot.blocks import Message
 from bot.followup import BatchRefresher
 from bot.metrics import Metrics
+from bot.refusal import Refusal
 from bot.retell import RetellGateway
 from bot.runs.accepted import AcceptedCommands
 from bot.runs.context import Services
@@ -108,7 +109,7 @@ class RunWorkflow:
         """Follow a batch created elsewhere (the dashboard, a CI job) and report it here."""
         return await self._starting.watch(who, batch_id, request_key=request_key)
 
-    def not_allowed(self, who: Requester) -> Message | None:
+    def not_allowed(self, who: Requester) -> Refusal | None:
         """Why this person may not run tests here (ALLOWED_* settings), if they may not."""
         return self._refusals.not_allowed(who)
 

@@ -126,16 +126,17 @@ class ScheduleAdding:
         return await self._create(row, when)
 
     async def _refusal(self, who: Requester) -> Message | None:
-        refusal = self._workflow.not_allowed(who)
-        if refusal is None and (
+        if (refusal := self._workflow.not_allowed(who)) is not None:
+            return blocks.refused(refusal)
+        if (
             len(await self._store.schedules_in(who.team_id, who.channel_id))
             >= MAX_SCHEDULES_PER_CHANNEL
         ):
-            refusal = blocks.problem(
+            return blocks.problem(
                 f"This channel already has {MAX_SCHEDULES_PER_CHANNEL} schedules; remove one "
                 "first (`/retell-test schedule list`)."
             )
-        return refusal
+        return None
 
     async def _checked_when(self, who: Requester, text: str) -> When | Message:
         """`<when>` in the creator's Slack time zone, or why nothing will be scheduled."""

@@ -11,6 +11,7 @@ from bot.blocks import Message
 from bot.commands import (
     ScheduleCommand,
 )
+from bot.refusal import Refusal
 from bot.runs import Requester, RunWorkflow
 from bot.schedules.firing import ScheduleFiring
 from bot.settings import Settings
@@ -60,15 +61,17 @@ class ScheduleChanges:
         where = Requester(who.team_id, row.channel_id, who.user_id, who.response_url)
         refusal = self._workflow.not_allowed(where)
         if refusal is not None:
-            return refusal
+            return blocks.refused(refusal)
         if command.action == "run":
             return await self._run_now(row, request_key)
         if who.user_id != row.user_id and who.user_id not in self._settings.admin_user_ids:
-            return blocks.not_allowed(
-                f"Only the schedule's creator or an admin can {command.action} schedule "
-                f"#{row.id} “{row.name}”.",
-                self._settings.admin_user_ids,
-                owner=row.user_id,
+            return blocks.refused(
+                Refusal(
+                    f"Only the schedule's creator or an admin can {command.action} schedule "
+                    f"#{row.id} “{row.name}”.",
+                    tuple(self._settings.admin_user_ids),
+                    owner=row.user_id,
+                )
             )
         name = f"#{row.id} “{blocks.escape(row.name)}”"
         if command.action == "remove":

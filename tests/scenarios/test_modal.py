@@ -16,7 +16,7 @@ from urllib.parse import urlencode
 import pytest
 from retell import AsyncRetell
 
-from bot import listeners, modal
+from bot import blocks, listeners, modal
 from bot.commands import TestSelection
 from bot.modal import (
     ALL_CASES,
@@ -33,6 +33,7 @@ from bot.modal import (
     Origin,
     RunChoice,
 )
+from bot.refusal import Refusal
 from bot.retell import CaseDefinition, EngineChoice
 from bot.suite import Engine
 from bot.testing.retell import FakeRetell
@@ -947,12 +948,16 @@ def test_read_submission_builds_what_the_command_would() -> None:
 
 
 def test_refusal_error_is_plain_text() -> None:
-    text = "🔒 You are not on the list. Ask <@U1>, <@U2|bob> and <@W3> if you need it. &lt;ok&gt;"
+    refusal = Refusal("You are not on the list <ok>.\nReally.", ("U1", "U2", "W3"))
     assert (
-        modal.refusal_error(text)
-        == "🔒 You are not on the list. Ask an admin of the bot if you need it. <ok>"
+        modal.refusal_error(refusal)
+        == "🔒 You are not on the list <ok>. Really. Ask an admin of the bot if you need it."
     )
-    assert len(modal.refusal_error("x" * 5000)) <= modal.MAX_ERROR_TEXT
+    assert modal.refusal_error(Refusal("No.")) == "🔒 No. Ask the bot's admin if you need it."
+    assert len(modal.refusal_error(Refusal("x" * 5000))) <= modal.MAX_ERROR_TEXT
+    # The message form of the same refusal mentions the admins and escapes the reason.
+    text = blocks.refused(refusal).text
+    assert "<@U1>, <@U2>, <@W3>" in text and "&lt;ok&gt;" in text
 
 
 def test_hints_fit_an_option_and_are_never_run() -> None:
