@@ -15,5 +15,5 @@ class Refusal:
     """A refusal in words: `reason` is plain text (escaped when rendered)."""
 
     reason: str
-    admins: tuple[str, ...] = ()  # Slack user ids of ADMIN_USER_IDS, to be asked
+    admins: frozenset[str] = frozenset()  # Slack user ids of ADMIN_USER_IDS, to be asked
     owner: str | None = None  # who created the thing refused (a schedule), if it matters

@@ -29,13 +29,11 @@ class Refusals:
         """
         settings = self._settings
         if settings.allowed_channel_ids and who.channel_id not in settings.allowed_channel_ids:
-            return Refusal(
-                "Retell tests can't be run from this channel.", tuple(settings.admin_user_ids)
-            )
+            return Refusal("Retell tests can't be run from this channel.", settings.admin_user_ids)
         if settings.allowed_user_ids and who.user_id not in settings.allowed_user_ids:
             return Refusal(
                 "You are not on the list of people who can run Retell tests.",
-                tuple(settings.admin_user_ids),
+                settings.admin_user_ids,
             )
         return None
 
@@ -57,6 +55,6 @@ class Refusals:
                 refusal = Refusal(
                     f"You have started {started} runs in the last hour; this workspace allows "
                     f"{limit} (MAX_RUNS_PER_USER_PER_HOUR).{batches} Try again later.",
-                    tuple(self._settings.admin_user_ids),
+                    self._settings.admin_user_ids,
                 )
         return refusal

@@ -69,7 +69,7 @@ class ScheduleChanges:
                 Refusal(
                     f"Only the schedule's creator or an admin can {command.action} schedule "
                     f"#{row.id} “{row.name}”.",
-                    tuple(self._settings.admin_user_ids),
+                    self._settings.admin_user_ids,
                     owner=row.user_id,
                 )
             )

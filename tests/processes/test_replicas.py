@@ -777,7 +777,7 @@ async def test_replicas_starting_at_once_create_the_schedulers_tables_one_at_a_t
     from bot.application import Application
     from bot.store import Store
 
-    from .conftest import settings_for
+    from ..helpers import settings_for
 
     apps = [Application.build(settings_for(slack, retell, database_url)) for _ in range(4)]
     healthy = asyncio.Event()

@@ -948,7 +948,7 @@ def test_read_submission_builds_what_the_command_would() -> None:
 
 
 def test_refusal_error_is_plain_text() -> None:
-    refusal = Refusal("You are not on the list <ok>.\nReally.", ("U1", "U2", "W3"))
+    refusal = Refusal("You are not on the list <ok>.\nReally.", frozenset({"U0B", "U0A", "W0C"}))
     assert (
         modal.refusal_error(refusal)
         == "🔒 You are not on the list <ok>. Really. Ask an admin of the bot if you need it."
@@ -957,7 +957,7 @@ def test_refusal_error_is_plain_text() -> None:
     assert len(modal.refusal_error(Refusal("x" * 5000))) <= modal.MAX_ERROR_TEXT
     # The message form of the same refusal mentions the admins and escapes the reason.
     text = blocks.refused(refusal).text
-    assert "<@U1>, <@U2>, <@W3>" in text and "&lt;ok&gt;" in text
+    assert "Ask <@U0A>, <@U0B>, <@W0C> if" in text and "&lt;ok&gt;" in text
 
 
 def test_hints_fit_an_option_and_are_never_run() -> None:

@@ -66,7 +66,7 @@ def test_everyone_may_run_tests_when_no_list_is_set() -> None:
 def test_a_channel_off_the_list_is_refused_naming_the_admins() -> None:
     policy, _ = refusals(allowed_channel_ids="C0OTHER", admin_user_ids="U0ADMIN2,U0ADMIN1")
     assert policy.not_allowed(HERE) == Refusal(
-        "Retell tests can't be run from this channel.", ("U0ADMIN2", "U0ADMIN1")
+        "Retell tests can't be run from this channel.", frozenset({"U0ADMIN1", "U0ADMIN2"})
     )
     assert policy.not_allowed(Requester("T0TEAM", "C0OTHER", "U0ALLOWED")) is None
 
@@ -76,6 +76,9 @@ def test_a_person_off_the_list_is_refused_and_the_message_mentions_the_admins() 
     refusal = policy.not_allowed(HERE)
     assert refusal is not None and refusal.reason.startswith("You are not on the list")
     assert "Ask <@U0ADMIN> if you need it." in blocks.refused(refusal).text
+    many = refusals(allowed_user_ids="U0OTHER", admin_user_ids="U0ADMIN2,U0ADMIN1")[0]
+    named = many.not_allowed(HERE)
+    assert named is not None and "Ask <@U0ADMIN1>, <@U0ADMIN2> if" in blocks.refused(named).text
 
 
 async def test_the_hourly_limit_counts_every_batch_of_a_repeat() -> None:
