@@ -84,9 +84,38 @@ def retry_after_seconds(headers: Mapping[str, Any]) -> float:
     return 1.0
 
 
+# Methods that create something: Slack has no idempotency key, so a retry after the answer
+# was lost posts it twice. The bot finds such a post in the channel's history instead
+# (`find_posted`, `find_reply`).
+CREATING_METHODS = frozenset({"chat.postMessage"})
+
+
+class ConnectionRetry(AsyncConnectionErrorRetryHandler):
+    """slack_sdk's dropped-connection handler, except where Slack may already have the call.
+
+    A post is retried only when its connection was never made; once the request was sent,
+    a lost answer goes to the caller, which looks before posting again.
+    """
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+        if method in CREATING_METHODS and not isinstance(error, aiohttp.ClientConnectorError):
+            return False
+        return await super()._can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
+
+
 def retry_handlers() -> list[AsyncRetryHandler]:
     return [
-        AsyncConnectionErrorRetryHandler(max_retry_count=3),
+        ConnectionRetry(max_retry_count=3),
         RateLimitRetry(max_retry_count=5),
         AsyncServerErrorRetryHandler(max_retry_count=3),
     ]
@@ -179,9 +208,14 @@ class CountingWebClient(AsyncWebClient):
 
 
 def web_client(token: str, base_url: str, *, metrics: Metrics | None = None) -> AsyncWebClient:
-    client = CountingWebClient(token=token, base_url=base_url, timeout=15, metrics=metrics)
-    client.retry_handlers.extend(retry_handlers())
-    return client
+    # In place of slack_sdk's defaults, whose connection handler would retry a post too.
+    return CountingWebClient(
+        token=token,
+        base_url=base_url,
+        timeout=15,
+        metrics=metrics,
+        retry_handlers=retry_handlers(),
+    )
 
 
 class EditPacer:

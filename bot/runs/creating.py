@@ -122,11 +122,12 @@ class Creation:
         False when the run cannot follow this batch: another run follows it already.
         """
         quiet = not posts_status(run)
+        now = self._clock()
         claim = await self._store.mark_started(
             run.id,
             batch,
             first_check_in=self._settings.poll_initial_seconds,
-            now=self._clock(),
+            now=now,
             started_at=started_at,
             lease=self._lease,
             posting_status=not quiet,
@@ -138,5 +139,6 @@ class Creation:
         apply(run, batch, RunState.RUNNING, started_at=started_at)
         self._metrics.runs_started.labels(run.source).inc()
         if not quiet:
+            run.status_posting_since = now  # as `mark_started` recorded it
             await self._statuses.post_status(run, who)
         return True

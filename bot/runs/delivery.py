@@ -124,8 +124,7 @@ class Delivery:
                         await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
                         return
                 else:
-                    run.status_ts = await self._slack.post(run.channel_id, message)
-                    await self._store.set_status_message(run.id, run.status_ts, run.counts_key)
+                    await self._statuses.post(run, message, run.counts_key)
         except SlackFailure as exc:
             code = exc.code
             if code in UNREACHABLE_CHANNEL and not run.channel_error:

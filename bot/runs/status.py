@@ -34,6 +34,7 @@ class StatusMessages:
         self._metrics = services.metrics
         self._slack_calls = services.slack_calls
         self._tell = services.tell
+        self._clock = services.clock
 
     async def status(
         self, run: Run, seen: Mapping[str, BatchJob] | None = None
@@ -63,31 +64,53 @@ class StatusMessages:
         ]
 
     async def post_status(self, run: Run, who: Requester) -> None:
+        """Post a running run's status message; the requester hears when the channel is unusable.
+
+        Any other failure is left for the next follow-up, which tries again.
+        """
         message, shown = await self.status(run)
+        try:
+            await self.post(run, message, shown)
+        except SlackFailure as exc:
+            log.warning("run %s: status message not posted: %s", run.id, exc.code)
+            if exc.code in UNREACHABLE_CHANNEL:
+                run.channel_error = exc.code
+                await self._store.set_channel_error(run.id, exc.code)
+                await self._tell(who, cannot_post(run.channel_id, exc.code))
+
+    async def post(self, run: Run, message: Message, shown: str | None) -> None:
+        """Post the run's one top-level message (its status, or its result when it had none).
+
+        Marked first (`status_posting_since`) and carrying the run's metadata, so that when
+        Slack's answer is lost (a dropped connection, an outage, this process killed, the
+        database gone before the `ts` is recorded) the next attempt finds the message in the
+        channel's history (`adopt_status`) instead of posting a second one. Only a plain
+        refusal from Slack clears the mark: then nothing was posted.
+        """
+        if run.status_posting_since is None:
+            run.status_posting_since = self._clock()
+            await self._store.status_posting(run.id, run.status_posting_since)
         try:
             ts = await self._slack.post(run.channel_id, message, metadata=status_metadata(run))
         except SlackFailure as exc:
-            code = exc.code
-            log.warning("run %s: status message not posted: %s", run.id, code)
-            if code in UNREACHABLE_CHANNEL:
-                run.channel_error = code
-                await self._store.set_channel_error(run.id, code)
-                await self._tell(who, cannot_post(run.channel_id, code))
-            else:
+            if exc.answered and not exc.outage:
+                run.status_posting_since = None
                 await self._store.status_not_posted(run.id)
-            return
+            raise
         run.status_ts = ts
+        run.status_posting_since = None
         run.shown_counts = shown
         await self._store.set_status_message(run.id, ts, shown)
 
     async def adopt_status(self, run: Run) -> bool | None:
-        """Take over the status message a starter that died may have posted; True if found,
+        """Take over the message an earlier `post` may have left unrecorded; True if found,
         None if Slack could not be asked (posting one now could post it twice).
 
-        The sweep only holds runs nobody else holds, and a starter holds its run until its
-        status message is posted and recorded, so a `status_posting_since` left behind means
-        the starter died in between, possibly after Slack had the message. The channel's
-        history, searched by the message metadata every status message carries, tells.
+        The sweep only holds runs nobody else holds, and whoever posts holds the run until
+        the message is posted and recorded, so a `status_posting_since` left behind means
+        that post ended without a recorded `ts`: its process died, the database went, or
+        Slack's answer was lost, possibly after Slack had the message. The channel's history,
+        searched by the metadata every such message carries, tells.
         """
         since = run.status_posting_since
         if since is None:

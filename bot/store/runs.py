@@ -213,8 +213,16 @@ class RunTransitions(Tables):
             run_id, status_ts=ts, shown_counts=shown_counts, status_posting_since=None
         )
 
+    async def status_posting(self, run_id: int, since: datetime) -> None:
+        """A run's message is about to be posted: if the answer is lost, look for it first.
+
+        Slack has no idempotency key, so the mark goes in before the post; whoever finds it
+        left behind searches the channel's history instead of posting a second message.
+        """
+        await self._update(run_id, status_posting_since=since)
+
     async def status_not_posted(self, run_id: int) -> None:
-        """The start could not post the status message; a later follow-up tries again."""
+        """Slack refused the status message (or history shows it never landed); post later."""
         await self._update(run_id, status_posting_since=None)
 
     async def set_channel_error(self, run_id: int, code: str) -> None:

@@ -103,12 +103,16 @@ async def test_a_replayed_rerun_press_starts_one_rerun(
 async def test_many_batches_of_one_engine_cost_one_list_call_per_follow_up(
     start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
 ) -> None:
-    retell.set_batch_duration(3.0)
+    # Held until all 30 are followed, then finished together: how long 30 starts take on a
+    # loaded machine must not decide which follow-up sees which batch.
+    retell.next_batch_durations = [600.0] * 30
     async with start_bot(max_runs_per_user_per_hour=0) as bot:
         for number in range(1, 31):
             await user.command(bot.events_url, f"{ENGINE} tc_{1 + number % 5}")
         await slack.wait_for(lambda: len(top_level(slack)) == 30)
         retell.requests.clear()
+        for batch_id in retell.batches:
+            retell.finish_now(batch_id)
         await slack.wait_for(lambda: len(results(slack)) == 30, timeout=20)
     lists = retell.count("/v2/list-batch-tests")
     gets = retell.count("/get-batch-test")

@@ -41,7 +41,9 @@ class ControlMixin(ObservationMixin, ResponseUrlsMixin):
 
     async def _control_fail_next(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        if body.get("drop"):
+        if body.get("lose_answer"):
+            self.lose_answer_next(body["method"], times=int(body.get("times", 1)))
+        elif body.get("drop"):
             self.drop_next(body["method"], times=int(body.get("times", 1)))
         else:
             self.fail_next(

@@ -50,6 +50,15 @@ class FaultsMixin(SlackState):
         """Close the connection on the next `times` calls of `method` without answering."""
         self._faults.setdefault(method, deque()).extend([Fault(drop=True)] * times)
 
+    def lose_answer_next(self, method: str, times: int = 1) -> None:
+        """Carry out the next `times` calls of `method`, then close the connection unanswered.
+
+        What a network failure after Slack had the request looks like: the message is posted,
+        the caller never learns its `ts`.
+        """
+        fault = Fault(drop=True, carried_out=True)
+        self._faults.setdefault(method, deque()).extend([fault] * times)
+
     def clear_faults(self, method: str | None = None) -> int:
         """Forget the faults still queued for `method` (None: for every method): Slack recovers.
 
@@ -117,9 +126,7 @@ class FaultsMixin(SlackState):
         self.calls.append(ApiCall(method, params, False, time.time()))
         if fault.drop:
             self.rejections.append(Rejection(method, "dropped", "connection closed on purpose"))
-            if request.transport is not None:
-                request.transport.close()
-            return web.Response(status=500)
+            return self._hang_up(request)
         error = fault.error or "fatal_error"
         self.rejections.append(Rejection(method, error, f"injected (status {fault.status})"))
         headers = {}
@@ -128,3 +135,14 @@ class FaultsMixin(SlackState):
         return web.json_response(
             {"ok": False, "error": error}, status=fault.status or 200, headers=headers
         )
+
+    def _lose_answer(self, request: web.Request, method: str) -> web.Response:
+        """After a call carried out under `lose_answer_next`: its answer never arrives."""
+        self.rejections.append(Rejection(method, "answer lost", "carried out, then hung up"))
+        return self._hang_up(request)
+
+    @staticmethod
+    def _hang_up(request: web.Request) -> web.Response:
+        if request.transport is not None:
+            request.transport.close()
+        return web.Response(status=500)  # never reaches the client: the connection is gone

@@ -187,7 +187,8 @@ class Fault:
     error: str | None = None
     status: int | None = None
     retry_after: float | None = None
-    drop: bool = False
+    drop: bool = False  # close the connection instead of answering
+    carried_out: bool = False  # with `drop`: do the call first, then lose its answer
 
 
 class SlackApiFailure(Exception):

@@ -133,7 +133,7 @@ class FakeSlack(
         except SlackApiFailure as failure:
             return self._refuse(method, {}, failure)
         fault = self._take_fault(method)
-        if fault is not None:
+        if fault is not None and not fault.carried_out:
             return self._apply_fault(request, method, params, fault)
         try:
             handler = self._methods.get(method)
@@ -145,6 +145,8 @@ class FakeSlack(
         except SlackApiFailure as failure:
             return self._refuse(method, params, failure)
         self.calls.append(ApiCall(method, params, True, time.time()))
+        if fault is not None:
+            return self._lose_answer(request, method)
         return web.json_response({"ok": True, **answer})
 
     def _check_token(self, method: str, token: str | None) -> None:
