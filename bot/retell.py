@@ -310,6 +310,15 @@ class RetellGateway:
             self._metrics.retell_errors.labels(problem.kind).inc()
         return problem
 
+    # The agent calls live in `bot.agents` (this module is full): they share the client and
+    # the counted error mapping through these two.
+    @property
+    def client(self) -> AsyncRetell:
+        return self._client
+
+    def problem(self, exc: Exception, *, what: str) -> RetellProblem:
+        return self._problem(exc, what=what)
+
     async def close(self) -> None:
         await self._client.close()
 

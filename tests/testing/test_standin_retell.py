@@ -14,7 +14,7 @@ import pytest
 import retell
 from retell import AsyncRetell
 
-from bot.testing.retell import FakeRetell, RetellStandInError
+from bot.testing.retell import FakeAgentVersion, FakeRetell, RetellStandInError
 
 API_KEY = "key_standin_test"
 LLM = "llm_support"
@@ -439,3 +439,200 @@ async def test_standalone_process_serves_and_is_steered_by_control_endpoints() -
     finally:
         process.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(process.wait(), timeout=10) == 0
+
+
+async def test_outcomes_set_for_one_engine_version_apply_to_its_batches_only(
+    fake: FakeRetell,
+) -> None:
+    fake.add_engine("retell-llm", LLM, versions=4)
+    regressed, flaky, steady = fake.seed(LLM, 3)
+    fake.set_outcome(regressed, "fail", "v3 forgets the refund", version=3)
+    fake.set_outcome(steady, "error", "down whatever the version")
+    fake.set_outcome(steady, "pass", version=2)  # the version's own setting wins
+    fake.script_outcomes(flaky, [("fail", "hung up"), ("pass", None)], version=2)
+
+    def outcomes(version: int | None) -> list[str]:
+        """What each case resolved to in a new batch of that version (None: unpinned)."""
+        batch = fake.batches[fake.create_batch_directly(llm(version=version), cases)]
+        return [batch.outcome(index) for index in range(batch.total)]
+
+    cases = [regressed, flaky, steady]
+    assert outcomes(2) == ["pass", "fail", "pass"]
+    assert outcomes(3) == ["fail", "pass", "error"]  # v2's script is not used up by v3
+    assert outcomes(None) == ["fail", "pass", "error"]  # unpinned: the latest, 3
+    assert outcomes(2) == ["pass", "pass", "pass"]
+    assert outcomes(1) == ["pass", "pass", "error"]
+    batch = fake.batches[fake.create_batch_directly(llm(version=3), [regressed])]
+    assert batch.explanations == {0: "v3 forgets the refund"}
+
+
+async def test_engines_are_read_by_version_or_latest(fake: FakeRetell, client: AsyncRetell) -> None:
+    flow = "conversation_flow_billing"
+    fake.add_engine("retell-llm", LLM, versions=3)
+    fake.add_engine("conversation-flow", flow, versions=2)
+
+    latest = await client.llm.retrieve(LLM)
+    assert (latest.llm_id, latest.version, latest.is_published) == (LLM, 2, False)
+    older = await client.llm.retrieve(LLM, version=1)
+    assert (older.version, older.is_published) == (1, True)
+    assert older.last_modification_timestamp > 0
+    assert (await client.conversation_flow.retrieve(flow)).version == 1
+    first = await client.conversation_flow.retrieve(flow, version=0)
+    assert (first.conversation_flow_id, first.version) == (flow, 0)
+
+    with pytest.raises(retell.NotFoundError, match="Version 3 of llm_support") as missing:
+        await client.llm.retrieve(LLM, version=3)
+    assert missing.value.body == {
+        "status": "error",
+        "message": "Version 3 of llm_support not found (latest is 2).",
+    }
+    with pytest.raises(retell.NotFoundError, match="llm_nope"):
+        await client.llm.retrieve("llm_nope")
+    with pytest.raises(retell.NotFoundError, match="Retell LLM conversation_flow_billing"):
+        await client.llm.retrieve(flow)  # an engine of the other type
+    with pytest.raises(retell.NotFoundError, match="Conversation flow llm_support"):
+        await client.conversation_flow.retrieve(LLM, version=0)
+    assert fake.stats()["requests"]["by_path"] == {
+        "/get-retell-llm": 5,
+        "/get-conversation-flow": 3,
+    }
+
+
+def agent_versions(*published: bool, engine_id: str = LLM) -> list[FakeAgentVersion]:
+    """Versions 0..n of an agent, version i answering with the engine's version i."""
+    return [
+        FakeAgentVersion("retell-llm", engine_id, number, is_published)
+        for number, is_published in enumerate(published)
+    ]
+
+
+async def test_agents_list_with_their_versions_and_publish_one_version(
+    fake: FakeRetell, client: AsyncRetell
+) -> None:
+    fake.add_engine("retell-llm", LLM, versions=4)
+    fake.add_agent("agent_support", "Support line", agent_versions(True, True, False))
+    fake.add_agent("agent_sales", "Sales line", agent_versions(True))
+    fake.add_agent("agent_billing", "Billing line", agent_versions(False, False, False, False))
+
+    names: list[str] = []
+    key: str | None = None
+    while True:
+        page = await client.agent.list(limit=2, pagination_key=key or retell.omit)
+        names.extend(item.agent_name for item in page.items)
+        assert "response_engine" not in page.items[0].model_dump()
+        if not page.has_more:
+            break
+        key = page.pagination_key
+    assert names == ["Support line", "Sales line", "Billing line"]
+    newest = await client.agent.list(sort_order="descending", limit=1)
+    assert [item.agent_id for item in newest.items] == ["agent_billing"]
+
+    versions = await client.agent.list_versions("agent_support", limit=2)
+    rest = await client.agent.list_versions(
+        "agent_support", limit=2, pagination_key=versions.pagination_key or ""
+    )
+    assert [(v.version, v.is_published) for v in [*versions.items, *rest.items]] == [
+        (0, True),
+        (1, True),
+        (2, False),
+    ]
+    assert rest.has_more is False
+
+    draft = await client.agent.retrieve("agent_support")
+    assert (draft.agent_name, draft.version, draft.is_published) == ("Support line", 2, False)
+    assert draft.response_engine.model_dump(exclude_none=True) == llm(version=2)
+    first = await client.agent.retrieve("agent_support", version=0)
+    assert (first.version, first.is_published) == (0, True)
+
+    await client.agent.publish("agent_support", version=2)
+    await client.agent.publish("agent_support", version=2)  # already published: accepted
+    assert (await client.agent.retrieve("agent_support", version=2)).is_published is True
+    await client.agent.publish("agent_billing", version=1)  # not the latest: exactly that one
+    billing = await client.agent.list_versions("agent_billing")
+    assert [v.is_published for v in billing.items] == [False, True, False, False]
+    assert fake.publishes == [("agent_support", 2), ("agent_support", 2), ("agent_billing", 1)]
+    assert fake.stats()["publishes"][-1] == {"agent_id": "agent_billing", "version": 1}
+
+    with pytest.raises(retell.NotFoundError, match="Agent agent_nope not found"):
+        await client.agent.retrieve("agent_nope")
+    with pytest.raises(retell.NotFoundError, match="Version 3 of agent agent_support"):
+        await client.agent.retrieve("agent_support", version=3)
+    with pytest.raises(retell.NotFoundError, match="Version 9 of agent agent_sales"):
+        await client.agent.publish("agent_sales", version=9)
+    with pytest.raises(retell.NotFoundError):
+        await client.agent.list_versions("agent_nope")
+    assert len(fake.publishes) == 3
+
+
+async def test_agent_routes_meet_the_same_faults_auth_and_recording(
+    fake: FakeRetell, client: AsyncRetell
+) -> None:
+    fake.add_engine("retell-llm", LLM, versions=2)
+    fake.add_agent("agent_support", "Support line", agent_versions(True, False))
+    fake.fail_next("/publish-agent-version", 422, message="Version 1 has no voice.")
+    with pytest.raises(retell.UnprocessableEntityError, match="Version 1 has no voice"):
+        await client.agent.publish("agent_support", version=1)
+    assert fake.publishes == []
+    fake.fail_next("/v2/list-agents", 429, retry_after=0)
+    with pytest.raises(retell.RateLimitError):
+        await client.agent.list()
+    await client.agent.list()
+    await client.agent.list_versions("agent_support")
+    await client.agent.retrieve("agent_support", version=1)
+    await client.agent.publish("agent_support", version=1)
+    async with AsyncRetell(api_key="wrong", base_url=fake.base_url, max_retries=0) as stranger:
+        with pytest.raises(retell.AuthenticationError):
+            await stranger.agent.publish("agent_support", version=0)
+    assert fake.publishes == [("agent_support", 1)]
+    assert fake.stats()["requests"]["by_path"] == {
+        "/publish-agent-version": 3,
+        "/v2/list-agents": 2,
+        "/list-agent-versions": 1,
+        "/get-agent": 1,
+    }
+    assert [r.body for r in fake.requests if r.path.startswith("/publish")] == [
+        {"version": 1},
+        {"version": 1},
+        {"version": 0},
+    ]
+
+    with pytest.raises(ValueError, match="already exists"):
+        fake.add_agent("agent_support", "Again", agent_versions(True))
+    with pytest.raises(ValueError, match="no version 5"):
+        fake.add_agent("agent_new", "New", [FakeAgentVersion("retell-llm", LLM, 5)])
+    with pytest.raises(KeyError, match="llm_nope"):
+        fake.add_agent("agent_new", "New", agent_versions(False, engine_id="llm_nope"))
+
+
+async def test_control_endpoints_seed_agents_and_version_outcomes(fake: FakeRetell) -> None:
+    fake.add_engine("conversation-flow", "conversation_flow_billing", versions=3)
+    [case_id] = fake.seed("conversation_flow_billing", 1)
+    engine = {"type": "conversation-flow", "conversation_flow_id": "conversation_flow_billing"}
+    async with aiohttp.ClientSession(base_url=fake.base_url) as http:
+        versions = [
+            {"response_engine": {**engine, "version": 1}, "is_published": True},
+            {"response_engine": {**engine, "version": 2}},
+        ]
+        body = {"agent_id": "agent_billing", "name": "Billing line", "versions": versions}
+        async with http.post("/_control/agent", json=body) as answer:
+            assert answer.status == 200
+        async with http.post("/_control/agent", json=body) as answer:
+            assert answer.status == 400  # a duplicate, refused as the seeding helpers do
+        unversioned = {**body, "agent_id": "agent_other", "versions": [{"response_engine": engine}]}
+        async with http.post("/_control/agent", json=unversioned) as answer:
+            assert (answer.status, (await answer.json())["message"]) == (
+                400,
+                "response_engine.version is required.",
+            )
+        outcome = {"case_id": case_id, "status": "fail", "explanation": "v2 loops", "version": 2}
+        async with http.post("/_control/outcome", json=outcome) as answer:
+            assert answer.status == 200
+
+    async with AsyncRetell(api_key=API_KEY, base_url=fake.base_url, max_retries=0) as sdk:
+        draft = await sdk.agent.retrieve("agent_billing")
+        published = await sdk.agent.retrieve("agent_billing", version=0)
+    assert draft.response_engine.model_dump(exclude_none=True) == {**engine, "version": 2}
+    assert (draft.is_published, published.is_published) == (False, True)
+    v1 = fake.batches[fake.create_batch_directly({**engine, "version": 1}, [case_id])]
+    v2 = fake.batches[fake.create_batch_directly({**engine, "version": 2}, [case_id])]
+    assert (v1.outcome(0), v2.outcome(0), v2.explanations) == ("pass", "fail", {0: "v2 loops"})

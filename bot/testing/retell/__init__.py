@@ -1,4 +1,4 @@
-"""A local stand-in for Retell's batch-test API, served over real HTTP.
+"""A local stand-in for Retell's batch-test and agent API, served over real HTTP.
 
 The bot's tests, `retell-bot demo` and the benchmarks need a Retell that behaves like the real one
 (paths, JSON shapes, validation, pagination, gradual progress, rate limits) without a network, an
@@ -15,8 +15,8 @@ Standalone: `python -m bot.testing.retell --port 0 --api-key KEY` prints
 
 The package is split by responsibility: `model` (types and records), `parsing` and `answers`
 (reading requests, writing answers), one mixin per part of `FakeRetell` on the shared
-`state` (`seeding`, `rules`, `observation`, `definitions`, `batches`, `control`), combined in
-`server`, and `__main__` for the standalone process.
+`state` (`seeding`, `rules`, `observation`, `definitions`, `batches`, `agents`, `control`),
+combined in `server`, and `__main__` for the standalone process.
 """
 
 from bot.testing.retell.model import (
@@ -39,6 +39,8 @@ from bot.testing.retell.model import (
     BatchProgress,
     BatchStatus,
     EngineType,
+    FakeAgent,
+    FakeAgentVersion,
     FakeBatch,
     FakeDefinition,
     FakeEngine,
@@ -69,6 +71,8 @@ __all__ = [
     "BatchProgress",
     "BatchStatus",
     "EngineType",
+    "FakeAgent",
+    "FakeAgentVersion",
     "FakeBatch",
     "FakeDefinition",
     "FakeEngine",

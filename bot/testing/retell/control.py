@@ -7,9 +7,16 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from bot.testing.retell.model import RetellStandInError
+from bot.testing.retell.model import FakeAgentVersion, RetellStandInError
 from bot.testing.retell.observation import ObservationMixin
-from bot.testing.retell.parsing import _engine_type, _field, _infer_engine_type, _json_object
+from bot.testing.retell.parsing import (
+    _engine_type,
+    _field,
+    _infer_engine_type,
+    _integral,
+    _json_object,
+    _parse_response_engine,
+)
 from bot.testing.retell.rules import RulesMixin
 from bot.testing.retell.seeding import SeedingMixin
 
@@ -46,7 +53,30 @@ class ControlMixin(SeedingMixin, RulesMixin, ObservationMixin):
             _field(body, "case_id", str),
             status,
             explanation if isinstance(explanation, str) else None,
+            version=_integral(body.get("version"), "version"),
         )
+        return web.json_response({"ok": True})
+
+    async def _control_agent(self, request: web.Request) -> web.Response:
+        """`add_agent` from `{"agent_id", "name", "versions": [...]}`.
+
+        Version i of the agent is item i, `{"response_engine": {..., "version": N},
+        "is_published": bool}`: the engine version it answers with, as Retell shows it.
+        """
+        body = await _json_object(request)
+        raw_versions = body.get("versions")
+        if not isinstance(raw_versions, list) or not all(
+            isinstance(item, dict) for item in raw_versions
+        ):
+            raise RetellStandInError(400, "versions must be an array of objects.")
+        versions: list[FakeAgentVersion] = []
+        for item in raw_versions:
+            engine_type, engine_id, version = _parse_response_engine(item.get("response_engine"))
+            if version is None:
+                raise RetellStandInError(400, "response_engine.version is required.")
+            published = item.get("is_published") is True
+            versions.append(FakeAgentVersion(engine_type, engine_id, version, published))
+        self.add_agent(_field(body, "agent_id", str), _field(body, "name", str), versions)
         return web.json_response({"ok": True})
 
     async def _control_fail_next(self, request: web.Request) -> web.Response:

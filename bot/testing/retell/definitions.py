@@ -19,12 +19,18 @@ from bot.testing.retell.model import (
     FakeEngine,
     RetellStandInError,
 )
-from bot.testing.retell.parsing import _decode_key, _encode_key, _engine_type, _query_limit
+from bot.testing.retell.parsing import (
+    _decode_key,
+    _encode_key,
+    _engine_type,
+    _query_limit,
+    _query_version,
+)
 from bot.testing.retell.state import RetellState
 
 
 class DefinitionsMixin(RetellState):
-    """GET definitions (one, or a page per engine) and pages of LLMs and conversation flows."""
+    """GET definitions (one, or a page per engine), LLMs and conversation flows (one, or pages)."""
 
     def _page_limit(self, query: dict[str, str]) -> int:
         """The items one list page holds: the validated `limit`, then `page_cap` if smaller."""
@@ -66,12 +72,17 @@ class DefinitionsMixin(RetellState):
             "user_modified_timestamp": definition.created_ms,
         }
 
-    def _engine_json(self, engine: FakeEngine) -> dict[str, Any]:
-        """A Retell LLM or conversation flow as the list calls return it (the main fields)."""
+    def _engine_json(self, engine: FakeEngine, version: int | None = None) -> dict[str, Any]:
+        """A Retell LLM or conversation flow (the main fields), as the list calls return it.
+
+        With `version`, that version as a retrieve returns it: published once a later one exists.
+        """
         body: dict[str, Any] = {
             ENGINE_ID_KEYS[engine.engine_type]: engine.engine_id,
-            "version": engine.latest_version,
-            "is_published": engine.latest_version > 0,
+            "version": engine.latest_version if version is None else version,
+            "is_published": (
+                engine.latest_version > 0 if version is None else version < engine.latest_version
+            ),
             "last_modification_timestamp": engine.modified_ms,
         }
         if engine.engine_type == "retell-llm":
@@ -116,6 +127,18 @@ class DefinitionsMixin(RetellState):
 
     async def _list_conversation_flows(self, request: web.Request) -> web.Response:
         return await self._list_engines(request, "conversation-flow")
+
+    async def _get_engine(self, request: web.Request, engine_type: EngineType) -> web.Response:
+        """GET /get-retell-llm/{id} and /get-conversation-flow/{id}: one version, or the latest."""
+        engine = self._require_engine(engine_type, request.match_info["engine_id"])
+        version = self._resolve_version(engine, _query_version(dict(request.query)))
+        return web.json_response(self._engine_json(engine, version))
+
+    async def _get_retell_llm(self, request: web.Request) -> web.Response:
+        return await self._get_engine(request, "retell-llm")
+
+    async def _get_conversation_flow(self, request: web.Request) -> web.Response:
+        return await self._get_engine(request, "conversation-flow")
 
     async def _get_test_case_definition(self, request: web.Request) -> web.Response:
         case_id = request.match_info["definition_id"]

@@ -34,6 +34,7 @@ JOB_INDEX_HEX_LENGTH = 3  # enough for MAX_CASES_PER_BATCH
 WAIT_TICK_SECONDS = 0.02
 UNAUTHORIZED_MESSAGE = "API key is missing or invalid."
 SIMULATION_MODEL = "gpt-4.1"
+AGENT_VOICE = "11labs-Adrian"  # the SDK's agent model requires a voice; the bot never reads it
 
 FAIL_EXPLANATIONS = (
     "The agent did not confirm the refund amount before ending the call.",
@@ -86,6 +87,41 @@ class FakeEngine:
     latest_version: int
     definition_ids: list[str] = field(default_factory=list)
     modified_ms: int = 0  # wall-clock ms of the latest change, as the list calls report it
+
+
+@dataclass(frozen=True, slots=True)
+class FakeAgentVersion:
+    """One version of an agent: the engine version it answers with, and whether it is published.
+
+    A Retell agent's latest version is its draft until published; the bot offers to publish
+    an agent whose draft answers with the engine version a green run tested.
+    """
+
+    engine_type: EngineType
+    engine_id: str
+    engine_version: int
+    published: bool = False
+
+    @property
+    def response_engine(self) -> dict[str, Any]:
+        """The version's `response_engine` as Retell returns it on an agent."""
+        key = ENGINE_ID_KEYS[self.engine_type]
+        return {"type": self.engine_type, key: self.engine_id, "version": self.engine_version}
+
+
+@dataclass(slots=True)
+class FakeAgent:
+    """An agent: its name and its versions 0..n (the list's index is the version number)."""
+
+    agent_id: str
+    name: str
+    versions: list[FakeAgentVersion]
+    created_ms: int
+    modified_ms: int
+
+    @property
+    def latest_version(self) -> int:
+        return len(self.versions) - 1
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,7 @@
 """Observation: what tests and benchmarks read back from a running stand-in.
 
 Request counts, batch progress, waiting for a condition (woken by each answered request)
-and the statistics `/_control/stats` serves.
+and the statistics `/_control/stats` serves (publishes included).
 """
 
 from __future__ import annotations
@@ -49,7 +49,8 @@ class ObservationMixin(RetellState):
                 await asyncio.wait_for(activity.wait(), min(WAIT_TICK_SECONDS, remaining))
 
     def stats(self) -> dict[str, Any]:
-        """Request counts per path prefix and per minute, and when each batch completed."""
+        """Request counts per path prefix and per minute, when each batch completed, and every
+        accepted publish of an agent version in order."""
         now = self._clock()
         batches: dict[str, Any] = {}
         for batch in self.batches.values():
@@ -67,6 +68,9 @@ class ObservationMixin(RetellState):
                 "by_minute": {str(minute): n for minute, n in self._requests_by_minute.items()},
             },
             "batches": batches,
+            "publishes": [
+                {"agent_id": agent_id, "version": version} for agent_id, version in self.publishes
+            ],
         }
 
     def _wake(self) -> None:

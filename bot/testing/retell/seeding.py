@@ -1,4 +1,4 @@
-"""Seeding: engines, definitions and what their cases resolve to; creating batches.
+"""Seeding: engines, definitions, agents and what cases resolve to; creating batches.
 
 Tests and the control endpoints seed through these methods; a batch's outcomes are drawn
 here when it is created, whether through the API or directly.
@@ -17,6 +17,8 @@ from bot.testing.retell.model import (
     ERROR_EXPLANATIONS,
     FAIL_EXPLANATIONS,
     EngineType,
+    FakeAgent,
+    FakeAgentVersion,
     FakeBatch,
     FakeDefinition,
     FakeEngine,
@@ -33,7 +35,7 @@ from bot.testing.retell.state import RetellState
 
 
 class SeedingMixin(RetellState):
-    """Engines, definitions, scripted outcomes and batch durations; batch creation."""
+    """Engines, definitions, agents, scripted outcomes and batch durations; batch creation."""
 
     # ----- seeding ---------------------------------------------------------------------------
 
@@ -91,20 +93,58 @@ class SeedingMixin(RetellState):
                 ids.append(case_id)
         return ids
 
-    def set_outcome(self, case_id: str, status: Outcome, explanation: str | None = None) -> None:
+    def set_outcome(
+        self,
+        case_id: str,
+        status: Outcome,
+        explanation: str | None = None,
+        *,
+        version: int | None = None,
+    ) -> None:
         """Fix what a case resolves to in batches created from now on.
 
-        Without it a case passes, unless its id contains "error" (errors) or "fail" (fails).
+        With `version`, only in batches of that engine version (resolved: a batch that names
+        no version runs the latest), and ahead of any setting without one: this is how a test
+        makes version 4 regress a case that version 3 passes. Without any, a case passes,
+        unless its id contains "error" (errors) or "fail" (fails).
         """
-        self._outcomes[case_id] = (status, explanation)
+        self._outcomes[(case_id, version)] = (status, explanation)
 
-    def script_outcomes(self, case_id: str, outcomes: list[tuple[Outcome, str | None]]) -> None:
+    def script_outcomes(
+        self,
+        case_id: str,
+        outcomes: list[tuple[Outcome, str | None]],
+        *,
+        version: int | None = None,
+    ) -> None:
         """What a case resolves to in the next batches that include it, one entry per batch.
 
         Once the script is used up, `set_outcome` (or the id-based default) applies again;
-        this is how a test makes a case flaky across repeated runs of one suite.
+        this is how a test makes a case flaky across repeated runs of one suite. With
+        `version`, the script is used (and used up) only by batches of that engine version.
         """
-        self._outcome_scripts[case_id] = list(outcomes)
+        self._outcome_scripts[(case_id, version)] = list(outcomes)
+
+    def add_agent(self, agent_id: str, name: str, versions: list[FakeAgentVersion]) -> None:
+        """Create an agent with versions 0..n, each answering with an existing engine version.
+
+        The last version is the agent's draft unless it is marked published.
+        """
+        if agent_id in self._agents:
+            raise ValueError(f"agent {agent_id} already exists")
+        if not versions:
+            raise ValueError("an agent has at least one version")
+        for version in versions:
+            engine = self._engines.get(version.engine_id)
+            if engine is None or engine.engine_type != version.engine_type:
+                raise KeyError(f"unknown {version.engine_type} {version.engine_id}; add it first")
+            if not 0 <= version.engine_version <= engine.latest_version:
+                raise ValueError(
+                    f"{version.engine_id} has no version {version.engine_version} "
+                    f"(latest is {engine.latest_version})"
+                )
+        now = self._wall_ms()
+        self._agents[agent_id] = FakeAgent(agent_id, name, list(versions), now, now)
 
     def create_batch_directly(
         self, engine: dict[str, Any], case_ids: list[str], *, duration: float | None = None
@@ -143,18 +183,22 @@ class SeedingMixin(RetellState):
 
     # ----- the model -------------------------------------------------------------------------
 
-    def _outcome_for(self, case_id: str) -> tuple[Outcome, str | None]:
-        script = self._outcome_scripts.get(case_id)
-        if script:
-            status, explanation = script.pop(0)
-        elif case_id in self._outcomes:
-            status, explanation = self._outcomes[case_id]
-        elif "error" in case_id:
-            status, explanation = "error", None
-        elif "fail" in case_id:
-            status, explanation = "fail", None
+    def _outcome_for(self, case_id: str, version: int) -> tuple[Outcome, str | None]:
+        for key in ((case_id, version), (case_id, None)):  # the version's own setting first
+            script = self._outcome_scripts.get(key)
+            if script:
+                status, explanation = script.pop(0)
+                break
+            if key in self._outcomes:
+                status, explanation = self._outcomes[key]
+                break
         else:
-            status, explanation = "pass", None
+            if "error" in case_id:
+                status, explanation = "error", None
+            elif "fail" in case_id:
+                status, explanation = "fail", None
+            else:
+                status, explanation = "pass", None
         if explanation is None and status != "pass":
             pool = ERROR_EXPLANATIONS if status == "error" else FAIL_EXPLANATIONS
             explanation = pool[zlib.crc32(case_id.encode()) % len(pool)]
@@ -187,7 +231,7 @@ class SeedingMixin(RetellState):
         error_indices: list[int] = []
         explanations: dict[int, str] = {}
         for index, case_id in enumerate(ids):
-            status, explanation = self._outcome_for(case_id)
+            status, explanation = self._outcome_for(case_id, resolved_version)
             if status == "fail":
                 fail_indices.append(index)
             elif status == "error":

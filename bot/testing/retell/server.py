@@ -13,6 +13,7 @@ from typing import Any, Self
 from aiohttp import web
 from aiohttp.typedefs import Handler
 
+from bot.testing.retell.agents import AgentsMixin
 from bot.testing.retell.answers import _answer, _error
 from bot.testing.retell.batches import BatchTestsMixin
 from bot.testing.retell.control import ControlMixin
@@ -26,13 +27,14 @@ from bot.testing.retell.seeding import SeedingMixin
 
 class FakeRetell(
     ControlMixin,
+    AgentsMixin,
     BatchTestsMixin,
     DefinitionsMixin,
     SeedingMixin,
     RulesMixin,
     ObservationMixin,
 ):
-    """An in-memory Retell batch-test API on a local port, with seeding, faults and observation."""
+    """An in-memory Retell (batch tests, engines, agents) on a local port, seeded and steered."""
 
     # ----- lifecycle -------------------------------------------------------------------------
 
@@ -93,8 +95,15 @@ class FakeRetell(
         app.router.add_get("/get-test-run/{job_id}", self._get_test_run)
         app.router.add_get("/v2/list-retell-llms", self._list_retell_llms)
         app.router.add_get("/v2/list-conversation-flows", self._list_conversation_flows)
+        app.router.add_get("/get-retell-llm/{engine_id}", self._get_retell_llm)
+        app.router.add_get("/get-conversation-flow/{engine_id}", self._get_conversation_flow)
+        app.router.add_post("/v2/list-agents", self._list_agents)
+        app.router.add_get("/list-agent-versions/{agent_id}", self._list_agent_versions)
+        app.router.add_get("/get-agent/{agent_id}", self._get_agent)
+        app.router.add_post("/publish-agent-version/{agent_id}", self._publish_agent_version)
         app.router.add_post("/_control/seed", self._control_seed)
         app.router.add_post("/_control/outcome", self._control_outcome)
+        app.router.add_post("/_control/agent", self._control_agent)
         app.router.add_post("/_control/fail_next", self._control_fail_next)
         app.router.add_post("/_control/delay", self._control_delay)
         app.router.add_post("/_control/create_batch", self._control_create_batch)

@@ -18,6 +18,7 @@ from aiohttp import web
 from bot.testing.retell.model import (
     ENGINE_LABELS,
     EngineType,
+    FakeAgent,
     FakeBatch,
     FakeDefinition,
     FakeEngine,
@@ -56,9 +57,10 @@ class RetellState:
         self.time_scale = time_scale
         self.next_batch_durations: list[float] = []  # consumed first-in first-out by new batches
         self.complete_never = False  # new batches stall one case short of complete
-        # A real server may return fewer items than `limit` asks. When set, every `/v2/list-*`
-        # page (batch tests, test runs, definitions, LLMs, flows) holds at most this many
-        # items, with has_more/pagination_key as usual, so clients must follow the keys.
+        # A real server may return fewer items than `limit` asks. When set, every list page
+        # (batch tests, test runs, definitions, LLMs, flows, agents, agent versions) holds at
+        # most this many items, with has_more/pagination_key as usual, so clients must follow
+        # the keys.
         # None: pages are as long as `limit` asks; otherwise at least 1.
         self.page_cap: int | None = page_cap
         self.requests: list[RecordedRequest] = []
@@ -70,8 +72,12 @@ class RetellState:
         self._wall_anchor_ms = time.time() * 1000
         self._engines: dict[str, FakeEngine] = {}
         self._definitions: dict[str, FakeDefinition] = {}
-        self._outcomes: dict[str, tuple[Outcome, str | None]] = {}
-        self._outcome_scripts: dict[str, list[tuple[Outcome, str | None]]] = {}
+        # Keyed by case id and engine version (None: whatever the version).
+        self._outcomes: dict[tuple[str, int | None], tuple[Outcome, str | None]] = {}
+        self._outcome_scripts: dict[tuple[str, int | None], list[tuple[Outcome, str | None]]] = {}
+        self._agents: dict[str, FakeAgent] = {}
+        # Every accepted publish-agent-version call, in order: (agent_id, version).
+        self.publishes: list[tuple[str, int]] = []
         self._batches_by_version: dict[tuple[str, int], list[FakeBatch]] = {}
         self._faults: list[_Fault] = []
         self._delays: list[_Delay] = []
