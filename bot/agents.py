@@ -17,7 +17,7 @@ from dataclasses import dataclass
 import retell
 from retell import omit
 
-from bot.retell import LIST_PAGE_SIZE, PageWalk, RetellGateway, RetellProblem, _detail
+from bot.retell import LIST_PAGE_SIZE, PageWalk, RetellGateway, RetellProblem, retell_said
 from bot.suite import Engine, EngineType
 from bot.text import one_line
 
@@ -82,7 +82,7 @@ class EngineVersions:
 
 
 def _missing(engine: Engine, exc: retell.APIStatusError) -> str:
-    detail = _detail(exc)
+    detail = retell_said(exc)
     said = f" Retell said: “{detail}”" if detail else ""
     if engine.version is None:
         return f"Retell has no {ENGINE_WORDS[engine.type]} {engine.id} ({exc.status_code}).{said}"
@@ -258,7 +258,7 @@ def _not_published(problem: RetellProblem, exc: Exception, what: str) -> RetellP
             "so check the agent in Retell before trying again."
         )
     elif isinstance(exc, retell.APIStatusError):
-        reason = _detail(exc) or NO_REASON.get(problem.kind, "Retell gave no reason.")
+        reason = retell_said(exc) or NO_REASON.get(problem.kind, "Retell gave no reason.")
         ending = "" if reason.endswith((".", "!", "?")) else "."
         message = f"Retell refused to publish {what} ({exc.status_code}): {reason}{ending}"
     else:

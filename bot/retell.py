@@ -99,7 +99,7 @@ class RetellProblem(Exception):
         self.uncertain = uncertain
 
 
-def _detail(exc: retell.APIStatusError) -> str:
+def retell_said(exc: retell.APIStatusError) -> str:
     body = exc.body
     if isinstance(body, dict):
         text = body.get("message") or body.get("error_message") or body.get("error")
@@ -113,7 +113,7 @@ def explain(exc: Exception, *, what: str) -> RetellProblem:
     if isinstance(exc, RetellProblem):
         return exc
     if isinstance(exc, retell.APIStatusError):
-        detail = _detail(exc)
+        detail = retell_said(exc)
         suffix = f" Retell said: “{detail}”" if detail else ""
         code = exc.status_code
         if code == 401:
@@ -304,20 +304,17 @@ class RetellGateway:
         )
         return cls(client, metrics=metrics, create_retries=max_retries)
 
-    def _problem(self, exc: Exception, *, what: str) -> RetellProblem:
+    def problem(self, exc: Exception, *, what: str) -> RetellProblem:
+        """`explain`, counted in the metrics; `bot.agents` maps its errors with it too."""
         problem = explain(exc, what=what)
         if self._metrics is not None:
             self._metrics.retell_errors.labels(problem.kind).inc()
         return problem
 
-    # The agent calls live in `bot.agents` (this module is full): they share the client and
-    # the counted error mapping through these two.
     @property
     def client(self) -> AsyncRetell:
+        """For `bot.agents`, which sits beside this module and shares its client."""
         return self._client
-
-    def problem(self, exc: Exception, *, what: str) -> RetellProblem:
-        return self._problem(exc, what=what)
 
     async def close(self) -> None:
         await self._client.close()
@@ -340,7 +337,7 @@ class RetellGateway:
                 )
             except Exception as exc:
                 if attempt == self._create_retries or not _nothing_created(exc):
-                    raise self._problem(exc, what="engine or one of the test cases") from exc
+                    raise self.problem(exc, what="engine or one of the test cases") from exc
                 await asyncio.sleep(_retry_delay(exc, attempt))
             else:
                 return _batch(created)
@@ -350,7 +347,7 @@ class RetellGateway:
         try:
             return _batch(await self._client.tests.get_batch_test(batch_id))
         except Exception as exc:
-            raise self._problem(exc, what=f"batch {batch_id}") from exc
+            raise self.problem(exc, what=f"batch {batch_id}") from exc
 
     async def list_batches(
         self, engine: Engine, *, pagination_key: str | None = None, limit: int = LIST_PAGE_SIZE
@@ -370,7 +367,7 @@ class RetellGateway:
                 pagination_key=pagination_key or omit,
             )
         except Exception as exc:
-            raise self._problem(exc, what=f"engine {engine.label}") from exc
+            raise self.problem(exc, what=f"engine {engine.label}") from exc
         next_key = page.pagination_key if page.has_more else None
         return [_batch(item) for item in page.items], next_key
 
@@ -391,7 +388,7 @@ class RetellGateway:
                 )
                 items, more, offered = _test_runs_page(await response.json())
             except Exception as exc:
-                raise self._problem(exc, what=f"batch {batch_id}") from exc
+                raise self.problem(exc, what=f"batch {batch_id}") from exc
             key = walk.next_key(len(items), more, offered)
             for item in items:
                 yield item
@@ -413,7 +410,7 @@ class RetellGateway:
                     pagination_key=key or omit,
                 )
             except Exception as exc:
-                raise self._problem(exc, what=f"engine {engine.label}") from exc
+                raise self.problem(exc, what=f"engine {engine.label}") from exc
             found.extend(
                 CaseDefinition(item.test_case_definition_id, one_line(item.name or ""))
                 for item in page.items
@@ -458,7 +455,7 @@ class RetellGateway:
         try:
             llm_choices, flow_choices = await asyncio.gather(llms(), flows())
         except Exception as exc:
-            raise self._problem(exc, what="list of engines") from exc
+            raise self.problem(exc, what="list of engines") from exc
         latest: dict[str, EngineChoice] = {}
         for choice in [*llm_choices, *flow_choices]:
             seen = latest.get(choice.engine_id)
