@@ -380,6 +380,9 @@ async def test_engine_menu_answers_with_a_hint_when_retell_fails_or_is_slow(
     assert values_of(failed) == [HINT + "hint"]
     assert "Retell did not answer" in failed[0]["text"]["text"]
     assert retell.count("/v2/list-retell-llms") == 1, "no SDK retries: Slack waits 3 s at most"
+    # The flows listing of that first answer runs on after it: once it has landed, it cannot
+    # take the delay meant for the next one.
+    await retell.wait_for(lambda: retell.count("/v2/list-conversation-flows") == 1)
 
     monkeypatch.setattr(listeners, "MENU_DEADLINE_SECONDS", 0.2)
     retell.delay("/v2/list-conversation-flows", 1.2, times=1)
