@@ -35,13 +35,16 @@ MAX_NAMES_SHOWN = 5  # unknown names listed one by one; the rest are counted
 MAX_REPEATS = 5  # `repeat=N`: N batches of the same suite, reported as one result
 
 
-SUBCOMMANDS = ("help", "run", "status", "watch", "schedule", "report")
+SUBCOMMANDS = ("help", "run", "compare", "status", "watch", "schedule", "report")
 
 
 NOTIFY_VALUES = ("always", "failures", "changes")
 
 
-OPTION_KEYS = ("name", "notify", "mention")
+OPTION_KEYS = ("name", "notify", "mention", "min_pass")  # `schedule add`
+
+
+RUN_OPTION_KEYS = ("repeat", "min_pass")  # `run` and `compare`
 
 
 ScheduleAction = Literal["list", "remove", "pause", "resume", "run"]
@@ -59,12 +62,17 @@ _SCHEDULE_ACTIONS: dict[str, ScheduleAction] = {
 # Slack renders `<…>` as mentions and links even inside code spans, so placeholders are escaped.
 _USAGE_LINES: dict[str, str] = {
     "help": "`/retell-test help`",
-    "run": "`/retell-test [run] &lt;engine&gt; &lt;tests&gt; [repeat=2..5]`",
+    "run": "`/retell-test [run] &lt;engine&gt; &lt;tests&gt; [repeat=2..5] [min_pass=0..100]`",
+    "compare": (
+        "`/retell-test compare &lt;engine&gt;@&lt;A&gt; [&lt;engine&gt;@&lt;B&gt;] &lt;tests&gt;"
+        " [repeat=2..5] [min_pass=0..100]`"
+    ),
     "status": "`/retell-test status [&lt;batch_id&gt;]`",
     "watch": "`/retell-test watch &lt;batch_id&gt;`",
     "schedule": (
-        '`/retell-test schedule add "&lt;when&gt;" &lt;engine&gt; &lt;tests&gt; [name=&lt;name&gt;]'
-        " [notify=always|failures|changes] [mention=@someone]`\n"
+        '`/retell-test schedule add "&lt;when&gt;" [compare] &lt;engine&gt;'
+        " [&lt;engine&gt;@&lt;B&gt;] &lt;tests&gt; [name=&lt;name&gt;]"
+        " [notify=always|failures|changes] [mention=@someone] [min_pass=0..100]`\n"
         '`/retell-test schedule add-report "&lt;when&gt;" [&lt;days&gt;] [name=&lt;name&gt;]`\n'
         "`/retell-test schedule list | remove &lt;id&gt; | pause &lt;id&gt; | resume &lt;id&gt;"
         " | run &lt;id&gt;`"
@@ -105,11 +113,27 @@ class HelpCommand:
 
 @dataclass(frozen=True, slots=True)
 class RunCommand:
-    """`[run] <engine> <tests> [repeat=N]`: start a batch now (N batches of it with repeat)."""
+    """`[run] <engine> <tests> [repeat=N] [min_pass=P]`: start a batch now (N with repeat).
+
+    `compare <A> [<B>] …` is a run too, with `candidate` set: the same cases on both versions.
+    A `candidate` without a version means the engine's latest, which the workflow resolves.
+    """
 
     engine: Engine
     tests: TestSelection
     repeats: int = 1
+    min_pass: float | None = None  # percent, 0 to 100: the pass rate that makes a result green
+    candidate: Engine | None = None  # B of `compare`; `engine` is A
+
+    @property
+    def compares(self) -> bool:
+        """Whether this is `compare`: two versions of the engine, case by case."""
+        return self.candidate is not None
+
+    @property
+    def batches(self) -> int:
+        """How many batches start: one per repeat, per version when comparing."""
+        return self.repeats * 2 if self.compares else self.repeats
 
 
 @dataclass(frozen=True, slots=True)
@@ -128,10 +152,12 @@ class WatchCommand:
 
 @dataclass(frozen=True, slots=True)
 class ScheduleAddCommand:
-    """`schedule add "<when>" <engine> <tests> [name=…] [notify=…] [mention=…]`.
+    """`schedule add "<when>" [compare] <engine> [<engine>@<B>] <tests> [name=…] [notify=…]
+    [mention=…] [min_pass=…]`.
 
     `when` stays text: the schedules module owns its grammar and the user's time zone.
-    `options` holds `notify` (lower-cased) and `mention` (`<@U…>` or `<!subteam^S…>`) when given.
+    `options` holds `notify` (lower-cased) and `mention` (`<@U…>` or `<!subteam^S…>`) when given;
+    `min_pass` has its own field. `candidate` is set for `compare`, as on `RunCommand`.
     """
 
     when: str
@@ -139,6 +165,13 @@ class ScheduleAddCommand:
     tests: TestSelection
     name: str | None = None
     options: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+    min_pass: float | None = None  # percent, 0 to 100
+    candidate: Engine | None = None  # B of `compare`; `engine` is A
+
+    @property
+    def compares(self) -> bool:
+        """Whether each run of the schedule compares two versions of the engine."""
+        return self.candidate is not None
 
 
 @dataclass(frozen=True, slots=True)

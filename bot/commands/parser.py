@@ -15,6 +15,7 @@ from bot.commands.model import (
     DEFAULT_REPORT_DAYS,
     MAX_REPORT_DAYS,
     MAX_TEXT_CHARS,
+    OPTION_KEYS,
     SUBCOMMANDS,
     Command,
     CommandError,
@@ -43,11 +44,13 @@ from bot.commands.terms import (
     _parse_batch_id,
     _parse_engine,
     _parse_options,
-    _parse_repeat,
+    _parse_run_options,
     _parse_tests,
+    _parse_versions,
     _quoted_when,
     _split_options,
 )
+from bot.suite import Engine
 
 
 def parse(text: str) -> Command | CommandError:
@@ -72,6 +75,8 @@ def parse(text: str) -> Command | CommandError:
         return HelpCommand()
     if keyword == "run":
         return _parse_run(rest)
+    if keyword == "compare":
+        return _parse_compare(rest)
     if keyword == "status":
         return _parse_status(rest)
     if keyword == "watch":
@@ -111,7 +116,7 @@ def _unknown_first_word(token: _Token) -> CommandError:
 
 
 def _parse_run(tokens: Sequence[_Token]) -> RunCommand | CommandError:
-    """`<engine> <tests> [repeat=N]`, after an optional `run` keyword."""
+    """`<engine> <tests> [repeat=N] [min_pass=P]`, after an optional `run` keyword."""
     words, options = _split_options(tokens)
     if not words:
         return CommandError(
@@ -120,13 +125,40 @@ def _parse_run(tokens: Sequence[_Token]) -> RunCommand | CommandError:
     engine = _parse_engine(words[0], "run")
     if isinstance(engine, CommandError):
         return engine
-    repeats = _parse_repeat(options)
-    if isinstance(repeats, CommandError):
-        return repeats
+    run_options = _parse_run_options(options, "run")
+    if isinstance(run_options, CommandError):
+        return run_options
     tests = _parse_tests(words[1:], "run")
     if isinstance(tests, CommandError):
         return tests
-    return RunCommand(engine, tests, repeats)
+    repeats, min_pass = run_options
+    return RunCommand(engine, tests, repeats, min_pass=min_pass)
+
+
+def _parse_compare(tokens: Sequence[_Token]) -> RunCommand | CommandError:
+    """`<engine>@<A> [<engine>@<B>] <tests> [repeat=N] [min_pass=P]`: one suite on two versions.
+
+    A run with a `candidate` (SPEC §9), so everything that takes a run can take a comparison.
+    """
+    words, options = _split_options(tokens)
+    if not words:
+        return CommandError(
+            "`compare` needs an engine version and test cases, e.g. "
+            f"`compare llm_abc@3 llm_abc@4 all`. The engine is {_ENGINE_FORMS}.",
+            "compare",
+        )
+    versions = _parse_versions(words, "compare")
+    if isinstance(versions, CommandError):
+        return versions
+    baseline, candidate, rest = versions
+    run_options = _parse_run_options(options, "compare")
+    if isinstance(run_options, CommandError):
+        return run_options
+    tests = _parse_tests(rest, "compare")
+    if isinstance(tests, CommandError):
+        return tests
+    repeats, min_pass = run_options
+    return RunCommand(baseline, tests, repeats, min_pass=min_pass, candidate=candidate)
 
 
 def _parse_status(tokens: Sequence[_Token]) -> StatusCommand | CommandError:
@@ -217,21 +249,35 @@ def _parse_schedule_add(tokens: Sequence[_Token]) -> ScheduleAddCommand | Comman
     if isinstance(when, CommandError):
         return when
     words, options = _split_options(tokens[1:])
+    compares = bool(words) and not words[0].quoted and words[0].text.casefold() == "compare"
+    if compares:
+        words = words[1:]
     if not words:
+        after = "`compare`" if compares else "the schedule"
         return CommandError(
-            f"`schedule add` needs an engine after the schedule: {_ENGINE_FORMS}.", "schedule"
+            f"`schedule add` needs an engine after {after}: {_ENGINE_FORMS}.", "schedule"
         )
-    engine = _parse_engine(words[0], "schedule")
-    if isinstance(engine, CommandError):
-        return engine
-    tests = _parse_tests(words[1:], "schedule")
+    candidate: Engine | None = None
+    if compares:
+        versions = _parse_versions(words, "schedule")
+        if isinstance(versions, CommandError):
+            return versions
+        engine, candidate, rest = versions
+    else:
+        parsed_engine = _parse_engine(words[0], "schedule")
+        if isinstance(parsed_engine, CommandError):
+            return parsed_engine
+        engine, rest = parsed_engine, words[1:]
+    tests = _parse_tests(rest, "schedule")
     if isinstance(tests, CommandError):
         return tests
     parsed = _parse_options(options)
     if isinstance(parsed, CommandError):
         return parsed
-    name, extra = parsed
-    return ScheduleAddCommand(when, engine, tests, name, MappingProxyType(extra))
+    name, extra, min_pass = parsed
+    return ScheduleAddCommand(
+        when, engine, tests, name, MappingProxyType(extra), min_pass=min_pass, candidate=candidate
+    )
 
 
 def _parse_schedule_report(tokens: Sequence[_Token]) -> ScheduleReportCommand | CommandError:
@@ -245,11 +291,14 @@ def _parse_schedule_report(tokens: Sequence[_Token]) -> ScheduleReportCommand | 
     days = _parse_report(words[:1])
     if isinstance(days, CommandError):
         return replace(days, topic="schedule")
+    for token in options:  # before the values are read: whatever they say, they don't apply
+        key = token.text.partition("=")[0].casefold()
+        if key in OPTION_KEYS and key != "name":
+            return CommandError(
+                f"`{key}=` is for run schedules; a report takes `name=`.", "schedule"
+            )
     parsed = _parse_options(options)
     if isinstance(parsed, CommandError):
         return parsed
-    name, extra = parsed
-    if extra:
-        key = next(iter(extra))
-        return CommandError(f"`{key}=` is for run schedules; a report takes `name=`.", "schedule")
+    name, _, _ = parsed
     return ScheduleReportCommand(when, days.days, name)

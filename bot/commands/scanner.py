@@ -30,6 +30,12 @@ _ENGINE_RE = re.compile(r"(?P<id>(?:llm|conversation_flow)_[A-Za-z0-9_\-]{1,128}
 _VERSION_RE = re.compile(r"[0-9]{1,9}")
 
 
+_PERCENT_RE = re.compile(r"(?P<n>[0-9]{1,3}(\.[0-9]{1,2})?)%?")  # `min_pass=`: 95, 97.5, 90%
+
+
+_NUMBER_RE = re.compile(r"(?P<n>[0-9]{1,12}(\.[0-9]{1,12})?)%?")  # looser, to say what is off
+
+
 _OPTION_RE = re.compile(r"[A-Za-z][A-Za-z_\-]*=")
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
+from decimal import Decimal
 
 from bot.commands.model import (
     _ENGINE_FORMS,
@@ -15,6 +16,7 @@ from bot.commands.model import (
     MAX_SCHEDULE_NAME_CHARS,
     NOTIFY_VALUES,
     OPTION_KEYS,
+    RUN_OPTION_KEYS,
     CommandError,
     TestSelection,
 )
@@ -22,7 +24,9 @@ from bot.commands.scanner import (
     _BATCH_ID_RE,
     _ENGINE_RE,
     _MENTION_RES,
+    _NUMBER_RE,
     _OPTION_RE,
+    _PERCENT_RE,
     _QUOTE_PAIRS,
     _TEST_ID_RE,
     _VERSION_RE,
@@ -31,29 +35,133 @@ from bot.commands.scanner import (
     _show_name,
     _Token,
 )
-from bot.suite import Engine
+from bot.suite import FLOW_PREFIX, LLM_PREFIX, Engine
 from bot.text import search_key
 
+_ENGINE_PREFIXES = (LLM_PREFIX, FLOW_PREFIX)
 
-def _parse_repeat(options: Sequence[_Token]) -> int | CommandError:
-    """`repeat=N` (at most once): how many batches of the suite to run, 1 to MAX_REPEATS."""
-    if not options:
-        return 1
-    key, _, value = options[0].text.partition("=")
-    if key.casefold() != "repeat":
-        where = "goes with `schedule add`" if key.casefold() in OPTION_KEYS else "is not an option"
+
+def _parse_run_options(
+    options: Sequence[_Token], topic: str
+) -> tuple[int, float | None] | CommandError:
+    """`repeat=N` and `min_pass=P` of `run` and `compare`: each at most once, in any order."""
+    repeats: int = 1
+    min_pass: float | None = None
+    seen: set[str] = set()
+    what = "a comparison" if topic == "compare" else "a run"
+    takes = f"{what} takes `repeat=` (2 to {MAX_REPEATS}) and `min_pass=` (0 to 100)"
+    for token in options:
+        shown, _, value = token.text.partition("=")
+        key = shown.casefold()
+        if key not in RUN_OPTION_KEYS:
+            where = "goes with `schedule add`" if key in OPTION_KEYS else "is not an option"
+            return CommandError(f"{_show(shown + '=')} {where}; {takes}.", topic)
+        if key in seen:
+            return CommandError(f"`{key}=` is given twice; give it once.", topic)
+        seen.add(key)
+        if key == "min_pass":
+            parsed = _parse_min_pass(value, topic)
+            if isinstance(parsed, CommandError):
+                return parsed
+            min_pass = parsed
+        elif _VERSION_RE.fullmatch(value.strip()) and 1 <= int(value) <= MAX_REPEATS:
+            repeats = int(value)
+        else:
+            batch = (
+                "one batch of the suite on each version"
+                if topic == "compare"
+                else "one batch of the whole suite"
+            )
+            return CommandError(
+                f"`repeat=` takes a number of runs from 2 to {MAX_REPEATS}; got {_show(value)}. "
+                f"Each run is {batch}, reported together with flaky cases named.",
+                topic,
+            )
+    return repeats, min_pass
+
+
+def _parse_min_pass(value: str, topic: str) -> float | CommandError:
+    """`min_pass=P`: the pass rate, in percent, at which a result counts as green (SPEC §9).
+
+    A fraction (`0.95`) is refused rather than guessed at: 0.95% and 95% are both plausible.
+    """
+    text = value.strip()
+    accepted = (
+        "a pass rate in percent from 0 to 100, e.g. `min_pass=95`, `min_pass=97.5` or "
+        "`min_pass=90%`"
+    )
+    if not text:
+        return CommandError(f"`min_pass=` needs a value: {accepted}.", topic)
+    number = _NUMBER_RE.fullmatch(text)
+    if number is None:
+        return CommandError(f"`min_pass=` takes {accepted}; got {_show(text)}.", topic)
+    percent = Decimal(number.group("n"))
+    if percent > 100:
         return CommandError(
-            f"{_show(key + '=')} {where}; a run takes `repeat=` (2 to {MAX_REPEATS}).", "run"
+            f"`min_pass=` is a percentage, at most 100; got {_show(text)}. Write e.g. "
+            "`min_pass=95`.",
+            topic,
         )
-    if len(options) > 1:
-        return CommandError("Give one option, `repeat=`, once.", "run")
-    if not (_VERSION_RE.fullmatch(value.strip()) and 1 <= int(value) <= MAX_REPEATS):
+    if 0 < percent < 1:
+        suggested = format((percent * 100).normalize(), "f")
+        example = suggested if _PERCENT_RE.fullmatch(suggested) else "95"
         return CommandError(
-            f"`repeat=` takes a number of runs from 2 to {MAX_REPEATS}; got {_show(value)}. "
-            "Each run is one batch of the whole suite, reported together with flaky cases named.",
-            "run",
+            f"{_show('min_pass=' + text)} looks like a fraction; min_pass is a percentage: "
+            f"write `min_pass={example}` for {example}%.",
+            topic,
         )
-    return int(value)
+    if _PERCENT_RE.fullmatch(text) is None:
+        return CommandError(
+            f"`min_pass=` takes {accepted}, with at most two decimals; got {_show(text)}.",
+            topic,
+        )
+    return float(percent)
+
+
+def _looks_like_engine(token: _Token) -> bool:
+    """Whether a word is meant as an engine (`llm_abc@4`, even a broken one), not a test id."""
+    if token.quoted or token.markup:
+        return False
+    return token.text.casefold().startswith(_ENGINE_PREFIXES)
+
+
+def _parse_versions(
+    words: Sequence[_Token], topic: str
+) -> tuple[Engine, Engine, Sequence[_Token]] | CommandError:
+    """`<engine>@<A> [<engine>@<B>]` of `compare`, and the words after them.
+
+    A must be pinned: a comparison needs a fixed point. B is another version of the same engine;
+    left out, or given without `@`, it is the latest version (resolved when the runs start).
+    """
+    baseline = _parse_engine(words[0], topic)
+    if isinstance(baseline, CommandError):
+        return baseline
+    if baseline.version is None:
+        return CommandError(
+            "`compare` needs the version to compare from, e.g. `llm_abc@3`; "
+            f"{_show(baseline.label)} has no `@&lt;version&gt;`. Then give the version to compare "
+            "with (`llm_abc@3 llm_abc@4`), or leave it out to compare with the latest.",
+            topic,
+        )
+    rest = words[1:]
+    if not rest or not _looks_like_engine(rest[0]):
+        return baseline, Engine(baseline.type, baseline.id), rest
+    candidate = _parse_engine(rest[0], topic)
+    if isinstance(candidate, CommandError):
+        return candidate
+    if candidate.id != baseline.id:
+        return CommandError(
+            f"`compare` compares two versions of one engine; {_show(baseline.label)} and "
+            f"{_show(candidate.label)} are different engines. Run each on its own instead.",
+            topic,
+        )
+    if candidate.version == baseline.version:
+        return CommandError(
+            f"{_show(baseline.label)} against {_show(candidate.label)} compares a version with "
+            "itself; give another version, or leave it out to compare with the latest.",
+            topic,
+        )
+    return baseline, candidate, rest[1:]
 
 
 def _parse_engine(token: _Token, topic: str) -> Engine | CommandError:
@@ -201,6 +309,20 @@ def _parse_tests(tokens: Sequence[_Token], topic: str) -> TestSelection | Comman
     return TestSelection(tuple(ids), tuple(names), everything)
 
 
+# What to say when an engine turns up among the test cases (`llm_abc@3 llm_abc@4 all`).
+_SECOND_ENGINE = {
+    "run": "a run takes one engine. To compare two versions, write "
+    "`compare llm_abc@3 llm_abc@4 all`.",
+    "compare": "`compare` takes two versions of the engine, then the test cases.",
+    "schedule": "a schedule runs one engine. To compare two versions, write "
+    '`schedule add "&lt;when&gt;" compare llm_abc@3 llm_abc@4 all`.',
+}
+
+
+def _second_engine(topic: str) -> str:
+    return _SECOND_ENGINE.get(topic, _SECOND_ENGINE["run"])
+
+
 def _bad_test_id(text: str, topic: str) -> CommandError:
     """Say why a word is not a test case id, with a hint for the usual slips."""
     if len(text) > 128 and _TEST_ID_RE.fullmatch(text[:128]):
@@ -214,6 +336,8 @@ def _bad_test_id(text: str, topic: str) -> CommandError:
             "right after the engine, without a space: `llm_abc123@3`.",
             topic,
         )
+    if "@" in text and _ENGINE_RE.fullmatch(text):
+        return CommandError(f"{_show(text)} is not a test case id; {_second_engine(topic)}", topic)
     if any(ch in _QUOTE_PAIRS for ch in text):
         return CommandError(
             f"{_show(text)} is not a test case id. Put test case names in quotes as a whole, "
@@ -277,9 +401,15 @@ def _quoted_when(tokens: Sequence[_Token], example: str) -> str | CommandError:
     return when.text
 
 
-def _parse_options(tokens: Iterable[_Token]) -> tuple[str | None, dict[str, str]] | CommandError:
-    """`name=`, `notify=` and `mention=` for `schedule add`; each at most once."""
+def _parse_options(
+    tokens: Iterable[_Token],
+) -> tuple[str | None, dict[str, str], float | None] | CommandError:
+    """`name=`, `notify=`, `mention=` and `min_pass=` for `schedule add`; each at most once.
+
+    Returns the name, the `notify`/`mention` options, and `min_pass` (which has its own field).
+    """
     name: str | None = None
+    min_pass: float | None = None
     options: dict[str, str] = {}
     seen: set[str] = set()
     keys = _join_or([f"`{key}=`" for key in OPTION_KEYS])
@@ -294,6 +424,12 @@ def _parse_options(tokens: Iterable[_Token]) -> tuple[str | None, dict[str, str]
         if key in seen:
             return CommandError(f"`{key}=` is given twice; give it once.", "schedule")
         seen.add(key)
+        if key == "min_pass":  # before the generic check: it says what the value should be
+            parsed = _parse_min_pass(value, "schedule")
+            if isinstance(parsed, CommandError):
+                return parsed
+            min_pass = parsed
+            continue
         if not value:
             return CommandError(f"`{key}=` needs a value.", "schedule")
         if key == "name":
@@ -323,7 +459,7 @@ def _parse_options(tokens: Iterable[_Token]) -> tuple[str | None, dict[str, str]
                     "schedule",
                 )
             options["mention"] = mention
-    return name, options
+    return name, options, min_pass
 
 
 def _parse_mention(raw: str) -> str | None:

@@ -63,10 +63,14 @@ def test_help(text: str) -> None:
 
 def test_usage_lists_every_form_one_per_line_in_code() -> None:
     lines = USAGE.splitlines()
-    assert len(lines) == 8
+    assert len(lines) == 9
     assert all(line.startswith("`/retell-test ") and line.endswith("`") for line in lines)
-    for form in ("help", "[run]", "status", "watch", "schedule add", "schedule list", "report"):
+    for form in ("help", "[run]", "compare", "status", "watch", "schedule add", "schedule list"):
         assert any(form in line for line in lines), form
+    assert lines[-1].startswith("`/retell-test report")
+    gated = [line for line in lines if "[min_pass=0..100]" in line]
+    assert [line.split()[1] for line in gated] == ["[run]", "compare", "schedule"]
+    assert "[compare]" in gated[2] and "add-report" not in gated[2]
     assert "<" not in USAGE and "&lt;engine&gt;" in USAGE  # placeholders can't become Slack links
 
 
@@ -318,10 +322,28 @@ MALFORMED: list[tuple[str, list[str], str | None]] = [
     ("llm_abc tc_1 repeat=6", ["`repeat=` takes a number of runs from 2 to 5", "`6`"], "run"),
     ("llm_abc tc_1 repeat=0", ["from 2 to 5", "`0`"], "run"),
     ("llm_abc tc_1 repeat=two", ["from 2 to 5", "`two`"], "run"),
-    ("llm_abc tc_1 repeat=2 repeat=3", ["`repeat=`, once"], "run"),
+    ("llm_abc tc_1 repeat=2 repeat=3", ["`repeat=` is given twice"], "run"),
+    ("llm_abc all min_pass=95 min_pass=90", ["`min_pass=` is given twice"], "run"),
+    ("llm_abc all notify=always", ["goes with `schedule add`", "`min_pass=` (0 to 100)"], "run"),
+    ("llm_abc@3 llm_abc@4 all", ["`llm_abc@4` is not a test case id", "`compare llm_abc@3"], "run"),
     ("llm_abc " + "t" * 129, ["129 characters long", "at most 128"], "run"),
     ("llm_abc tc_&lt;b&gt;", ["`tc_&lt;b&gt;` is not a test case id"], "run"),
     ('"Refund" tc_1', ["can't start with a quoted name (\u201cRefund\u201d)"], "run"),
+    ("compare", ["`compare` needs an engine version and test cases"], "compare"),
+    ("compare llm_abc all", ["needs the version to compare from, e.g. `llm_abc@3`"], "compare"),
+    ("compare llm_abc@3 llm_xyz@4 all", ["`llm_abc@3` and `llm_xyz@4` are different"], "compare"),
+    ("compare llm_abc@3 conversation_flow_abc@4 all", ["different engines"], "compare"),
+    ("compare llm_abc@3 llm_abc@3 all", ["compares a version with itself"], "compare"),
+    ("compare llm_abc@3", ["Name at least one test case"], "compare"),
+    ("compare llm_abc@3 llm_abc@4 repeat=2", ["Name at least one test case"], "compare"),
+    ("compare llm_abc@3 llm_abc@x all", ["`llm_abc@x` has an invalid version"], "compare"),
+    ("compare llm_abc@3 LLM_abc@4 all", ["lower-case `llm_`"], "compare"),
+    ("compare agent_1@3 all", ["`agent_1@3` is an agent id"], "compare"),
+    ("compare llm_abc@3 llm_abc@4 llm_abc@5 all", ["`llm_abc@5` is not a test case"], "compare"),
+    ("compare llm_abc@3 all name=x", ["`name=` goes with `schedule add`", "comparison"], "compare"),
+    ("compare llm_abc@3 all repeat=9", ["from 2 to 5", "`9`", "on each version"], "compare"),
+    ("compare llm_abc@3 all min_pass=2 min_pass=3", ["`min_pass=` is given twice"], "compare"),
+    ('compare llm_abc@3 "Refund', ["never closed"], "compare"),
     ("status a b", ["`status` takes at most one batch id", "unexpected `b`"], "status"),
     ("status bad/id", ["`bad/id` is not a batch id"], "status"),
     ("watch", ["`watch` needs the id of the batch"], "watch"),
@@ -356,6 +378,18 @@ MALFORMED: list[tuple[str, list[str], str | None]] = [
     ('schedule add "hourly" llm_abc all name=<@U1|x>', ["can't contain mentions"], "schedule"),
     ('schedule add "hourly" llm_abc all mention=@bob', ["`@bob` is not a mention"], "schedule"),
     ('schedule add "hourly" llm_abc all mention=<#C1|x>', ["is not a mention"], "schedule"),
+    ('schedule add "hourly" compare', ["needs an engine after `compare`"], "schedule"),
+    ('schedule add "hourly" compare llm_abc all', ["needs the version to compare"], "schedule"),
+    ('schedule add "hourly" compare llm_abc@3 llm_abc@3 all', ["with itself"], "schedule"),
+    ('schedule add "hourly" compare llm_abc@3 llm_b@4 all', ["different engines"], "schedule"),
+    ('schedule add "hourly" llm_abc@3 llm_abc@4 all', ["one engine", "compare llm_"], "schedule"),
+    ('schedule add "hourly" llm_abc all min_pass=0.9', ["`min_pass=90` for 90%"], "schedule"),
+    ('schedule add "hourly" llm_abc all min_pass=', ["`min_pass=` needs a value"], "schedule"),
+    ('schedule add "hourly" llm_abc all min_pass=1 min_pass=2', ["is given twice"], "schedule"),
+    ('schedule add "hourly" llm_abc all repeat=2', ["Unknown option `repeat=`"], "schedule"),
+    ('schedule add-report "daily 09:00" min_pass=95', ["`min_pass=` is for run schedules"], None),
+    ('schedule add-report "daily 09:00" 7 min_pass=high', ["`min_pass=` is for run"], "schedule"),
+    ('schedule add-report "daily 09:00" notify=never', ["`notify=` is for run schedules"], None),
 ]
 
 
@@ -374,7 +408,7 @@ def test_malformed_input_gets_a_specific_message(
 
 def test_unknown_word_lists_every_subcommand_and_gets_the_whole_usage() -> None:
     error = err("deploy llm_abc")
-    for name in ("help", "run", "status", "watch", "schedule", "report"):
+    for name in ("help", "run", "compare", "status", "watch", "schedule", "report"):
         assert f"`{name}`" in error.message
     assert error.usage == USAGE
 
@@ -625,3 +659,157 @@ def test_a_quoted_name_with_an_equals_sign_is_a_name_not_an_option() -> None:
     command = ok('llm_abc "A=B transfer" repeat=2')
     assert isinstance(command, RunCommand)
     assert command.tests.names == ("A=B transfer",) and command.repeats == 2
+
+
+# --------------------------------------------------------------------------- compare and min_pass
+
+LLM3 = Engine("retell-llm", "llm_abc", 3)
+
+
+def test_compare_two_versions() -> None:
+    command = run("compare llm_abc@3 llm_abc@4 all")
+    assert command == RunCommand(
+        LLM3, TestSelection(everything=True), candidate=Engine("retell-llm", "llm_abc", 4)
+    )
+    assert command.compares and command.batches == 2
+    assert run("Compare llm_abc@4 llm_abc@3 tc_1").candidate == LLM3  # B may be older
+
+
+def test_compare_without_b_is_against_the_latest_version() -> None:
+    command = run("COMPARE llm_abc@3 tc_1,tc_2")
+    assert command.engine == LLM3
+    assert command.candidate == LLM and command.candidate.version is None
+    assert command.tests.ids == ("tc_1", "tc_2")
+
+
+def test_compare_an_explicit_b_without_a_version_is_the_latest_too() -> None:
+    assert run("compare llm_abc@3 llm_abc tc_1") == run("compare llm_abc@3 tc_1")
+
+
+def test_compare_conversation_flows() -> None:
+    command = run('compare conversation_flow_f@1 conversation_flow_f@2 "Refund request"')
+    assert command.engine == Engine("conversation-flow", "conversation_flow_f", 1)
+    assert command.candidate == Engine("conversation-flow", "conversation_flow_f", 2)
+    assert command.tests.names == ("Refund request",)
+    latest = run("compare conversation_flow_f@1 all").candidate
+    assert latest == Engine("conversation-flow", "conversation_flow_f")
+
+
+def test_compare_quoted_names_are_tests_not_b() -> None:
+    command = run('compare llm_abc@3 "llm_abc@4"')
+    assert command.candidate == LLM and command.tests.names == ("llm_abc@4",)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "compare llm_abc@3 llm_abc@4 all repeat=3 min_pass=95",
+        "compare llm_abc@3 min_pass=95 llm_abc@4 repeat=3 all",
+        "compare MIN_PASS=95% llm_abc@3 llm_abc@4 all REPEAT=3",
+    ],
+)
+def test_compare_with_repeat_and_min_pass_in_any_order(text: str) -> None:
+    command = run(text)
+    assert (command.repeats, command.min_pass, command.batches) == (3, 95.0, 6)
+    assert command.candidate == Engine("retell-llm", "llm_abc", 4)
+    assert command.tests.everything
+
+
+@pytest.mark.parametrize(
+    "text", ["llm_abc all repeat=2 min_pass=90", "run llm_abc min_pass=90 all repeat=2"]
+)
+def test_run_options_in_any_order(text: str) -> None:
+    command = run(text)
+    assert (command.repeats, command.min_pass) == (2, 90.0)
+    assert not command.compares and command.candidate is None and command.batches == 2
+
+
+def test_a_plain_run_has_no_gate_and_does_not_compare() -> None:
+    command = run("llm_abc@3 all")
+    assert command.min_pass is None and not command.compares and command.batches == 1
+
+
+@pytest.mark.parametrize(
+    ("value", "percent"),
+    [
+        ("95", 95.0),
+        ("97.5", 97.5),
+        ("90%", 90.0),
+        ("100", 100.0),
+        ("100%", 100.0),
+        ("0", 0.0),
+        ("0.0", 0.0),
+        ("1", 1.0),
+        ("99.99", 99.99),
+    ],
+)
+def test_min_pass_forms_accepted(value: str, percent: float) -> None:
+    assert run(f"llm_abc all min_pass={value}").min_pass == percent
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("101", ["`min_pass=` is a percentage, at most 100", "`101`"]),
+        ("100.5", ["at most 100"]),
+        ("1000", ["at most 100", "`1000`"]),
+        ("high", ["`min_pass=` takes a pass rate in percent from 0 to 100", "got `high`"]),
+        ("-5", ["pass rate in percent", "got `-5`"]),
+        ("", ["`min_pass=` needs a value", "`min_pass=95`"]),
+        ("0.95", ["`min_pass=0.95` looks like a fraction", "write `min_pass=95` for 95%"]),
+        ("0.5", ["min_pass is a percentage: write `min_pass=50` for 50%"]),
+        ("0.975", ["write `min_pass=97.5` for 97.5%"]),
+        ("0.95%", ["write `min_pass=95` for 95%"]),
+        ("97.555", ["at most two decimals", "`97.555`"]),
+        ("95%%", ["got `95%%`"]),
+    ],
+)
+def test_min_pass_forms_refused(value: str, expected: list[str]) -> None:
+    for text, topic in [
+        (f"llm_abc all min_pass={value}", "run"),
+        (f"compare llm_abc@3 all min_pass={value}", "compare"),
+        (f'schedule add "hourly" llm_abc all min_pass={value}', "schedule"),
+    ]:
+        error = err(text)
+        for fragment in expected:
+            assert fragment in error.message, (fragment, error.message)
+        assert error.topic == topic
+
+
+def test_schedule_add_compare_with_b() -> None:
+    command = ok(
+        'schedule add "daily 09:00" compare llm_abc@3 llm_abc@4 all min_pass=95 notify=failures'
+    )
+    assert command == ScheduleAddCommand(
+        "daily 09:00",
+        LLM3,
+        TestSelection(everything=True),
+        options={"notify": "failures"},
+        min_pass=95.0,
+        candidate=Engine("retell-llm", "llm_abc", 4),
+    )
+    assert command.compares
+
+
+def test_schedule_add_compare_without_b_is_against_the_latest() -> None:
+    command = ok("schedule add 'hourly' COMPARE conversation_flow_f@2 name=nightly tc_1")
+    assert isinstance(command, ScheduleAddCommand)
+    assert command.engine == Engine("conversation-flow", "conversation_flow_f", 2)
+    assert command.candidate == Engine("conversation-flow", "conversation_flow_f")
+    assert command.name == "nightly" and command.tests.ids == ("tc_1",)
+
+
+def test_schedule_add_min_pass_is_a_field_not_an_option() -> None:
+    command = ok('schedule add "hourly" llm_abc min_pass=97.5% all mention=<@U1|bob>')
+    assert isinstance(command, ScheduleAddCommand)
+    assert command.min_pass == 97.5 and not command.compares
+    assert dict(command.options) == {"mention": "<@U1>"}
+    plain = ok('schedule add "hourly" llm_abc all')
+    assert isinstance(plain, ScheduleAddCommand) and plain.min_pass is None
+
+
+def test_compare_is_only_a_keyword_in_first_place() -> None:
+    assert run("llm_abc compare").tests.ids == ("compare",)
+    command = ok('schedule add "hourly" llm_abc compare')
+    assert isinstance(command, ScheduleAddCommand) and command.tests.ids == ("compare",)
+    assert not command.compares
