@@ -113,8 +113,8 @@ def compare_versions(
     changes = []
     for case_id in order:
         a, b = a_by_id.get(case_id), b_by_id.get(case_id)
-        side = b if b is not None else a
-        name = side.name if side is not None else case_id
+        named = [side.name for side in (b, a) if side is not None and side.name != case_id]
+        name = named[0] if named else case_id
         changes.append(CaseChange(case_id, name, _change(a, b), a, b))
     changes.sort(key=lambda case: CHANGE_ORDER.index(case.change))
     return VersionComparison(

@@ -82,14 +82,13 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
             case_count = (
                 None if parsed.tests.names or parsed.tests.everything else len(parsed.tests.ids)
             )
-            await ack(text=blocks.ack_text(parsed.engine, case_count, repeats=parsed.repeats))
-            request = RunRequest(
-                who,
-                parsed.engine,
-                parsed.tests,
-                request_key=key,
-                repeats=parsed.repeats,
-                recorded=admission is Admission.KEPT,
+            await ack(
+                text=blocks.ack_text(
+                    parsed.engine, case_count, repeats=parsed.repeats, candidate=parsed.candidate
+                )
+            )
+            request = RunRequest.asked(
+                who, parsed, request_key=key, recorded=admission is Admission.KEPT
             )
             await workflow.start(request)
         elif isinstance(parsed, WatchCommand) and (refusal := workflow.not_allowed(who)):

@@ -109,7 +109,9 @@ def summarize(batches: Sequence[Sequence[TestRun]]) -> list[CaseSummary]:
     said: dict[str, tuple[list[str], list[str]]] = {}
     for runs in batches:
         for run in runs:
-            names[run.case_id] = run.name or names.get(run.case_id) or run.case_id
+            # A stored all-pass batch may only know the id: it does not hide a real name.
+            known = run.name if run.name and run.name != run.case_id else None
+            names[run.case_id] = known or names.get(run.case_id) or run.case_id
             outcomes.setdefault(run.case_id, []).append(run.status)
             failed, errored = said.setdefault(run.case_id, ([], []))
             if run.explanation and run.status in ("fail", "error"):

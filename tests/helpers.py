@@ -163,6 +163,7 @@ class FakeRun:
     rerun_of: int | None = None
     label: str | None = None
     scheduled_for: datetime | None = None
+    min_pass: float | None = None
 
     @property
     def completed(self) -> int:

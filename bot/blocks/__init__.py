@@ -7,9 +7,17 @@ Lists that could grow with a suite (up to 1000 cases) are summarised or split, n
 mid-word and never left for Slack to reject.
 
 Rooms by surface: `kit` (blocks, limits, text rules), `runs` (status and result),
-`replies` (private answers), `failures`, `repeats`, `schedules`, `home`, `digest`.
+`replies` (private answers), `failures`, `repeats`, `comparisons`, `schedules`, `home`,
+`digest`.
 """
 
+from bot.blocks.comparisons import (
+    VersionsGroup,
+    compare_mention,
+    compare_result,
+    compare_status,
+    quiet_comparison,
+)
 from bot.blocks.digest import (
     digest_message,
 )
@@ -55,6 +63,7 @@ from bot.blocks.kit import (
     counts_phrases,
     format_duration,
     format_pass_rate,
+    gate_line,
     late_by,
     mention,
     plural,
@@ -78,6 +87,7 @@ from bot.blocks.replies import (
     in_flight_list,
     problem,
     refused,
+    same_version,
     start_failed,
 )
 from bot.blocks.runs import (
@@ -149,11 +159,15 @@ __all__ = [
     "RepeatGroup",
     "RunView",
     "ScheduleEntry",
+    "VersionsGroup",
     "ack_text",
     "bar_cells",
     "batch_status",
     "channel_link",
     "command_error",
+    "compare_mention",
+    "compare_result",
+    "compare_status",
     "comparison_text",
     "counts_line",
     "counts_phrases",
@@ -164,6 +178,7 @@ __all__ = [
     "failures_post",
     "format_duration",
     "format_pass_rate",
+    "gate_line",
     "help_message",
     "home_view",
     "in_flight_list",
@@ -176,6 +191,7 @@ __all__ = [
     "plural",
     "problem",
     "progress_bar",
+    "quiet_comparison",
     "quiet_result",
     "refused",
     "regression_mention",
@@ -185,6 +201,7 @@ __all__ = [
     "repeat_verdicts",
     "requester_mention",
     "result_message",
+    "same_version",
     "schedule_added",
     "schedule_list",
     "schedule_notice",

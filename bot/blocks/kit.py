@@ -8,15 +8,12 @@ import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from bot.comparing import Gate
 from bot.runview import RunView, pass_rate
 from bot.suite import Engine
 from bot.text import ELLIPSIS, escape, fitting, one_line, utf16_length
-
-if TYPE_CHECKING:  # history imports this module; the digest is only a type here
-    pass
-
 
 Block = dict[str, Any]
 
@@ -223,6 +220,24 @@ def counts_line(passed: int, failed: int, errored: int) -> str:
 def counts_phrases(passed: int, failed: int, errored: int, total: int) -> str:
     """The four phrases notifications must carry (SPEC §4 item 4)."""
     return f"{passed} passed, {failed} failed, {errored} errored, {total} total"
+
+
+def gate_line(min_pass: float, passed: int, total: int) -> str:
+    """`🚦 Gate 95%: held (97.2% of 120 test runs passed)`, or failed, for `min_pass=`."""
+    gate = Gate(min_pass)
+    held = gate.held(pass_rate(passed, total))
+    verdict = "held" if held else "failed"
+    return (
+        f"{'🟢' if held else '🔴'} Gate {gate.label}: *{verdict}* "
+        f"({format_pass_rate(passed, total)} of {plural(total, 'test run')} passed)"
+    )
+
+
+def gate_phrase(min_pass: float, passed: int, total: int) -> str:
+    """`gate 95%: held (97.2%)`: the gate in a fallback text."""
+    gate = Gate(min_pass)
+    verdict = "held" if gate.held(pass_rate(passed, total)) else "failed"
+    return f"gate {gate.label}: {verdict} ({format_pass_rate(passed, total)})"
 
 
 def _section(text: str) -> Block:

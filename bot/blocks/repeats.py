@@ -25,6 +25,8 @@ from bot.blocks.kit import (
     counts_phrases,
     format_duration,
     format_pass_rate,
+    gate_line,
+    gate_phrase,
     mention,
     progress_bar,
 )
@@ -105,6 +107,8 @@ def repeat_result(group: RepeatGroup) -> Message:
     else:
         blocks.append(_section(f"{counts_line(passed, failed, errored)} · {total} test runs"))
         blocks.append(_context("Retell's per-case results could not be read; counts are summed."))
+    if lead.min_pass is not None:
+        blocks.append(_section(gate_line(lead.min_pass, passed, total)))
     blocks.append(_repeat_fields(group, with_duration=True))
     blocks.append(_section("\n".join(_batch_line(i, run) for i, run in enumerate(group.runs, 1))))
     listed = counted.failed + counted.flaky + counted.errored
@@ -121,6 +125,8 @@ def repeat_result(group: RepeatGroup) -> Message:
     )
     if group.summaries:
         text += f"; {counted.flaky} flaky"
+    if lead.min_pass is not None:
+        text += f"; {gate_phrase(lead.min_pass, passed, total)}"
     return _message(text, blocks)
 
 

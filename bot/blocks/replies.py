@@ -39,13 +39,39 @@ from bot.runview import RunView
 from bot.suite import Engine, Suite
 
 
-def ack_text(engine: Engine, case_count: int | None, *, repeats: int = 1) -> str:
+def ack_text(
+    engine: Engine, case_count: int | None, *, repeats: int = 1, candidate: Engine | None = None
+) -> str:
     """The instant ephemeral ack: Slack needs an answer within 3 s, before Retell is asked."""
-    what = f"{repeats} Retell batch tests" if repeats > 1 else "a Retell batch test"
-    on = f"Starting {what} on {_engine(engine)}"
+    if candidate is not None:
+        b = _engine(candidate) if candidate.version is not None else "its latest version"
+        times = f", {repeats} times each" if repeats > 1 else ""
+        on = f"Comparing {_engine(engine)} with {b}{times}"
+        each = " on each version"
+    else:
+        what = f"{repeats} Retell batch tests" if repeats > 1 else "a Retell batch test"
+        on = f"Starting {what} on {_engine(engine)}"
+        each = " each" if repeats > 1 else ""
     if case_count is None:
         return f"{on}, resolving test cases…"
-    return f"{on} with {plural(case_count, 'test case')}{' each' if repeats > 1 else ''}…"
+    return f"{on} with {plural(case_count, 'test case')}{each}…"
+
+
+def same_version(engine: Engine, *, explicit: bool) -> Message:
+    """Ephemeral: a comparison whose two sides are one version; nothing was started."""
+    if explicit:
+        why = f"{_engine(engine)} would be compared with itself."
+    else:
+        why = (
+            f"{_engine(engine)} is already the latest version of {_code(engine.id)}, so there is "
+            "no newer one to compare it with."
+        )
+    hint = (
+        f"Name both versions, e.g. `/retell-test compare {_safe(engine.id, 120)}@"
+        f"{max(0, (engine.version or 1) - 1)} {_safe(engine.label, 120)} all`."
+    )
+    text = f"⚠️ Nothing was started: {why} {hint}"
+    return _message(text, [_section(text)])
 
 
 def start_failed(suite: Suite, reason: str, *, maybe_created: bool = False) -> Message:

@@ -35,12 +35,15 @@ from bot.blocks.kit import (
     counts_phrases,
     format_duration,
     format_pass_rate,
+    gate_line,
+    gate_phrase,
     mention,
     plural,
     shorten,
 )
 from bot.runview import Comparison, RunView, pass_rate
 from bot.store import RunState
+from bot.suite import Engine
 
 
 def status_message(run: RunView) -> Message:
@@ -104,6 +107,8 @@ def result_message(
         _section(_result_counts(run)),
         _run_fields(run, with_duration=True),
     ]
+    if run.min_pass is not None:
+        blocks.append(_section(gate_line(run.min_pass, run.passed, run.total)))
     if comparison is not None:
         blocks.append(_section(comparison_text(run, comparison)))
     if state is RunState.TIMED_OUT:
@@ -142,32 +147,46 @@ def _result_text(run: RunView, comparison: Comparison | None) -> str:
     if RunState(run.state) is RunState.TIMED_OUT:
         return f"{label}Retell batch {batch} on {engine} timed out; last counts: {counts} ({rate})"
     text = f"{label}Retell batch {batch} on {engine}: {counts} ({rate})"
+    if run.min_pass is not None:
+        text += f"; {gate_phrase(run.min_pass, run.passed, run.total)}"
     if comparison is not None and comparison.newly_failing:
         text += f"; {len(comparison.newly_failing)} newly failing"
     return text
 
 
 def _actions(
-    run: RunView, cases: int, bad: int, *, repeats: int = 1, has_failures_detail: bool
+    run: RunView,
+    cases: int,
+    bad: int,
+    *,
+    repeats: int = 1,
+    has_failures_detail: bool,
+    compared: Engine | None = None,
 ) -> Block:
     """Rerun, and when something failed or errored, Rerun failed and Show failures.
 
-    Reruns spend Retell credits, so each asks for confirmation saying what it will run.
+    Reruns spend Retell credits, so each asks for confirmation saying what it will run. On a
+    comparison (`compared` is B) they run the comparison again; "failed" means failed on B.
     """
     value = str(run.id)
     times = f", {repeats} times" if repeats > 1 else ""
-    rerun_confirm = _confirm(
-        "Rerun this batch?" if repeats == 1 else "Rerun these batches?",
-        f"Runs {plural(cases, 'test case')} again on the same engine at Retell{times}.",
-        "Rerun",
-    )
+    if compared is None:
+        title = "Rerun this batch?" if repeats == 1 else "Rerun these batches?"
+        again = f"Runs {plural(cases, 'test case')} again on the same engine at Retell{times}."
+        where = f"again on the same engine{times}"
+    else:
+        title = "Rerun this comparison?"
+        versions = f"{run.engine.label} and {compared.label}"
+        again = f"Runs {plural(cases, 'test case')} again on both {versions}{times}."
+        where = f"again on both {versions}{times}"
+    rerun_confirm = _confirm(title, again, "Rerun")
     buttons = [_button("🔁 Rerun", ACTION_RERUN, value, confirm=rerun_confirm)]
     if bad > 0:
         which = "failed or errored case" if repeats == 1 else "failed, flaky or errored case"
+        if compared is not None:
+            which = f"case that did not pass on {compared.label}"
         failed_confirm = _confirm(
-            "Rerun the failed cases?",
-            f"Runs the {plural(bad, which)} again on the same engine{times}.",
-            "Rerun failed",
+            "Rerun the failed cases?", f"Runs the {plural(bad, which)} {where}.", "Rerun failed"
         )
         buttons.append(
             _button(
@@ -250,13 +269,20 @@ def requester_mention(run: RunView) -> Message:
 
 
 def quiet_result(run: RunView) -> Message:
-    """What a `notify=failures` schedule posts when everything passed: one quiet line."""
+    """What a `notify=failures` schedule posts when its run is green: one quiet line.
+
+    Green is everything passed, or with `min_pass=` the gate held (some may have failed).
+    """
     label = _name(run.label or "Scheduled run")
     batch = f" · batch {_code(run.batch_id)}" if run.batch_id else ""
-    line = (
-        f"✅ {label}: all {run.passed} passed on {_engine(run.engine)}"
-        f" in {format_duration(run.duration)}{batch}{_late(run)}"
-    )
+    if run.min_pass is not None and run.failed + run.errored:
+        what = (
+            f"🟢 {label}: {gate_phrase(run.min_pass, run.passed, run.total)}, "
+            f"{run.passed}/{run.total} passed"
+        )
+    else:
+        what = f"✅ {label}: all {run.passed} passed"
+    line = f"{what} on {_engine(run.engine)} in {format_duration(run.duration)}{batch}{_late(run)}"
     text = (
         f"{label}: Retell batch {_safe(run.batch_id or '', NAME_CHARS)} on "
         f"{_safe(run.engine.label, NAME_CHARS)}: "

@@ -74,6 +74,10 @@ class ScheduleEntry:
     report_days: int | None = None
     last_run: RunView | None = None
     last_fired_at: datetime | None = None
+    # A comparison schedule: its engine (A) against this one (B); a B without a version is
+    # the engine's latest at each firing.
+    candidate: Engine | None = None
+    min_pass: float | None = None
 
 
 def local_time(moment: datetime, timezone: str) -> str:
@@ -87,6 +91,9 @@ def _what(entry: ScheduleEntry) -> str:
     if entry.kind == "report":
         return f"digest report of the last {plural(entry.report_days or 7, 'day')}"
     engine = _engine(entry.engine) if entry.engine else "?"
+    if entry.candidate is not None:
+        b = _engine(entry.candidate) if entry.candidate.version is not None else "the latest"
+        engine = f"compare {engine} → {b}"
     return f"{engine} · {_safe(entry.tests, 200)}"
 
 
@@ -103,6 +110,8 @@ def _schedule_line(entry: ScheduleEntry) -> str:
     extras = [f"by {mention(entry.user_id)}"]
     if entry.kind == "run":
         extras.append(f"notify={entry.notify}")
+    if entry.min_pass is not None:
+        extras.append(f"min_pass={entry.min_pass:g}")
     if entry.mention:
         extras.append(f"mentions {entry.mention} on regressions")
     if entry.last_run is not None:

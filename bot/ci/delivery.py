@@ -51,6 +51,7 @@ class CiRun:
     rerun_of: int | None = None
     label: str | None = None
     scheduled_for: datetime | None = None
+    min_pass: float | None = None
 
     @property
     def case_count(self) -> int:

@@ -100,14 +100,7 @@ class AcceptedCommands:
             who = Requester(
                 command.team_id, command.channel_id, command.user_id, command.response_url
             )
-            yield RunRequest(
-                who,
-                parsed.engine,
-                parsed.tests,
-                request_key=command.request_key,
-                repeats=parsed.repeats,
-                recorded=True,
-            )
+            yield RunRequest.asked(who, parsed, request_key=command.request_key, recorded=True)
 
     async def close(self) -> None:
         """Let a write under way finish (at shutdown)."""

@@ -1,4 +1,4 @@
-"""Creating batches: a run's batch, a repeat group's others, and following them."""
+"""Creating batches: a run's batch, its group's others (repeats, a comparison), following them."""
 
 from __future__ import annotations
 
@@ -55,8 +55,8 @@ class Creation:
             return None
         run.batch_id = batch.batch_id
         log.info("run %s: batch %s created (%d cases)", run.id, batch.batch_id, suite.size)
-        if run.leads_repeats:
-            await self._create_repeats(run, suite, who)
+        if run.leads_group:
+            await self._create_group(run, who)
         await self.follow(run, batch, who, started_at=self._clock())
         return run
 
@@ -78,14 +78,15 @@ class Creation:
                 return blocks.command_error(unknown)
         return blocks.start_failed(suite, problem.message, maybe_created=problem.uncertain)
 
-    async def _create_repeats(self, lead: Run, suite: Suite, who: Requester) -> None:
-        """The other batches of a `repeat=N` run, created at once once the first exists.
+    async def _create_group(self, lead: Run, who: Requester) -> None:
+        """The other batches of a `repeat=N` run or a comparison, created at once once the
+        first exists (so that a refused engine or case costs one batch, not 2N).
 
         One that Retell refuses is recorded as failed with the reason and shown in the
         group's result; the others go on. They post nothing: the lead speaks for them.
         """
         taken_at = asyncio.get_running_loop().time()
-        repeats = await self._store.add_repeats(lead, lease=self._lease)
+        others = await self._store.add_group(lead, lease=self._lease)
 
         async def create(run: Run) -> None:
             assert run.claim is not None
@@ -93,7 +94,7 @@ class Creation:
                 async with self._holding(run.claim, taken_at=taken_at) as tenure:
                     try:
                         async with tenure.bounding():
-                            batch = await self._retell.create_batch(suite)
+                            batch = await self._retell.create_batch(run.suite)
                     except ClaimLapsed:
                         log.warning("run %s: claim lapsed while starting; left to recovery", run.id)
                         return
@@ -106,7 +107,7 @@ class Creation:
                         return
                     await self.follow(run, batch, who, started_at=self._clock())
 
-        await asyncio.gather(*(create(run) for run in repeats))
+        await asyncio.gather(*(create(run) for run in others))
 
     @about_run_step
     async def follow(

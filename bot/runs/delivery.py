@@ -10,16 +10,21 @@ from typing import Any, cast
 
 from bot import blocks, history
 from bot.blocks import Comparison, Message
+from bot.comparing import Gate, compare_versions
 from bot.repeats import CaseSummary, summarize
 from bot.retell import BatchJob, RetellProblem, TestRun, TestRunStatus
 from bot.runs.context import Services, about_run_step
 from bot.runs.status import QUIET_NOTIFY, StatusMessages, apply
+from bot.runview import pass_rate
 from bot.slackapi import UNREACHABLE_CHANNEL, SlackFailure
-from bot.store import CaseResult, Run, RunState
+from bot.store import CaseResult, RecordedCase, Run, RunState
 
 # Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
 # tests name it.
 log = logging.getLogger("bot.runs")
+
+# A finished group as its result shows it.
+GroupView = blocks.RepeatGroup | blocks.VersionsGroup
 
 MAX_DELIVERY_ATTEMPTS = 8
 DELIVERY_OUTAGE = timedelta(days=1)  # how long a result waits out a Slack outage
@@ -65,14 +70,17 @@ class Delivery:
         now = self._clock()
         if run.state == RunState.COMPLETE.value and run.passed == run.total == len(run.case_ids):
             names = await self._store.case_names(run.case_ids)
-            cases = [(case_id, names.get(case_id, case_id), "pass") for case_id in run.case_ids]
+            cases = [
+                RecordedCase(case_id, names.get(case_id, case_id), "pass")
+                for case_id in run.case_ids
+            ]
         else:
             try:
                 test_runs = await self._retell.test_runs(run.batch_id)
             except RetellProblem as problem:
                 log.warning("run %s: per-case results not read: %s", run.id, problem.message)
                 return
-            cases = [(r.case_id, r.name, r.status) for r in test_runs]
+            cases = [RecordedCase(r.case_id, r.name, r.status, r.explanation) for r in test_runs]
         await self._store.record_cases(run.id, cases, now=now)
         run.cases_recorded_at = now
 
@@ -87,14 +95,14 @@ class Delivery:
             await self._hand_to_lead(run, claim)
             return
         comparison: Comparison | None = None
-        view: blocks.RepeatGroup | None = None
-        if run.leads_repeats:
+        view: GroupView | None = None
+        if run.leads_group:
             group = await self._statuses.group(run)
             if not all(_settled(other) for other in group[1:]):
                 await self._await_repeats(run, claim)
                 return
-            view = blocks.RepeatGroup(group, await self._summaries(group))
-            message: Message | None = blocks.repeat_result(view)
+            view = await self._group_view(run, group)
+            message: Message | None = _group_announcement(run, view)
         else:
             previous, comparison = await self._comparison(run)
             message = _announcement(run, previous, comparison)
@@ -144,11 +152,10 @@ class Delivery:
     @about_run_step
     async def mention(self, run: Run, claim: str) -> None:
         """Post the thread replies still owed for a result a previous attempt delivered."""
-        view: blocks.RepeatGroup | None = None
+        view: GroupView | None = None
         comparison: Comparison | None = None
-        if run.leads_repeats:
-            group = await self._statuses.group(run)
-            view = blocks.RepeatGroup(group, await self._summaries(group))
+        if run.leads_group:
+            view = await self._group_view(run, await self._statuses.group(run))
         elif run.mention:
             _, comparison = await self._comparison(run)
         await self._post_replies(run, claim, _thread_replies(run, view, comparison))
@@ -249,9 +256,27 @@ class Delivery:
         retry_in = self._settings.poll_initial_seconds
         await self._store.defer_delivery(lead.id, claim, retry_in=retry_in, now=self._clock())
 
-    async def _summaries(self, group: Sequence[Run]) -> list[CaseSummary]:
+    async def _group_view(self, lead: Run, group: Sequence[Run]) -> GroupView:
+        """A finished group as its result shows it: repeats with verdicts, or a comparison."""
+        candidate = lead.candidate
+        if candidate is None:
+            return blocks.RepeatGroup(group, await self._summaries(group))
+        a_runs = [run for run in group if run.engine_version == lead.engine_version]
+        b_runs = [run for run in group if run.engine_version != lead.engine_version]
+        a, b = (
+            await self._summaries(a_runs, lead.case_ids),
+            await self._summaries(b_runs, lead.case_ids),
+        )
+        comparison = compare_versions(a, b) if a and b else None
+        return blocks.VersionsGroup(group, candidate, comparison)
+
+    async def _summaries(
+        self, group: Sequence[Run], order_of: Sequence[str] | None = None
+    ) -> list[CaseSummary]:
         """Per-case verdicts over a group's batches, from the results stored as each finished."""
-        order = {case_id: i for i, case_id in enumerate(group[0].case_ids)}
+        if not group:
+            return []
+        order = {case_id: i for i, case_id in enumerate(order_of or group[0].case_ids)}
         batches = []
         for run in group:
             if run.cases_recorded_at is None:
@@ -273,7 +298,7 @@ class ThreadReply:
 
 
 def _thread_replies(
-    run: Run, view: blocks.RepeatGroup | None, comparison: Comparison | None
+    run: Run, view: GroupView | None, comparison: Comparison | None
 ) -> list[ThreadReply]:
     """What a delivered result owes its thread: the requester's mention (not for schedules,
     which nobody is waiting on) and, for a schedule's `mention=`, a regression alert."""
@@ -281,7 +306,12 @@ def _thread_replies(
         return []  # the result went by DM: that is the notification
     replies = []
     if run.schedule_id is None:
-        mention = blocks.repeat_mention(view) if view else blocks.requester_mention(run)
+        if isinstance(view, blocks.VersionsGroup):
+            mention = blocks.compare_mention(view)
+        elif view is not None:
+            mention = blocks.repeat_mention(view)
+        else:
+            mention = blocks.requester_mention(run)
         replies.append(ThreadReply("requester", mention))
     if run.mention and comparison is not None and history.regressed(run, comparison):
         alert = blocks.regression_mention(run, run.mention, comparison)
@@ -302,9 +332,27 @@ def _settled(run: Run) -> bool:
 
 
 def _test_run(case: CaseResult) -> TestRun:
-    """A stored per-case result in the shape the aggregation reads (explanations stay at
-    Retell: Show failures reads them fresh)."""
-    return TestRun("", case.case_id, case.name, cast(TestRunStatus, case.status), None)
+    """A stored per-case result in the shape the aggregation reads."""
+    status = cast(TestRunStatus, case.status)
+    return TestRun("", case.case_id, case.name, status, case.explanation)
+
+
+def _group_announcement(run: Run, view: GroupView) -> Message | None:
+    """What a finished group posts; a quiet comparison schedule speaks only when it matters.
+
+    `notify=failures` posts the full result unless the comparison is green (no regression,
+    the gate held), then one quiet line; `notify=changes` only when a case regressed or was
+    fixed.
+    """
+    if isinstance(view, blocks.RepeatGroup):
+        return blocks.repeat_result(view)
+    full = blocks.compare_result(view)
+    if run.notify not in QUIET_NOTIFY or view.comparison is None:
+        return full
+    if run.notify == "failures":
+        return blocks.quiet_comparison(view) if view.green else full
+    changed = view.comparison.regressions + view.comparison.count("fixed")
+    return full if changed else None
 
 
 def _announcement(run: Run, previous: Run | None, comparison: Comparison | None) -> Message | None:
@@ -317,7 +365,12 @@ def _announcement(run: Run, previous: Run | None, comparison: Comparison | None)
     if run.state != RunState.COMPLETE.value or run.notify not in QUIET_NOTIFY:
         return full
     if run.notify == "failures":
-        return full if run.failed + run.errored else blocks.quiet_result(run)
+        green = (
+            Gate(run.min_pass).held(pass_rate(run.passed, run.total))
+            if run.min_pass is not None
+            else not run.failed + run.errored
+        )
+        return blocks.quiet_result(run) if green else full
     if comparison is None or history.changed(run, previous, comparison):
         return full
     return None

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
-from bot.commands import TestSelection
+from bot.commands import RunCommand, TestSelection
 from bot.store import RunSchedule
 from bot.suite import Engine
 
@@ -38,5 +39,28 @@ class RunRequest:
     scheduled_for: datetime | None = None
     # `repeat=N`: N batches of the suite, reported together as one result.
     repeats: int = 1
+    # `compare`: version B of the engine, tested on the same cases as `engine` (A) and
+    # compared with it case by case; no version means the engine's latest, resolved at start.
+    candidate: Engine | None = None
+    # `min_pass=P`: the pass rate (percent) the result must reach to be green.
+    min_pass: float | None = None
     # Kept in `acked_commands` before the ack (under `request_key`): forgotten once started.
     recorded: bool = False
+
+    @classmethod
+    def asked(cls, who: Requester, command: RunCommand, **details: Any) -> RunRequest:
+        """What a `run` or `compare` command asks for; `details` say how it came in."""
+        return cls(
+            who,
+            command.engine,
+            command.tests,
+            repeats=command.repeats,
+            candidate=command.candidate,
+            min_pass=command.min_pass,
+            **details,
+        )
+
+    @property
+    def batches(self) -> int:
+        """How many batches it starts: `repeats` on each version it tests."""
+        return self.repeats * (2 if self.candidate is not None else 1)

@@ -7,6 +7,7 @@ import logging
 from datetime import UTC, datetime
 
 from bot import blocks
+from bot.agents import EngineVersions
 from bot.commands import CommandError, needs_definitions, resolve_tests
 from bot.logs import about_run
 from bot.retell import CaseDefinition, RetellProblem
@@ -46,6 +47,7 @@ class Starting:
         self._commands = commands
         self._refusals = refusals
         self._creation = creation
+        self._versions = EngineVersions(services.retell)
         self._starting: set[asyncio.Task[object]] = set()
         self._resuming: set[asyncio.Task[Run | None]] = set()  # started by a sweep
         self._start_slots = asyncio.Semaphore(START_CONCURRENCY)
@@ -99,11 +101,16 @@ class Starting:
     async def _start(self, request: RunRequest) -> Run | None:
         who = request.requester
         refusal = await self._refusals.refusal(
-            who, hourly_limit=request.schedule is None, runs=request.repeats
+            who, hourly_limit=request.schedule is None, runs=request.batches
         )
         if refusal is not None:
             await self._tell(who, blocks.refused(refusal))
             return None
+        candidate_version: int | None = None
+        if request.candidate is not None:
+            candidate_version = await self._candidate_version(request)
+            if candidate_version is None:
+                return None
         suite = await self._resolve(request)
         if suite is None:
             return None
@@ -119,6 +126,8 @@ class Starting:
             schedule=request.schedule,
             scheduled_for=request.scheduled_for,
             repeats=request.repeats,
+            candidate_version=candidate_version,
+            min_pass=request.min_pass,
             lease=self._lease,
         )
         if run is None:
@@ -199,6 +208,35 @@ class Starting:
                 return None
         log.info("run %s: following batch %s created elsewhere", run.id, batch.batch_id)
         return run
+
+    async def _candidate_version(self, request: RunRequest) -> int | None:
+        """Version B of a comparison, once Retell has confirmed both versions exist.
+
+        Checked before anything is recorded, so that a version that does not exist, or a
+        short-form `compare` whose A is already the latest, creates nothing. None when the
+        requester was told why.
+        """
+        assert request.candidate is not None
+        a, b = request.engine, request.candidate
+        answers = await asyncio.gather(
+            self._versions.engine_version(a),
+            self._versions.engine_version(b),
+            return_exceptions=True,
+        )
+        for answer in answers:
+            if isinstance(answer, RetellProblem):
+                await self._tell(request.requester, blocks.problem(answer.message))
+                return None
+            if isinstance(answer, BaseException):
+                raise answer
+        b_version = answers[1]
+        assert isinstance(b_version, int)
+        if b_version == a.version:
+            await self._tell(
+                request.requester, blocks.same_version(a, explicit=b.version is not None)
+            )
+            return None
+        return b_version
 
     async def _resolve(self, request: RunRequest) -> Suite | None:
         tests = request.tests

@@ -41,18 +41,23 @@ class StatusMessages:
     ) -> tuple[Message, str]:
         """The status message of a run, and the key of what it shows (to skip equal edits).
 
-        A repeat group's lead shows every batch of the group; `seen` holds batches refreshed
-        in this pass, newer than what the store has for the others.
+        A group's lead (repeats, a comparison) shows every batch of it; `seen` holds batches
+        refreshed in this pass, newer than what the store has for the others.
         """
-        if not run.leads_repeats:
+        if not run.leads_group:
             return blocks.status_message(run), run.counts_key
         group = await self.group(run)
         for other in group[1:]:
             batch = (seen or {}).get(other.batch_id or "")
             if batch is not None and other.state == RunState.RUNNING.value:
                 apply(other, batch, RunState.RUNNING)
-        view = blocks.RepeatGroup(group)
         finished = sum(RunState(other.state).finished for other in group)
+        if run.candidate is not None:
+            versions = blocks.VersionsGroup(group, run.candidate)
+            sides = [blocks.RepeatGroup(versions.a_runs), blocks.RepeatGroup(versions.b_runs)]
+            counts = [str(count) for side in sides for count in side.counts]
+            return blocks.compare_status(versions), "/".join([*counts, str(finished)])
+        view = blocks.RepeatGroup(group)
         key = "/".join(map(str, (*view.counts, finished)))
         return blocks.repeat_status(view), key
 
@@ -144,7 +149,7 @@ class StatusMessages:
         self, run: Run, status_ts: str, seen: Mapping[str, BatchJob] | None = None
     ) -> None:
         """Edit the status message when what it would show changed since it was last shown."""
-        if not run.leads_repeats and run.counts_key == run.shown_counts:
+        if not run.leads_group and run.counts_key == run.shown_counts:
             return  # nothing moved: no need to read anything
         message, shown = await self.status(run, seen)
         if shown != run.shown_counts and await self._edit(run, status_ts, message):

@@ -44,7 +44,11 @@ class Triage:
     async def rerun(
         self, run_id: int, who: Requester, *, only_failed: bool, request_key: str | None = None
     ) -> Run | None:
-        """A new batch with the same engine and cases (or only those that failed or errored)."""
+        """A new batch with the same engine and cases (or only those that failed or errored).
+
+        A comparison is rerun as the same comparison: both versions, and "failed" means the
+        cases that did not pass on the candidate.
+        """
         original = await self._authorized_run(run_id, who)
         if original is None:
             return None
@@ -85,14 +89,17 @@ class Triage:
             rerun_of=original.id,
             request_key=request_key,
             repeats=original.repeats,
+            candidate=original.candidate,
+            min_pass=original.min_pass,
         )
         return await self._starting.start(request)
 
     async def _failed_cases(self, original: Run) -> list[str]:
-        """The cases that failed or errored in a run (in any batch of a repeat group), in the
-        suite's order: from the results stored when it finished, else read from Retell."""
+        """The cases that failed or errored in a run (in any batch of a repeat group, in any
+        batch on B of a comparison), in the suite's order: from the results stored when it
+        finished, else read from Retell."""
         bad: set[str] = set()
-        for run in await self._store.repeat_group(original.id):
+        for run in _judged(original, await self._store.repeat_group(original.id)):
             if run.cases_recorded_at is not None:
                 cases = [(c.case_id, c.status) for c in await self._store.case_results(run.id)]
             elif run.batch_id is not None:
@@ -129,9 +136,11 @@ class Triage:
             )
 
     async def _post_failures(self, run: Run) -> None:
-        group = [r for r in await self._store.repeat_group(run.id) if r.batch_id]
+        group = [r for r in _judged(run, await self._store.repeat_group(run.id)) if r.batch_id]
         batches = await asyncio.gather(*(self._retell.test_runs(r.batch_id or "") for r in group))
-        post = blocks.failures_post(run, summarize(batches), batches=len(batches))
+        # A comparison lists B's failures, under B's engine and batch.
+        shown = group[0] if group and run.candidate_version is not None else run
+        post = blocks.failures_post(shown, summarize(batches), batches=len(batches))
         for reply in post.replies:
             await self._slack.post(run.channel_id, reply, thread_ts=run.status_ts)
         if post.attachment is not None:
@@ -166,3 +175,11 @@ class Triage:
         except RetellProblem as problem:
             return blocks.problem(problem.message)
         return blocks.batch_status(batch, run)
+
+
+def _judged(lead: Run, group: Sequence[Run]) -> list[Run]:
+    """The batches whose failures a group's buttons act on: all of a repeat group's, and the
+    candidate's (B's) of a comparison, since B is what is being decided on."""
+    if lead.candidate_version is None:
+        return list(group)
+    return [run for run in group if run.engine_version == lead.candidate_version]

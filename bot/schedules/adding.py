@@ -9,6 +9,7 @@ from datetime import datetime, timedelta
 from apscheduler import AsyncScheduler
 
 from bot import blocks, scheduling
+from bot.agents import EngineVersions
 from bot.blocks import Message
 from bot.commands import (
     CommandError,
@@ -74,10 +75,15 @@ class ScheduleAdding:
         if isinstance(when, Message):
             return when
         tests = command.tests
+        if command.candidate is not None and (refused := await self._check_versions(command)):
+            return refused
         case_count = await self._count_cases(command)
         if isinstance(case_count, Message):
             return case_count
-        name = command.name or f"{command.engine.label} {when.words}"[:80]
+        what = command.engine.label
+        if (candidate := command.candidate) is not None:
+            what += f" vs {candidate.label if candidate.version is not None else 'latest'}"
+        name = command.name or f"{what} {when.words}"[:80]
         row = RunSchedule(
             team_id=who.team_id,
             channel_id=who.channel_id,
@@ -93,6 +99,9 @@ class ScheduleAdding:
             case_count=case_count,
             notify=command.options.get("notify", "always"),
             mention=command.options.get("mention"),
+            min_pass=command.min_pass,
+            compares=command.candidate is not None,
+            candidate_version=command.candidate.version if command.candidate else None,
             paused=False,
             created_at=self._clock(),
             request_key=request_key,
@@ -148,6 +157,20 @@ class ScheduleAdding:
             return parse_when(text, timezone or "UTC", min_interval=self._min_interval)
         except WhenError as exc:
             return blocks.command_error(CommandError(str(exc), "schedule"))
+
+    async def _check_versions(self, command: ScheduleAddCommand) -> Message | None:
+        """A comparison schedule's versions exist at Retell (B, if named): checked now, so a
+        typo is refused today. A B left to "the latest" is resolved at each firing."""
+        engines = [command.engine]
+        if command.candidate is not None and command.candidate.version is not None:
+            engines.append(command.candidate)
+        versions = EngineVersions(self._retell)
+        for engine in engines:
+            try:
+                await versions.engine_version(engine)
+            except RetellProblem as problem:
+                return blocks.problem(problem.message)
+        return None
 
     async def _count_cases(self, command: ScheduleAddCommand) -> int | Message:
         """Resolve the cases once now, so a typo is refused today, not at 3 a.m."""

@@ -86,6 +86,8 @@ class ScheduleFiring:
             request_key=request_key,
             schedule=row,
             scheduled_for=due,
+            candidate=row.candidate,
+            min_pass=row.min_pass,
         )
         log.info("schedule %s fires (due %s)", row.id, due.isoformat() if due else "now")
         run = await self._workflow.start(request)

@@ -88,6 +88,8 @@ class ScheduleListing:
             report_days=row.report_days,
             last_run=last_run,
             last_fired_at=row.last_fired_at,
+            candidate=row.candidate,
+            min_pass=row.min_pass,
         )
 
 

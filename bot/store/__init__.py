@@ -31,6 +31,7 @@ from bot.store.models import (
     UTCDateTime,
     utcnow,
 )
+from bot.store.results import RecordedCase
 
 __all__ = [
     "DATABASE_FAILURES",
@@ -41,6 +42,7 @@ __all__ = [
     "Base",
     "CaseResult",
     "HandledRequest",
+    "RecordedCase",
     "Run",
     "RunSchedule",
     "RunState",

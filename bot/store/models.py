@@ -14,6 +14,7 @@ from sqlalchemy import (
     JSON,
     Boolean,
     DateTime,
+    Float,
     ForeignKey,
     Index,
     Integer,
@@ -138,6 +139,11 @@ class Run(Base):
     # lead) owns the status message and the result; the others point at it and post nothing.
     repeats: Mapped[int] = mapped_column(Integer, default=1)
     repeat_of: Mapped[int | None] = mapped_column(Integer, default=None)
+    # `compare A B`: a group of `repeats` batches on A (this run's engine version) and as many on
+    # B, whose runs carry B as their `engine_version`. Set on the lead only.
+    candidate_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    # `min_pass=P`: the share of test runs (percent) that must pass for the result to be green.
+    min_pass: Mapped[float | None] = mapped_column(Float, default=None)
     # Set by the first **Show failures** press, so a double click lists the failures once.
     failures_shown_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
@@ -182,9 +188,26 @@ class Run(Base):
         return (self.finished_at or utcnow()) - self.started_at
 
     @property
-    def leads_repeats(self) -> bool:
-        """The first of a `repeat=N` group: it speaks for the whole group in the channel."""
-        return self.repeat_of is None and self.repeats > 1
+    def compares(self) -> bool:
+        """The lead of a comparison of two engine versions."""
+        return self.candidate_version is not None
+
+    @property
+    def batches(self) -> int:
+        """How many batches the run's group has: `repeats`, on each version when comparing."""
+        return self.repeats * (2 if self.compares else 1)
+
+    @property
+    def candidate(self) -> Engine | None:
+        """Version B of a comparison, the candidate (the lead's own engine is A)."""
+        if self.candidate_version is None:
+            return None
+        return Engine(self.engine_type, self.engine_id, self.candidate_version)  # type: ignore[arg-type]
+
+    @property
+    def leads_group(self) -> bool:
+        """The first of a `repeat=N` group or a comparison: it speaks for the whole group."""
+        return self.repeat_of is None and self.batches > 1
 
 
 class ScheduleKind(enum.StrEnum):
@@ -219,6 +242,11 @@ class RunSchedule(Base):
     report_days: Mapped[int | None] = mapped_column(Integer, default=None)
     notify: Mapped[str] = mapped_column(String(16), default="always")
     mention: Mapped[str | None] = mapped_column(String(64), default=None)
+    min_pass: Mapped[float | None] = mapped_column(Float, default=None)
+    # A comparison schedule compares `engine_version` (A) with `candidate_version`, or with the
+    # engine's latest version at each firing when that is None.
+    compares: Mapped[bool] = mapped_column(Boolean, default=False)
+    candidate_version: Mapped[int | None] = mapped_column(Integer, default=None)
     paused: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     last_fired_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
@@ -238,6 +266,13 @@ class RunSchedule(Base):
             return None
         return Engine(self.engine_type, self.engine_id, self.engine_version)  # type: ignore[arg-type]
 
+    @property
+    def candidate(self) -> Engine | None:
+        """Version B of a comparison schedule (no version: the latest at each firing)."""
+        if not self.compares or self.engine_type is None or self.engine_id is None:
+            return None
+        return Engine(self.engine_type, self.engine_id, self.candidate_version)  # type: ignore[arg-type]
+
 
 class CaseResult(Base):
     """How one test case ended in one completed run (from Retell's list-test-runs)."""
@@ -248,6 +283,8 @@ class CaseResult(Base):
     case_id: Mapped[str] = mapped_column(String(128), primary_key=True)
     name: Mapped[str] = mapped_column(String(300))
     status: Mapped[str] = mapped_column(String(16))
+    # Retell's `result_explanation` of a failed or errored case (see 0008).
+    explanation: Mapped[str | None] = mapped_column(Text, default=None)
 
 
 class HandledRequest(Base):

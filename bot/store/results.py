@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 
 from sqlalchemy import (
@@ -14,6 +15,19 @@ from sqlalchemy import (
 from bot.store.base import Tables
 from bot.store.models import CaseResult, Run, RunSchedule, RunState, utcnow
 
+# Enough of Retell's reason for a result and a thread reply; a pathological one stays bounded.
+EXPLANATION_KEPT_CHARS = 2000
+
+
+@dataclass(frozen=True, slots=True)
+class RecordedCase:
+    """How one case ended in a finished run, as it is kept for comparisons and digests."""
+
+    case_id: str
+    name: str
+    status: str
+    explanation: str | None = None
+
 
 class CaseRecords(Tables):
     """Per-case results and the history the digests and comparisons read."""
@@ -21,17 +35,27 @@ class CaseRecords(Tables):
     # -- per-case results, comparison and digests ------------------------------------------
 
     async def record_cases(
-        self, run_id: int, cases: Sequence[tuple[str, str, str]], *, now: datetime
+        self, run_id: int, cases: Sequence[RecordedCase], *, now: datetime
     ) -> None:
-        """Store `(case_id, name, status)` of a finished run once; later calls change nothing."""
+        """Store how each case of a finished run ended, once; later calls change nothing."""
         async with self._sessions.begin() as session:
             run = await session.get(Run, run_id, with_for_update=True)
             if run is None or run.cases_recorded_at is not None:
                 return
-            unique = {case_id: (name, status) for case_id, name, status in cases}
+            unique = {case.case_id: case for case in cases}
             session.add_all(
-                CaseResult(run_id=run_id, case_id=case_id, name=name[:300], status=status[:16])
-                for case_id, (name, status) in unique.items()
+                CaseResult(
+                    run_id=run_id,
+                    case_id=case.case_id,
+                    name=case.name[:300],
+                    status=case.status[:16],
+                    explanation=(
+                        case.explanation[:EXPLANATION_KEPT_CHARS]
+                        if case.explanation and case.status in ("fail", "error")
+                        else None
+                    ),
+                )
+                for case in unique.values()
             )
             run.cases_recorded_at = now
 

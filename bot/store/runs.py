@@ -42,6 +42,7 @@ _REPEAT_COPIES = (
     "notify",
     "mention",
     "repeats",
+    "min_pass",
 )
 
 
@@ -64,12 +65,15 @@ class RunRecords(Tables):
         schedule: RunSchedule | None = None,
         scheduled_for: datetime | None = None,
         repeats: int = 1,
+        candidate_version: int | None = None,
+        min_pass: float | None = None,
         lease: timedelta | None = None,
     ) -> Run | None:
         """A new run; None when `request_key` already started one (a retried Slack request).
 
         A run fired by `schedule` copies its name and noise control (see `Run.label`). With
-        `repeats` > 1 it leads a repeat group; `add_repeats` adds the rest once it has a batch.
+        `repeats` > 1 or a `candidate_version` to compare with, it leads a group of batches;
+        `add_group` adds the rest once it has a batch.
         With `lease`, the run is claimed by its starter from the first instant (`Run.claim`),
         so that a starter that dies while creating the batch is noticed once the lease runs
         out, not minutes later.
@@ -96,6 +100,8 @@ class RunRecords(Tables):
             mention=schedule.mention if schedule else None,
             scheduled_for=scheduled_for,
             repeats=repeats,
+            candidate_version=candidate_version,
+            min_pass=min_pass,
             **claim_columns(now, lease),
         )
         try:
@@ -107,20 +113,30 @@ class RunRecords(Tables):
             return None
         return run
 
-    async def add_repeats(self, lead: Run, *, lease: timedelta | None = None) -> list[Run]:
-        """The other runs of the lead's repeat group: same suite, requester and channel.
+    async def add_group(self, lead: Run, *, lease: timedelta | None = None) -> list[Run]:
+        """The other runs of the lead's group: same cases, requester and channel.
 
+        A repeat group repeats the lead's engine; a comparison adds `repeats - 1` more on A
+        and `repeats` on B, whose runs carry B as their engine version (and B's suite key).
         With `lease`, each is claimed (a claim of its own) by the caller creating its batch.
         """
         now = utcnow()
+        copied = {name: getattr(lead, name) for name in _REPEAT_COPIES}
+        engines = [lead.engine] * (lead.repeats - 1)
+        if lead.candidate is not None:
+            engines += [lead.candidate] * lead.repeats
         runs = [
             Run(
-                **{name: getattr(lead, name) for name in _REPEAT_COPIES},
+                **copied
+                | {
+                    "engine_version": engine.version,
+                    "suite_key": Suite(engine, tuple(lead.case_ids)).key,
+                },
                 repeat_of=lead.id,
                 created_at=now,
                 **claim_columns(now, lease),
             )
-            for _ in range(lead.repeats - 1)
+            for engine in engines
         ]
         async with self._sessions.begin() as session:
             session.add_all(runs)

@@ -1,0 +1,186 @@
+"""`compare A B` and `min_pass=` over HTTP (SPEC §9): two versions of an engine run on the same
+cases, compared case by case in one message, gates held and failed, and the buttons on it.
+
+The Retell stand-in keeps outcomes per engine version, so version 4 can regress a case that
+version 3 passes, and fix another.
+"""
+
+from __future__ import annotations
+
+from bot.testing.retell import FakeRetell
+from bot.testing.slack import FakeSlack, Message, SlackUser
+
+from ..helpers import (
+    CHANNEL,
+    ENGINE,
+    USER,
+    RunningBot,
+    button_value,
+    results,
+    top_level,
+    visible_text,
+)
+
+
+def creates(retell: FakeRetell) -> list[tuple[int | None, list[str]]]:
+    """(engine version, test case ids) of every batch Retell was asked to create, in order."""
+    return [
+        (
+            r.body["response_engine"].get("version"),
+            list(r.body["test_case_definition_ids"]),
+        )
+        for r in retell.requests
+        if r.path == "/create-batch-test" and r.status == 201
+    ]
+
+
+def shown(message: Message) -> str:
+    return visible_text({"text": message.text, "blocks": message.blocks})
+
+
+async def compare_to_result(
+    bot: RunningBot, slack: FakeSlack, user: SlackUser, text: str
+) -> tuple[str, Message]:
+    reply = await user.command(bot.events_url, text)
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+    [result] = results(slack)
+    return reply.text, result
+
+
+def versions(retell: FakeRetell, latest: int = 4) -> None:
+    """ENGINE with versions 0..latest; on 4, `tc_2` regresses and `tc_fail_1` is fixed."""
+    retell.add_engine("retell-llm", ENGINE, versions=latest + 1)
+    retell.set_outcome("tc_2", "pass", version=3)
+    retell.set_outcome("tc_2", "fail", "Quoted the old refund policy.", version=4)
+    retell.set_outcome("tc_fail_1", "fail", "Hung up on the caller.", version=3)
+    retell.set_outcome("tc_fail_1", "pass", version=4)
+
+
+async def test_a_comparison_lists_the_regression_first_with_the_candidates_reason(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    versions(retell)
+    ack, result = await compare_to_result(
+        bot, slack, user, f"compare {ENGINE}@3 {ENGINE}@4 tc_1 tc_2 tc_fail_1"
+    )
+    assert f"Comparing `{ENGINE}@3` with `{ENGINE}@4`" in ack
+    assert sorted(creates(retell)) == [
+        (3, ["tc_1", "tc_2", "tc_fail_1"]),
+        (4, ["tc_1", "tc_2", "tc_fail_1"]),
+    ], "one batch per version, the same cases"
+    assert len(top_level(slack)) == 1, "one message follows both batches"
+    assert any("Comparing" in shown(update) for update in result.updates)
+
+    for phrase in ("1 regressed", "1 fixed", "2 passed", "1 failed", "0 errored", "3 total"):
+        assert phrase in result.text
+    for batch_id in retell.batches:
+        assert batch_id in result.text, "the fallback names both batches"
+    text = shown(result)
+    assert f"*❌ v4: 1 regression, 1 fixed* · Retell versions compared: `{ENGINE}@3`" in text
+    assert "🔴 *Regressed (1)*" in text
+    assert "• *Case 2* `tc_2`: Quoted the old refund policy." in text
+    assert "🟢 Fixed (1): Refund request" in text
+    assert "⚪ Unchanged: 1 case passed on both" in text
+    assert text.index("Regressed") < text.index("Fixed") < text.index("Unchanged")
+    assert f"`{ENGINE}@3` *66.7%* of 3 cases passed · `{ENGINE}@4` *66.7%* of 3" in text
+
+    await slack.wait_for(lambda: len(slack.thread(CHANNEL, result.ts)) == 1)
+    [mention] = slack.thread(CHANNEL, result.ts)
+    assert f"<@{USER}> your comparison of `{ENGINE}@3` with `{ENGINE}@4` finished" in mention.text
+
+    # Show failures lists the candidate's failures; Rerun failed runs them on both versions.
+    value = button_value(result, "show_failures")
+    assert value is not None
+    await user.press(bot.events_url, action_id="show_failures", value=value, message_ts=result.ts)
+    await slack.wait_for(lambda: len(slack.thread(CHANNEL, result.ts)) == 2)
+    failures = slack.thread(CHANNEL, result.ts)[1]
+    assert "Quoted the old refund policy." in shown(failures)
+    assert "Hung up on the caller." not in shown(failures), "A's failure is not B's"
+
+    value = button_value(result, "rerun_failed")
+    assert value is not None
+    await user.press(bot.events_url, action_id="rerun_failed", value=value, message_ts=result.ts)
+    await retell.wait_for(lambda: len(creates(retell)) == 4)
+    assert sorted(creates(retell)[2:]) == [(3, ["tc_2"]), (4, ["tc_2"])]
+
+
+async def test_the_short_form_compares_with_the_latest_version_and_a_gate_holds(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    versions(retell)
+    retell.set_outcome("tc_2", "pass", version=4)  # no regression on the latest
+    _, result = await compare_to_result(
+        bot, slack, user, f"compare {ENGINE}@3 tc_1 tc_2 tc_fail_1 min_pass=60"
+    )
+    assert sorted(version for version, _ in creates(retell)) == [3, 4], "latest resolved to 4"
+    text = shown(result)
+    assert "✅ v4: no regressions, 1 fixed" in text
+    assert "🟢 Gate 60%: *held* (100.0% of 3 test runs passed)" in text
+    assert "gate 60%: held (100.0%)" in result.text
+
+
+async def test_a_gate_fails_on_the_candidates_rate_even_without_a_regression(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.add_engine("retell-llm", ENGINE, versions=5)
+    retell.set_outcome("tc_fail_1", "fail", "Still hangs up.")
+    _, result = await compare_to_result(
+        bot, slack, user, f"compare {ENGINE}@3 {ENGINE}@4 tc_1 tc_fail_1 min_pass=95"
+    )
+    text = shown(result)
+    assert "❌ v4: no regressions; gate 95% failed" in text
+    assert "❌ Still failing (1): Refund request" in text
+    assert "🔴 Gate 95%: *failed* (50.0% of 2 test runs passed)" in text
+
+
+async def test_a_comparison_with_repeats_names_the_flaky_case(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.add_engine("retell-llm", ENGINE, versions=5)
+    retell.script_outcomes(
+        "tc_2", [("pass", None), ("fail", "Hung up early."), ("pass", None)], version=4
+    )
+    _, result = await compare_to_result(
+        bot, slack, user, f"compare {ENGINE}@3 {ENGINE}@4 tc_1 tc_2 repeat=3"
+    )
+    assert len(creates(retell)) == 6, "three batches on each version"
+    text = shown(result)
+    assert "✅ v4: no regressions" in text
+    assert "🔀 Flaky (1): Case 2 (3/3 → 2/3)" in text
+    assert "2 on each version, 3 runs each" in text
+    assert f"`{ENGINE}@3` *100.0%* of 6 test runs passed · `{ENGINE}@4` *83.3%* of 6" in text
+
+
+async def test_bad_comparisons_create_nothing(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.add_engine("retell-llm", ENGINE, versions=4)  # 0..3: 3 is the latest
+    for text, said in (
+        (f"compare {ENGINE}@3 {ENGINE}@9 tc_1", f"Retell has no version 9 of {ENGINE} (404)"),
+        (f"compare {ENGINE}@7 {ENGINE}@2 tc_1", f"Retell has no version 7 of {ENGINE} (404)"),
+        (f"compare {ENGINE}@3 tc_1", "is already the latest version"),
+    ):
+        reply = await user.command(bot.events_url, text)
+        await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
+        [answer] = slack.responses_to(reply.response_url)
+        assert said in visible_text(answer)
+
+    reply = await user.command(bot.events_url, f"compare {ENGINE}@3 {ENGINE}@3 tc_1")
+    assert "compares a version with itself" in reply.text
+    reply = await user.command(bot.events_url, f"compare {ENGINE}@3 llm_other@4 tc_1")
+    assert "different engines" in reply.text
+    reply = await user.command(bot.events_url, f"{ENGINE} tc_1 min_pass=120")
+    assert "at most 100" in reply.text
+    assert creates(retell) == [] and top_level(slack) == [], "nothing created"
+    assert await bot.app.store.recent_runs() == []
+
+
+async def test_a_run_with_a_gate_says_whether_it_held(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.set_outcome("tc_fail_1", "fail", "Promised a refund.")
+    await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2 tc_3 tc_fail_1 min_pass=75%")
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+    [result] = results(slack)
+    assert "🟢 Gate 75%: *held* (75.0% of 4 test runs passed)" in shown(result)
+    assert "gate 75%: held (75.0%)" in result.text
