@@ -160,9 +160,9 @@ async def test_bad_comparisons_create_nothing(
         (f"compare {ENGINE}@7 {ENGINE}@2 tc_1", f"Retell has no version 7 of {ENGINE} (404)"),
         (f"compare {ENGINE}@3 tc_1", "is already the latest version"),
     ):
-        reply = await user.command(bot.events_url, text)
-        await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
-        [answer] = slack.responses_to(reply.response_url)
+        url = (await user.command(bot.events_url, text)).response_url
+        await slack.wait_for(lambda url=url: bool(slack.responses_to(url)))  # type: ignore[misc]
+        [answer] = slack.responses_to(url)
         assert said in visible_text(answer)
 
     reply = await user.command(bot.events_url, f"compare {ENGINE}@3 {ENGINE}@3 tc_1")
