@@ -161,6 +161,14 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
         if not await nobody_pressed(who):
             await workflow.show_failures(run_id, who)
 
+    @app.action(re.compile(f"^{blocks.ACTION_PUBLISH}:[0-9]+$"))
+    async def on_publish(ack: AsyncAck, body: dict[str, Any]) -> None:
+        await ack()
+        _, who = _button(body)
+        value = (_first_action(body) or {}).get("value")
+        if not await nobody_pressed(who):
+            await workflow.publish(value if isinstance(value, str) else "", who)
+
     @app.action(re.compile(f"^({'|'.join(SCHEDULE_ACTIONS)})$"))
     async def on_schedule_button(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()

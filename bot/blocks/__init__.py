@@ -7,8 +7,8 @@ Lists that could grow with a suite (up to 1000 cases) are summarised or split, n
 mid-word and never left for Slack to reject.
 
 Rooms by surface: `kit` (blocks, limits, text rules), `runs` (status and result),
-`replies` (private answers), `failures`, `repeats`, `comparisons`, `schedules`, `home`,
-`digest`.
+`replies` (private answers), `failures`, `repeats`, `comparisons`, `publishing`,
+`schedules`, `home`, `digest`.
 """
 
 from bot.blocks.comparisons import (
@@ -72,6 +72,16 @@ from bot.blocks.kit import (
     slack_date,
     trim_explanation,
 )
+from bot.blocks.publishing import (
+    ACTION_PUBLISH,
+    Publishable,
+    PublishPress,
+    publish_actions,
+    publish_refused,
+    published,
+    read_press,
+    with_publish,
+)
 from bot.blocks.repeats import (
     RepeatGroup,
     repeat_mention,
@@ -119,6 +129,7 @@ from bot.runview import Comparison, RunView, pass_rate
 from bot.text import ELLIPSIS, escape
 
 __all__ = [
+    "ACTION_PUBLISH",
     "ACTION_RERUN",
     "ACTION_RERUN_FAILED",
     "ACTION_SCHEDULE_PAUSE",
@@ -156,6 +167,8 @@ __all__ = [
     "Comparison",
     "FailuresPost",
     "Message",
+    "PublishPress",
+    "Publishable",
     "RepeatGroup",
     "RunView",
     "ScheduleEntry",
@@ -191,8 +204,12 @@ __all__ = [
     "plural",
     "problem",
     "progress_bar",
+    "publish_actions",
+    "publish_refused",
+    "published",
     "quiet_comparison",
     "quiet_result",
+    "read_press",
     "refused",
     "regression_mention",
     "repeat_mention",
@@ -210,4 +227,5 @@ __all__ = [
     "start_failed",
     "status_message",
     "trim_explanation",
+    "with_publish",
 ]

@@ -13,6 +13,7 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 
+from bot.agents import AgentDirectory
 from bot.blocks import Message
 from bot.logs import about_run
 from bot.metrics import Metrics
@@ -43,6 +44,8 @@ class Services:
     store: Store
     retell: RetellGateway
     slack: SlackGateway
+    # Which agents' drafts answer with which engine version (kept briefly, shared by all).
+    agents: AgentDirectory
     metrics: Metrics
     clock: Callable[[], datetime]
     lease: timedelta

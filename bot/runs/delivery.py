@@ -14,6 +14,7 @@ from bot.comparing import Gate, compare_versions
 from bot.repeats import CaseSummary, summarize
 from bot.retell import BatchJob, RetellProblem, TestRun, TestRunStatus
 from bot.runs.context import Services, about_run_step
+from bot.runs.publishing import Publishing, tested_engine
 from bot.runs.status import QUIET_NOTIFY, StatusMessages, apply
 from bot.runview import pass_rate
 from bot.slackapi import UNREACHABLE_CHANNEL, SlackFailure
@@ -33,7 +34,9 @@ DELIVERY_OUTAGE = timedelta(days=1)  # how long a result waits out a Slack outag
 class Delivery:
     """Finish a run and deliver its result: the status message edited, thread replies, DMs."""
 
-    def __init__(self, services: Services, statuses: StatusMessages) -> None:
+    def __init__(
+        self, services: Services, statuses: StatusMessages, publishing: Publishing
+    ) -> None:
         self._settings = services.settings
         self._store = services.store
         self._retell = services.retell
@@ -42,6 +45,7 @@ class Delivery:
         self._clock = services.clock
         self._slack_calls = services.slack_calls
         self._statuses = statuses
+        self._publishing = publishing
 
     async def finish(
         self, run: Run, claim: str, state: RunState, batch: BatchJob | None, now: datetime
@@ -110,6 +114,13 @@ class Delivery:
             await self._store.mark_reported(run.id, claim, now=self._clock())
             log.info("run %s: nothing changed; notify=changes stays quiet", run.id)
             return
+        if _green(run, view):
+            engine = tested_engine(run)
+            drafts = await self._publishing.offers(engine)
+            if drafts and engine is not None:
+                message = blocks.with_publish(
+                    message, blocks.publish_actions(run.id, engine, drafts)
+                )
         now = self._clock()
         if (
             run.status_ts is None
@@ -335,6 +346,26 @@ def _test_run(case: CaseResult) -> TestRun:
     """A stored per-case result in the shape the aggregation reads."""
     status = cast(TestRunStatus, case.status)
     return TestRun("", case.case_id, case.name, status, case.explanation)
+
+
+def _green(run: Run, view: GroupView | None) -> bool:
+    """Whether a finished result vouches for its engine version: everything passed, or the
+    gate held; for a comparison, no regression and the gate held (SPEC §9)."""
+    if run.state != RunState.COMPLETE.value:
+        return False
+    if isinstance(view, blocks.VersionsGroup):
+        return view.green
+    if isinstance(view, blocks.RepeatGroup):
+        passed, _, _, total = view.counts
+        if not view.finished or any(r.state != RunState.COMPLETE.value for r in view.runs):
+            return False
+    else:
+        passed, total = run.passed, run.total
+    if total == 0:
+        return False
+    if run.min_pass is not None:
+        return Gate(run.min_pass).held(pass_rate(passed, total))
+    return passed == total
 
 
 def _group_announcement(run: Run, view: GroupView) -> Message | None:

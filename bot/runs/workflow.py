@@ -17,6 +17,7 @@ from collections.abc import Callable
 from datetime import datetime, timedelta
 
 from bot.admission import Admission
+from bot.agents import AgentDirectory
 from bot.blocks import Message
 from bot.followup import BatchRefresher
 from bot.metrics import Metrics
@@ -26,6 +27,7 @@ from bot.runs.accepted import AcceptedCommands
 from bot.runs.context import Services
 from bot.runs.creating import Creation
 from bot.runs.delivery import Delivery
+from bot.runs.publishing import Publishing
 from bot.runs.recovery import Recovery
 from bot.runs.refusals import Refusals
 from bot.runs.replies import database_down
@@ -64,6 +66,7 @@ class RunWorkflow:
             store=store,
             retell=retell,
             slack=slack,
+            agents=AgentDirectory(retell),
             metrics=metrics or Metrics(),
             clock=clock,
             lease=timedelta(seconds=settings.follow_up_lease_seconds),
@@ -75,7 +78,8 @@ class RunWorkflow:
         self._commands = AcceptedCommands(services)
         self._refusals = Refusals(services)
         self._starting = Starting(services, self._commands, self._refusals, creation)
-        delivery = Delivery(services, statuses)
+        self._publishing = Publishing(services)
+        delivery = Delivery(services, statuses, self._publishing)
         recovery = Recovery(services, creation)
         self._sweep = Sweep(
             services, BatchRefresher(retell), self._starting, recovery, delivery, statuses
@@ -124,6 +128,10 @@ class RunWorkflow:
     async def show_failures(self, run_id: int, who: Requester) -> None:
         """Thread replies listing each failed, flaky and errored case with Retell's why."""
         await self._triage.show_failures(run_id, who)
+
+    async def publish(self, value: str, who: Requester) -> None:
+        """A **Publish** press: the agent's tested version published once, said in the thread."""
+        await self._publishing.publish(value, who)
 
     async def status(self, who: Requester, batch_id: str | None) -> Message:
         """The `status` command: the runs in flight here, or one batch's status."""

@@ -6,7 +6,7 @@ replica and its restarted self, can never both win. Schema changes go through Al
 (`bot/migrations`); `Store.upgrade()` applies them.
 
 Rooms: `models` (tables), `engine` (connecting, migrating), `facade` (`Store`), and the queries by
-table: `runs`, `claims`, `results`, `schedules`, `commands`.
+table: `runs`, `claims`, `results`, `schedules`, `commands`, `publishes`.
 """
 
 from bot.store.engine import (
@@ -21,6 +21,7 @@ from bot.store.engine import (
 from bot.store.facade import Store
 from bot.store.models import (
     AckedCommand,
+    AgentPublish,
     Base,
     CaseResult,
     HandledRequest,
@@ -39,6 +40,7 @@ __all__ = [
     "SCHEMA_REVISION",
     "VERSION_TABLE",
     "AckedCommand",
+    "AgentPublish",
     "Base",
     "CaseResult",
     "HandledRequest",

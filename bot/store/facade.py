@@ -15,16 +15,26 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from bot.store.claims import Claims
 from bot.store.commands import CommandRecords
 from bot.store.engine import MIGRATION_LOCK, SCHEMA_REVISION, VERSION_TABLE, run_migrations
+from bot.store.publishes import PublishRecords
 from bot.store.results import CaseRecords
 from bot.store.runs import RunRecords, RunTransitions
 from bot.store.schedules import ScheduleRecords
 
 
-class Store(RunRecords, RunTransitions, Claims, CaseRecords, ScheduleRecords, CommandRecords):
+class Store(
+    RunRecords,
+    RunTransitions,
+    Claims,
+    CaseRecords,
+    ScheduleRecords,
+    CommandRecords,
+    PublishRecords,
+):
     """Queries over the bot's tables. One instance per process, built by the application.
 
     The queries live with their tables (`bot.store.runs`, `claims`, `results`, `schedules`,
-    `commands`); this class holds the engine and what concerns the database as a whole.
+    `commands`, `publishes`); this class holds the engine and what concerns the database as a
+    whole.
     """
 
     def __init__(self, engine: AsyncEngine, *, ack_engine: AsyncEngine | None = None) -> None:

@@ -287,6 +287,19 @@ class CaseResult(Base):
     explanation: Mapped[str | None] = mapped_column(Text, default=None)
 
 
+class AgentPublish(Base):
+    """A **Publish** press on a result: one per result and agent, so it publishes once."""
+
+    __tablename__ = "agent_publishes"
+
+    run_id: Mapped[int] = mapped_column(ForeignKey("runs.id"), primary_key=True)
+    agent_id: Mapped[str] = mapped_column(String(128), primary_key=True)
+    agent_version: Mapped[int] = mapped_column(Integer)
+    user_id: Mapped[str] = mapped_column(String(32))
+    pressed_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
 class HandledRequest(Base):
     """A Slack request (by trigger_id) whose one-off effect, such as a digest, has happened."""
 

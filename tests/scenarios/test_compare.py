@@ -7,13 +7,17 @@ version 3 passes, and fix another.
 
 from __future__ import annotations
 
-from bot.testing.retell import FakeRetell
+import asyncio
+import json
+
+from bot.testing.retell import FakeAgentVersion, FakeRetell
 from bot.testing.slack import FakeSlack, Message, SlackUser
 
 from ..helpers import (
     CHANNEL,
     ENGINE,
     USER,
+    BotFactory,
     RunningBot,
     button_value,
     results,
@@ -184,3 +188,126 @@ async def test_a_run_with_a_gate_says_whether_it_held(
     [result] = results(slack)
     assert "🟢 Gate 75%: *held* (75.0% of 4 test runs passed)" in shown(result)
     assert "gate 75%: held (75.0%)" in result.text
+
+
+# -- Publish -------------------------------------------------------------------------------------
+
+
+def agents(retell: FakeRetell) -> None:
+    """Two agents whose draft answers with ENGINE@4, one whose draft is @3, one published @4."""
+    retell.add_engine("retell-llm", ENGINE, versions=5)
+    old = FakeAgentVersion("retell-llm", ENGINE, 3, published=True)
+    draft = FakeAgentVersion("retell-llm", ENGINE, 4)
+    retell.add_agent("agent_support", "Support line", [old, draft])
+    retell.add_agent("agent_sales", "Sales line", [old, draft])
+    retell.add_agent("agent_old", "Old line", [FakeAgentVersion("retell-llm", ENGINE, 3)])
+    retell.add_agent("agent_live", "Live line", [FakeAgentVersion("retell-llm", ENGINE, 4, True)])
+
+
+def publish_buttons(message: Message) -> dict[str, str]:
+    """Button text → value of every Publish button on a message."""
+    return {
+        element["text"]["text"]: element["value"]
+        for block in message.blocks
+        for element in block.get("elements", [])
+        if isinstance(element, dict) and str(element.get("action_id", "")).startswith("publish")
+    }
+
+
+async def green_comparison(bot: RunningBot, slack: FakeSlack, user: SlackUser) -> Message:
+    _, result = await compare_to_result(bot, slack, user, f"compare {ENGINE}@3 {ENGINE}@4 tc_1")
+    return result
+
+
+async def test_an_admin_publishes_the_tested_draft_once_and_the_thread_says_who(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    agents(retell)
+    async with start_bot(admin_user_ids=USER) as bot:
+        result = await green_comparison(bot, slack, user)
+        buttons = publish_buttons(result)
+        assert sorted(buttons) == ["🚀 Publish Sales line", "🚀 Publish Support line"]
+        value = buttons["🚀 Publish Support line"]
+        assert json.loads(value)["version"] == 1, "the agent's draft version, not the engine's"
+
+        presses = [
+            user.press(
+                bot.events_url, action_id="publish_agent:0", value=value, message_ts=result.ts
+            )
+            for _ in range(2)
+        ]
+        replies = await asyncio.gather(*presses)
+        await slack.wait_for(
+            lambda: any("published" in m.text for m in slack.thread(CHANNEL, result.ts))
+        )
+        await slack.wait_for(lambda: any(slack.responses_to(r.response_url) for r in replies))
+        assert retell.publishes == [("agent_support", 1)], "a double press publishes once"
+        [said] = [m for m in slack.thread(CHANNEL, result.ts) if "published" in m.text]
+        assert f"<@{USER}> published *Support line* version 1" in said.text
+        assert f"`{ENGINE}@4`" in said.text
+        told = [visible_text(b) for r in replies for b in slack.responses_to(r.response_url)]
+        assert any("that agent from this result already" in text for text in told), (
+            "the other is told"
+        )
+
+
+async def test_publish_is_for_admins_and_never_offered_on_a_regression(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    agents(retell)
+    async with start_bot(admin_user_ids="UADMIN") as bot:
+        result = await green_comparison(bot, slack, user)
+        value = publish_buttons(result)["🚀 Publish Support line"]
+        reply = await user.press(
+            bot.events_url, action_id="publish_agent:0", value=value, message_ts=result.ts
+        )
+        await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
+        [refusal] = slack.responses_to(reply.response_url)
+        assert "Only the bot's admins can publish agents" in visible_text(refusal)
+        assert "<@UADMIN>" in visible_text(refusal)
+        assert retell.publishes == []
+
+        retell.set_outcome("tc_1", "fail", "Regressed.", version=4)
+        await user.command(bot.events_url, f"compare {ENGINE}@3 {ENGINE}@4 tc_1")
+        await slack.wait_for(lambda: len(results(slack)) == 2)
+        assert publish_buttons(results(slack)[1]) == {}, "a regression offers no publish"
+
+
+async def test_retells_refusal_to_publish_is_said_in_the_thread_and_can_be_pressed_again(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    agents(retell)
+    async with start_bot(admin_user_ids=USER) as bot:
+        result = await green_comparison(bot, slack, user)
+        value = publish_buttons(result)["🚀 Publish Support line"]
+        retell.fail_next("/publish-agent-version", 422)
+        await user.press(
+            bot.events_url, action_id="publish_agent:0", value=value, message_ts=result.ts
+        )
+        await slack.wait_for(
+            lambda: any("Retell refused" in m.text for m in slack.thread(CHANNEL, result.ts))
+        )
+        assert retell.publishes == []
+        await user.press(
+            bot.events_url, action_id="publish_agent:0", value=value, message_ts=result.ts
+        )
+        await retell.wait_for(lambda: retell.publishes == [("agent_support", 1)])
+
+
+async def test_a_forged_publish_value_publishes_nothing(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    agents(retell)
+    async with start_bot(admin_user_ids=USER) as bot:
+        result = await green_comparison(bot, slack, user)
+        forged = json.dumps({"run": 1, "agent": "agent_old", "version": 0})
+        reply = await user.press(
+            bot.events_url, action_id="publish_agent:0", value=forged, message_ts=result.ts
+        )
+        await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
+        assert "no longer a draft" in visible_text(slack.responses_to(reply.response_url)[0])
+        reply = await user.press(
+            bot.events_url, action_id="publish_agent:0", value="nonsense", message_ts=result.ts
+        )
+        await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
+        assert retell.publishes == []

@@ -12,12 +12,14 @@ from datetime import UTC, datetime, timedelta
 from types import SimpleNamespace
 from typing import Any, cast
 
+from bot.agents import AgentDirectory
 from bot.blocks import Message
 from bot.metrics import Metrics
 from bot.retell import RetellGateway
 from bot.runs import MAX_DELIVERY_ATTEMPTS
 from bot.runs.context import Services
 from bot.runs.delivery import Delivery
+from bot.runs.publishing import Publishing
 from bot.runs.status import StatusMessages
 from bot.settings import load_settings
 from bot.slackapi import OUTAGE_CODES, SlackFailure, SlackGateway
@@ -166,12 +168,13 @@ def delivery(store: StoreStandIn, slack: SlackStandIn) -> Delivery:
         store=cast(Store, store),
         retell=cast(RetellGateway, object()),  # a recorded, all-passed run reads nothing there
         slack=cast(SlackGateway, slack),
+        agents=AgentDirectory(cast(RetellGateway, object())),
         metrics=Metrics(),
         clock=lambda: NOW,
         lease=timedelta(seconds=1),
         slack_calls=asyncio.Semaphore(8),
     )
-    return Delivery(services, StatusMessages(services))
+    return Delivery(services, StatusMessages(services), Publishing(services))
 
 
 async def test_the_status_message_becomes_the_result_and_the_requester_is_mentioned_once() -> None:

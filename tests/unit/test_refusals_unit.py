@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from bot import blocks
+from bot.agents import AgentDirectory
 from bot.metrics import Metrics
 from bot.refusal import Refusal
 from bot.retell import RetellGateway
@@ -50,6 +51,7 @@ def refusals(started: int = 0, **settings: Any) -> tuple[Refusals, RunCounts]:
         store=cast(Store, store),
         retell=cast(RetellGateway, object()),
         slack=cast(SlackGateway, object()),
+        agents=AgentDirectory(cast(RetellGateway, object())),
         metrics=Metrics(),
         clock=lambda: NOW,
         lease=timedelta(seconds=1),
