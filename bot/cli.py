@@ -103,18 +103,26 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _ci(args: argparse.Namespace) -> int:
-    """`run` and `watch`: the orchestration is in `bot.ci`, this only hands the arguments over."""
+    """`run`, `compare` and `watch`: the orchestration is in `bot.ci`; this hands arguments over."""
     from bot.ci import Request, main
 
-    words = (args.engine, *args.tests) if args.command == "run" else (args.batch_id,)
+    words: tuple[str, ...]
+    if args.command == "run":
+        words = (args.engine, *args.tests)
+    elif args.command == "compare":
+        words = tuple(args.words)
+    else:
+        words = (args.batch_id,)
     request = Request(
         command=args.command,
-        words=tuple(words),
+        words=words,
         repeat=getattr(args, "repeat", 1),
         poll_seconds=args.poll_seconds,
         timeout_minutes=args.timeout_minutes,
         junit=args.junit,
         post_to=args.post_to,
+        min_pass=getattr(args, "min_pass_rate", None),
+        publish_on_pass=getattr(args, "publish_on_pass", False),
     )
     return main(request)
 
@@ -122,6 +130,25 @@ def _ci(args: argparse.Namespace) -> int:
 _CI_ENVIRONMENT = """\
 environment: RETELL_API_KEY (required), RETELL_BASE_URL, POLL_INITIAL_SECONDS,
 BATCH_TIMEOUT_MINUTES; for --post-to also SLACK_BOT_TOKEN and SLACK_API_URL."""
+
+
+def _gate_options(command: argparse.ArgumentParser, *, repeat_help: str) -> None:
+    """`--repeat`, `--min-pass-rate` and `--publish-on-pass`: what `run` and `compare` share."""
+    command.add_argument("--repeat", type=int, default=1, metavar="N", help=repeat_help)
+    command.add_argument(
+        "--min-pass-rate",
+        type=float,
+        metavar="P",
+        default=None,
+        help="green when at least P%% of the test runs pass (same as min_pass=P); "
+        "the exit code follows the gate",
+    )
+    command.add_argument(
+        "--publish-on-pass",
+        action="store_true",
+        help="when green, publish the agents whose draft answers with exactly the tested "
+        "engine version",
+    )
 
 
 def _ci_options(command: argparse.ArgumentParser) -> None:
@@ -190,14 +217,34 @@ def parser() -> argparse.ArgumentParser:
     )
     run.add_argument("engine", metavar="ENGINE")
     run.add_argument("tests", metavar="TESTS", nargs="+")
-    run.add_argument(
-        "--repeat",
-        type=int,
-        default=1,
-        metavar="N",
-        help="run the suite N times (2-5) and flag cases that both pass and fail as FLAKY",
+    _gate_options(
+        run,
+        repeat_help="run the suite N times (2-5) and flag cases that both pass and fail as FLAKY",
     )
     _ci_options(run)
+
+    compare = commands.add_parser(
+        "compare",
+        help="run the same cases on two engine versions and report regressions, case by case",
+        description=(
+            "Run the same test cases on version A and version B of an engine (B defaults to\n"
+            "the engine's latest) and compare them case by case: regressed, fixed, still\n"
+            "failing, flaky. Both versions are checked at Retell before anything is created.\n\n"
+            "  retell-bot compare llm_abc@3 llm_abc@4 all --min-pass-rate 95\n"
+            "  retell-bot compare llm_abc@3 tc_1,tc_2        (3 against the latest)\n\n"
+            "Exit 0 only when no case regressed on B (and the gate held, if one is given)."
+        ),
+        epilog=ci_epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    compare.add_argument(
+        "words", metavar="ENGINE@A [ENGINE@B] TESTS", nargs="+", help="versions, then tests"
+    )
+    _gate_options(
+        compare,
+        repeat_help="run each version N times (2-5); cases that both pass and fail are FLAKY",
+    )
+    _ci_options(compare)
 
     watch = commands.add_parser(
         "watch",

@@ -21,7 +21,9 @@ from bot.repeats import CaseSummary, Totals, Verdict
 from bot.text import one_line
 
 if TYPE_CHECKING:
+    from bot.comparing import CaseChange, Change, VersionComparison
     from bot.retell import BatchJob
+    from bot.suite import Engine
 
 BAR_WIDTH = 24
 TABLE_WIDTH = 120  # when the terminal's width is unknown (CI logs)
@@ -193,6 +195,89 @@ def result_table(
             detail = "did not finish before the timeout"
         rows.append(f"{shown}  {name:<{name_width}}  {detail}".rstrip())
     return "\n".join(rows)
+
+
+_CHANGE_LABELS: dict[Change, str] = {
+    "regressed": "REGRESSED",
+    "fixed": "FIXED",
+    "still_failing": "STILL FAILING",
+    "flaky": "FLAKY",
+    "unfinished": "UNFINISHED",
+    "unchanged": "UNCHANGED",
+}
+_CHANGE_COLOURS: dict[Change, str] = {
+    "regressed": _COLOURS["fail"],
+    "fixed": _COLOURS["pass"],
+    "still_failing": _COLOURS["error"],
+    "flaky": _COLOURS["flaky"],
+    "unfinished": _COLOURS["unfinished"],
+    "unchanged": "",
+}
+
+
+def comparison_table(
+    comparison: VersionComparison, *, width: int = TABLE_WIDTH, colour: bool = False
+) -> str:
+    """A row per case that changed or still fails, regressions first with B's reason; the
+    unchanged cases only counted, as the channel's comparison shows them."""
+    listed = [case for case in comparison.cases if case.change != "unchanged"]
+    unchanged = comparison.count("unchanged")
+    tail = f"{unchanged} unchanged" if unchanged else ""
+    if not listed:
+        return tail or "No test cases."
+    labels = [_CHANGE_LABELS[case.change] for case in listed]
+    label_width = max(len("CHANGE"), *(len(label) for label in labels))
+    names = [clip(one_line(case.name), NAME_WIDTH) for case in listed]
+    name_width = max(len("TEST CASE"), *(len(name) for name in names))
+    detail_width = max(width - label_width - name_width - 4, MIN_DETAIL_WIDTH)
+    rows = [f"{'CHANGE':<{label_width}}  {'TEST CASE':<{name_width}}  WHY (ON B)"]
+    for case, label, name in zip(listed, labels, names, strict=True):
+        shown = f"{label:<{label_width}}"
+        if colour and _CHANGE_COLOURS[case.change]:
+            shown = f"{_CHANGE_COLOURS[case.change]}{shown}{_RESET}"
+        rows.append(f"{shown}  {name:<{name_width}}  {_change_detail(case, detail_width)}".rstrip())
+    return "\n".join([*rows, tail] if tail else rows)
+
+
+def _change_detail(case: CaseChange, width: int) -> str:
+    from bot.blocks import trim_explanation
+
+    if case.change == "flaky":
+        a, b = (f"{s.passes}/{s.runs}" if s else "-" for s in (case.a, case.b))
+        return f"passed {a} on A, {b} on B"
+    if case.change == "unfinished":
+        return "no verdict on one of the versions (timed out)"
+    if case.change == "fixed":
+        return ""
+    why = case.b.explanation if case.b is not None else None
+    return trim_explanation(one_line(why), width) if why else ""
+
+
+def rates_line(comparison: VersionComparison, a: Engine, b: Engine) -> str:
+    """Both versions' pass rates over every test run, side by side."""
+    from bot.blocks import format_pass_rate
+
+    return (
+        f"{a.label}: {format_pass_rate(comparison.a_passed, comparison.a_total)} "
+        f"of {comparison.a_total} test runs passed · "
+        f"{b.label}: {format_pass_rate(comparison.b_passed, comparison.b_total)} "
+        f"of {comparison.b_total}"
+    )
+
+
+def comparison_verdict(comparison: VersionComparison, b: Engine) -> str:
+    """`v4: 2 regressions` / `v4: no regressions, 1 fixed`: what the comparison says of B."""
+    regressions, fixed = comparison.regressions, comparison.count("fixed")
+    head = f"v{b.version}: " + (
+        f"{regressions} regression{'' if regressions == 1 else 's'}"
+        if regressions
+        else "no regressions"
+    )
+    if fixed:
+        head += f", {fixed} fixed"
+    if comparison.count("unfinished"):
+        head += f", {comparison.count('unfinished')} unfinished"
+    return head
 
 
 def totals_line(counted: Totals, summaries: Sequence[CaseSummary]) -> str:

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from pathlib import Path
 
+from bot.comparing import CaseChange, VersionComparison
 from bot.repeats import CaseSummary, totals
 from bot.text import one_line
 
@@ -54,6 +55,19 @@ def junit_tree(
         "skipped": str(skipped),
         "time": shown_time,
     }
+    root, suite = _document(suite_name, counts, timestamp, properties)
+    for summary in summaries:
+        suite.append(_testcase(summary, classname))
+    return ET.ElementTree(root)
+
+
+def _document(
+    suite_name: str,
+    counts: Mapping[str, str],
+    timestamp: datetime | None,
+    properties: Mapping[str, str] | None,
+) -> tuple[ET.Element, ET.Element]:
+    """`<testsuites>` holding the one `<testsuite>`, with its counts, time and properties."""
     root = ET.Element("testsuites", {"name": xml_text(suite_name), **counts})
     suite = ET.SubElement(root, "testsuite", {"name": xml_text(suite_name), **counts})
     if timestamp is not None:
@@ -62,9 +76,7 @@ def junit_tree(
         listed = ET.SubElement(suite, "properties")
         for name, value in properties.items():
             ET.SubElement(listed, "property", {"name": xml_text(name), "value": xml_text(value)})
-    for summary in summaries:
-        suite.append(_testcase(summary, classname))
-    return ET.ElementTree(root)
+    return root, suite
 
 
 def _testcase(summary: CaseSummary, classname: str) -> ET.Element:
@@ -106,6 +118,75 @@ def _detail(summary: CaseSummary) -> str:
     lines.append(f"Test case definition: {summary.case_id}")
     lines.extend(summary.explanations or (NO_EXPLANATION,))
     return "\n".join(lines)
+
+
+def comparison_tree(
+    comparison: VersionComparison,
+    *,
+    suite_name: str,
+    classname: str,
+    seconds: float,
+    timestamp: datetime | None = None,
+    properties: Mapping[str, str] | None = None,
+) -> ET.ElementTree:
+    """`compare` as JUnit: one `<testcase>` per case, judged on version B against A.
+
+    A case that regressed or still fails on B gets `<failure>` with B's explanation; one that
+    never finished `<skipped>`. A flaky case passes with a `<system-out>` note saying how often
+    it passed on each version: the comparison does not fail on it (nor does the exit code).
+    """
+    failed = comparison.count("regressed") + comparison.count("still_failing")
+    counts = {
+        "tests": str(len(comparison.cases)),
+        "failures": str(failed),
+        "errors": "0",
+        "skipped": str(comparison.count("unfinished")),
+        "time": f"{max(seconds, 0.0):.3f}",
+    }
+    root, suite = _document(suite_name, counts, timestamp, properties)
+    for case in comparison.cases:
+        suite.append(_changed_case(case, classname))
+    return ET.ElementTree(root)
+
+
+def _changed_case(case: CaseChange, classname: str) -> ET.Element:
+    element = ET.Element(
+        "testcase", {"classname": xml_text(classname), "name": xml_text(one_line(case.name))}
+    )
+    listed = ET.SubElement(element, "properties")
+    details = {"test_case_definition_id": case.case_id, "change": case.change}
+    for side, summary in (("a", case.a), ("b", case.b)):
+        if summary is not None:
+            details[f"{side}_passes"] = f"{summary.passes}/{summary.runs}"
+    for name, value in details.items():
+        ET.SubElement(listed, "property", {"name": name, "value": xml_text(value)})
+    if case.change in ("regressed", "still_failing"):
+        why = (case.b.explanation if case.b is not None else None) or NO_EXPLANATION
+        failure = ET.SubElement(element, "failure", {"message": xml_text(why), "type": "failure"})
+        head = (
+            "Regressed: passed on A, not on B."
+            if case.change == "regressed"
+            else ("Still failing: passed on neither version.")
+        )
+        failure.text = xml_text(
+            "\n".join(
+                [
+                    head,
+                    f"Test case definition: {case.case_id}",
+                    *(case.b.explanations if case.b else ()),
+                ]
+            )
+        )
+    elif case.change == "unfinished":
+        ET.SubElement(element, "skipped", {"message": UNFINISHED_MESSAGE})
+    elif case.change == "flaky":
+        note = ", ".join(
+            f"{side} passed {s.passes} of {s.runs} runs"
+            for side, s in (("A", case.a), ("B", case.b))
+            if s is not None
+        )
+        ET.SubElement(element, "system-out").text = xml_text(f"FLAKY: {note}.")
+    return element
 
 
 def write(tree: ET.ElementTree, path: Path) -> None:

@@ -1,4 +1,4 @@
-"""`retell-bot run` and `retell-bot watch`: the bot's batch-test engine, outside Slack, for CI.
+"""`retell-bot run`, `compare` and `watch`: the bot's batch-test engine, outside Slack, for CI.
 
 A CI job runs a suite (or follows a batch created elsewhere), sees progress in its log, gets a
 result table, a JUnit file its CI system understands, optionally the same result message the
@@ -9,6 +9,8 @@ the Slack message is `bot.blocks`' rendering: nothing here is a second implement
 Exit codes (`ExitCode`): 2 and 5 end the command before there is any result. Otherwise the
 first that applies wins: 1 some case failed (in any run), 4 a batch timed out, 3 some case
 errored, 6 the result could not be written (JUnit) or posted (Slack), 0 every case passed.
+With a gate (`--min-pass-rate`) 1 and 0 say whether it held; `compare` also exits 1 on any
+regression of B (SPEC §9). A refused `--publish-on-pass` exits 5.
 
 Rooms: `outcome` (request, report, exit codes), `session` (settings, clients, request checks),
 `command` (the invocation and the follow-up),

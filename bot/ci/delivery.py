@@ -10,7 +10,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bot.repeats import totals
+from bot.repeats import CaseSummary, totals
 from bot.suite import Engine
 
 if TYPE_CHECKING:
@@ -70,12 +70,21 @@ class CiRun:
         return self.finished_at - self.created_at
 
     @classmethod
-    def of(cls, followed: Followed, channel: str) -> CiRun:
+    def of(
+        cls,
+        followed: Followed,
+        channel: str,
+        *,
+        engine: Engine | None = None,
+        min_pass: float | None = None,
+    ) -> CiRun:
+        """The batch as a run; `engine` when the CLI knows its version better than the batch."""
         batch = followed.batch
         created = datetime.fromtimestamp(batch.created_ms / 1000, UTC)
         return cls(
             channel_id=channel,
-            engine=batch.engine,
+            engine=engine or batch.engine,
+            min_pass=min_pass,
             batch_id=batch.batch_id,
             state="timed_out" if followed.timed_out else "complete",
             passed=batch.passed,
@@ -94,9 +103,33 @@ def slack_result(run: CiRun, *, command: str, link: str | None) -> Message:
     Rerun and Show failures act on a run in the bot's database, which a CI batch is not, so
     they are left out; the footer says where the batch came from instead of a run number.
     """
-    from bot.blocks import Message, escape, result_message, slack_date
+    from bot.blocks import result_message
 
     message = result_message(run, has_failures_detail=False)
+    return _from_ci(message, run, command=command, link=link)
+
+
+def slack_comparison(report: Report, channel: str, *, link: str | None) -> Message:
+    """`bot.blocks.compare_result` for a comparison run from CI, without buttons (as above)."""
+    from bot.blocks import VersionsGroup, compare_result
+
+    assert report.compared is not None
+    runs = [
+        CiRun.of(followed, channel, engine=engine, min_pass=report.min_pass)
+        for engine, side in (
+            (report.engine, report.a_followed),
+            (report.compared.candidate, report.b_followed),
+        )
+        for followed in side
+    ]
+    group = VersionsGroup(runs, report.compared.candidate, report.compared.comparison)
+    return _from_ci(compare_result(group), runs[0], command=report.command, link=link)
+
+
+def _from_ci(message: Message, run: CiRun, *, command: str, link: str | None) -> Message:
+    """The bot's message without its buttons, its footer saying where the result came from."""
+    from bot.blocks import Message, escape, slack_date
+
     blocks = [block for block in message.blocks if block.get("type") != "actions"]
     if blocks and blocks[-1].get("type") == "context":
         origin = f"Reported by `retell-bot {command}`"
@@ -121,6 +154,8 @@ def repeat_message(report: Report, *, link: str | None) -> Message:
         counts_phrases,
         escape,
         format_pass_rate,
+        gate_line,
+        gate_phrase,
         repeat_verdicts,
         shorten,
     )
@@ -138,11 +173,15 @@ def repeat_message(report: Report, *, link: str | None) -> Message:
         f"{counts_phrases(passed, failed, errored, total)} "
         f"({format_pass_rate(passed, total)}); {counted.flaky} flaky"
     )
+    if report.min_pass is not None:
+        text += f"; {gate_phrase(report.min_pass, passed, total)}"
     verdict = "✅" if counted.all_passed else "❌" if counted.failed or counted.flaky else "⚠️"
     lines = [
         f"*{verdict} {runs} runs of {counted.cases} test cases* on `{engine}`",
         *repeat_verdicts(report.summaries, passed, total),
     ]
+    if report.min_pass is not None:
+        lines.append(gate_line(report.min_pass, passed, total))
     origin = "Reported by `retell-bot run --repeat`"
     if link:
         origin += f" from <{escape(link)}|this CI run>"
@@ -193,21 +232,36 @@ def _write_junit(session: Session, path: Path, report: Report) -> bool:
     from bot import junit
 
     started = min((f.batch.created_ms for f in report.followed), default=0) / 1000
+    timestamp = datetime.fromtimestamp(started, UTC)
     properties = {
         "engine": report.engine.label,
         "batch_ids": " ".join(report.batch_ids),
-        "runs": str(len(report.followed)),
+        "runs": str(len(report.a_followed)),
     }
     if report.timed_out:
         properties["timed_out"] = "true"
-    tree = junit.junit_tree(
-        report.summaries,
-        suite_name=f"Retell batch test on {report.engine.label}",
-        classname=report.engine.label,
-        seconds=report.seconds,
-        timestamp=datetime.fromtimestamp(started, UTC),
-        properties=properties,
-    )
+    if report.compared is not None:
+        tree = junit.comparison_tree(
+            report.compared.comparison,
+            suite_name=(
+                f"Retell comparison of {report.engine.label} with {report.compared.candidate.label}"
+            ),
+            classname=report.engine.id,
+            seconds=report.seconds,
+            timestamp=timestamp,
+            properties=properties | _comparison_properties(report),
+        )
+    else:
+        if report.min_pass is not None:
+            properties |= _gate_properties(report.min_pass, report.summaries)
+        tree = junit.junit_tree(
+            report.summaries,
+            suite_name=f"Retell batch test on {report.engine.label}",
+            classname=report.engine.label,
+            seconds=report.seconds,
+            timestamp=timestamp,
+            properties=properties,
+        )
     try:
         junit.write(tree, path)
     except OSError as exc:
@@ -217,18 +271,48 @@ def _write_junit(session: Session, path: Path, report: Report) -> bool:
     return True
 
 
+def _comparison_properties(report: Report) -> dict[str, str]:
+    """Both versions, both pass rates and the gate, as `<testsuite>` properties."""
+    from bot.blocks import format_pass_rate
+
+    assert report.compared is not None
+    comparison = report.compared.comparison
+    properties = {
+        "version_a": report.engine.label,
+        "version_b": report.compared.candidate.label,
+        "pass_rate_a": format_pass_rate(comparison.a_passed, comparison.a_total),
+        "pass_rate_b": format_pass_rate(comparison.b_passed, comparison.b_total),
+        "regressions": str(comparison.regressions),
+        "fixed": str(comparison.count("fixed")),
+    }
+    if report.min_pass is not None:
+        properties |= _gate_properties(report.min_pass, report.compared.b_summaries)
+    return properties
+
+
+def _gate_properties(min_pass: float, summaries: Sequence[CaseSummary]) -> dict[str, str]:
+    from bot.comparing import Gate
+
+    gate = Gate(min_pass)
+    runs = sum(s.runs for s in summaries)
+    rate = 100.0 * sum(s.passes for s in summaries) / runs if runs else None
+    return {"gate": gate.label, "gate_held": "true" if gate.held(rate) else "false"}
+
+
 async def _post(session: Session, slack: SlackGateway, channel: str, report: Report) -> bool:
     from bot.slackapi import SlackFailure
 
     link = ci_link(session.environ)
     try:
-        if len(report.followed) == 1:
-            run = CiRun.of(report.followed[0], channel)
+        if report.compared is not None:
+            await slack.post(channel, slack_comparison(report, channel, link=link))
+        elif len(report.followed) == 1:
+            run = CiRun.of(report.followed[0], channel, min_pass=report.min_pass)
             await slack.post(channel, slack_result(run, command=report.command, link=link))
         else:
             ts = await slack.post(channel, repeat_message(report, link=link))
             for followed in report.followed:
-                run = CiRun.of(followed, channel)
+                run = CiRun.of(followed, channel, min_pass=report.min_pass)
                 reply = slack_result(run, command=report.command, link=link)
                 await slack.post(channel, reply, thread_ts=ts)
     except SlackFailure as exc:

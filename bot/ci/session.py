@@ -41,7 +41,9 @@ def check_request(request: Request, settings: CliSettings) -> str | None:
     if not 1 <= request.repeat <= MAX_REPEATS:
         return f"--repeat takes 1 to {MAX_REPEATS} runs; got {request.repeat}"
     if request.repeat > 1 and request.command == "watch":
-        return "--repeat is for `run`; `watch` follows one existing batch"
+        return "--repeat is for `run` and `compare`; `watch` follows one existing batch"
+    if request.min_pass is not None and not 0 <= request.min_pass <= 100:
+        return f"--min-pass-rate is a percentage from 0 to 100; got {request.min_pass:g}"
     if request.poll_seconds is not None and not request.poll_seconds > 0:
         return "--poll-seconds must be more than 0"
     if request.timeout_minutes is not None and not request.timeout_minutes > 0:
