@@ -168,7 +168,7 @@ def quiet_comparison(group: VersionsGroup) -> Message:
     lead = group.lead
     label = _name(lead.label or "Scheduled comparison")
     line = f"{verdict(group)} · {label}: {_engine(group.baseline)} → {_engine(group.candidate)}"
-    return _message(f"{label}: {_result_text(group)}", [_context(line)])
+    return _message(_result_text(group), [_context(line)])
 
 
 def verdict(group: VersionsGroup) -> str:

@@ -24,10 +24,14 @@ from bot.blocks.kit import (
     _safe,
     _section,
     mention,
+    shorten,
 )
 from bot.suite import Engine
+from bot.text import one_line
 
 ACTION_PUBLISH = "publish_agent"  # each button's action_id is `publish_agent:<n>`
+
+AGENT_NAME_CHARS = 60  # an agent's name in a button or a dialog
 
 # Buttons per result: an actions block holds 25, but a result is no place for a wall of them.
 PUBLISH_BUTTONS = 5
@@ -58,15 +62,16 @@ def publish_actions(run_id: int, engine: Engine, drafts: Sequence[Publishable]) 
     buttons = []
     for number, draft in enumerate(drafts[:PUBLISH_BUTTONS]):
         value = json.dumps({"run": run_id, "agent": draft.agent_id, "version": draft.version})
+        name = shorten(one_line(draft.name), AGENT_NAME_CHARS)
         confirm = _confirm(
-            f"Publish {draft.name}?",
-            f"Publishes version {draft.version} of the agent {draft.name}, which answers with "
-            f"{engine.label}: callers reach this version from now on.",
+            f"Publish {name}?",
+            f"Publishes version {draft.version} (answers with {engine.label}) of the agent "
+            f"{name}: callers reach this version from now on.",
             "Publish",
         )
         buttons.append(
             _button(
-                f"🚀 Publish {draft.name}",
+                f"🚀 Publish {name}",
                 f"{ACTION_PUBLISH}:{number}",
                 value[:MAX_BUTTON_VALUE],
                 confirm=confirm,

@@ -311,3 +311,70 @@ async def test_a_forged_publish_value_publishes_nothing(
         )
         await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
         assert retell.publishes == []
+
+
+# -- schedules -----------------------------------------------------------------------------------
+
+
+async def private_answer(user: SlackUser, bot: RunningBot, slack: FakeSlack, text: str) -> str:
+    """Type a command and return what the bot answered privately (ack and responses)."""
+    reply = await user.command(bot.events_url, text)
+    await slack.wait_for(lambda: bool(slack.responses_to(reply.response_url)))
+    return "\n".join(visible_text(body) for body in slack.responses_to(reply.response_url))
+
+
+async def test_a_nightly_comparison_against_the_latest_draft_says_when_it_starts_regressing(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.add_engine("retell-llm", ENGINE, versions=5)  # 0..4: 4 is the latest
+    added = await private_answer(
+        user,
+        bot,
+        slack,
+        f'schedule add "daily 02:00" compare {ENGINE}@3 tc_1 tc_2 name=Nightly notify=failures',
+    )
+    assert f"compare `{ENGINE}@3` → the latest" in added
+    listed = await private_answer(user, bot, slack, "schedule list")
+    assert f"compare `{ENGINE}@3` → the latest" in listed
+
+    await private_answer(user, bot, slack, "schedule run 1")
+    await slack.wait_for(lambda: len(top_level(slack)) == 1)
+    [quiet] = top_level(slack)
+    assert f"✅ v4: no regressions · Nightly: `{ENGINE}@3` → `{ENGINE}@4`" in shown(quiet)
+    assert (
+        quiet.text.startswith("Nightly: Retell versions compared") and "0 regressed" in quiet.text
+    )
+    assert quiet.update_count == 0, "a quiet schedule posts no status while it runs"
+    assert not any(block["type"] == "actions" for block in quiet.blocks)
+
+    retell.add_engine("retell-llm", ENGINE, versions=6)  # a new draft, version 5, regresses
+    retell.set_outcome("tc_2", "fail", "Forgot the caller's name.", version=5)
+    await private_answer(user, bot, slack, "schedule run 1")
+    await slack.wait_for(lambda: len(results(slack)) == 2)
+    loud = top_level(slack)[1]
+    assert "1 regressed" in loud.text and f"{ENGINE}@5" in loud.text, "B is the latest again"
+    assert "• *Case 2* `tc_2`: Forgot the caller's name." in shown(loud)
+    assert sorted(version for version, _ in creates(retell)) == [3, 3, 4, 5]
+
+
+async def test_a_quiet_schedule_treats_a_held_gate_as_green(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.set_outcome("tc_fail_1", "fail", "Promised a refund.")
+    await private_answer(
+        user,
+        bot,
+        slack,
+        f'schedule add "daily 09:00" {ENGINE} tc_1 tc_2 tc_3 tc_fail_1 name=Gated '
+        "notify=failures min_pass=75",
+    )
+    await private_answer(user, bot, slack, "schedule run 1")
+    await slack.wait_for(lambda: len(top_level(slack)) == 1)
+    [quiet] = top_level(slack)
+    assert "🟢 Gated: gate 75%: held (75.0%), 3/4 passed" in shown(quiet)
+    assert not any(block["type"] == "actions" for block in quiet.blocks)
+
+    retell.set_outcome("tc_3", "fail", "Hung up.")
+    await private_answer(user, bot, slack, "schedule run 1")
+    await slack.wait_for(lambda: len(results(slack)) == 2)
+    assert "🔴 Gate 75%: *failed* (50.0% of 4 test runs passed)" in shown(top_level(slack)[1])
