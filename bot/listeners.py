@@ -164,10 +164,9 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
     @app.action(re.compile(f"^{blocks.ACTION_PUBLISH}:[0-9]+$"))
     async def on_publish(ack: AsyncAck, body: dict[str, Any]) -> None:
         await ack()
-        _, who = _button(body)
-        value = (_first_action(body) or {}).get("value")
+        who = _presser(body)
         if not await nobody_pressed(who):
-            await workflow.publish(value if isinstance(value, str) else "", who)
+            await workflow.publish(_button_value(body), who)
 
     @app.action(re.compile(f"^({'|'.join(SCHEDULE_ACTIONS)})$"))
     async def on_schedule_button(ack: AsyncAck, body: dict[str, Any]) -> None:
@@ -240,6 +239,16 @@ def _button(body: dict[str, Any]) -> tuple[int, Requester]:
     A value that is no run id at all comes back as 0, which no run has: the presser then gets
     the same private "not one of this channel's" as for someone else's run.
     """
+    who = _presser(body)
+    value = _button_value(body).strip()
+    if value.isascii() and value.isdigit() and 0 < int(value) <= MAX_RUN_ID:
+        return int(value), who
+    log.info("button press with an unusable value")
+    return 0, who
+
+
+def _presser(body: dict[str, Any]) -> Requester:
+    """Who pressed a button, where."""
 
     def text(value: Any) -> str:
         return value if isinstance(value, str) else ""
@@ -249,18 +258,17 @@ def _button(body: dict[str, Any]) -> tuple[int, Requester]:
         return value if isinstance(value, dict) else {}
 
     user, team, channel = part("user"), part("team"), part("channel")
-    who = Requester(
+    return Requester(
         team_id=text(team.get("id")) or text(user.get("team_id")),
         channel_id=text(channel.get("id")),
         user_id=text(user.get("id")),
         response_url=text(body.get("response_url")) or None,
     )
-    action = _first_action(body) or {}
-    value = text(action.get("value")).strip()
-    if value.isascii() and value.isdigit() and 0 < int(value) <= MAX_RUN_ID:
-        return int(value), who
-    log.info("button press with an unusable value")
-    return 0, who
+
+
+def _button_value(body: dict[str, Any]) -> str:
+    value = (_first_action(body) or {}).get("value")
+    return value if isinstance(value, str) else ""
 
 
 # -- the Run modal ---------------------------------------------------------------------------

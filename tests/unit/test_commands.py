@@ -3,8 +3,6 @@ resolution against an engine's definitions, and a property test that `parse` nev
 
 from __future__ import annotations
 
-import time
-
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -631,11 +629,9 @@ def test_parse_never_raises_on_non_strings() -> None:
         "llm_abc " + "a=" * 2000 + "'",
     ],
 )
-def test_pathological_inputs_are_fast(text: str) -> None:
-    start = time.perf_counter()
-    result = parse(text)
-    assert time.perf_counter() - start < 0.2
-    assert isinstance(result, (CommandError, *COMMAND_TYPES))
+def test_pathological_inputs_parse_to_a_command_or_an_error(text: str) -> None:
+    """How fast they parse is a figure of `python -m bench.parsing`, not a unit test's."""
+    assert isinstance(parse(text), (CommandError, *COMMAND_TYPES))
 
 
 @pytest.mark.parametrize(
