@@ -18,7 +18,7 @@ import retell
 from retell import omit
 
 from bot.retell import LIST_PAGE_SIZE, PageWalk, RetellGateway, RetellProblem, retell_said
-from bot.suite import Engine, EngineType
+from bot.suite import ENGINE_KINDS, Engine
 from bot.text import one_line
 
 DRAFTS_TTL_SECONDS = 60.0
@@ -26,10 +26,6 @@ SCAN_CONCURRENCY = 8  # per-agent calls at once: a scan must not crowd out the r
 MAX_AGENTS = 5_000  # far beyond any real account; bounds a listing that never ends
 MAX_AGENT_VERSIONS = 10_000
 
-ENGINE_WORDS: dict[EngineType, str] = {
-    "retell-llm": "Retell LLM",
-    "conversation-flow": "conversation flow",
-}
 NO_REASON: dict[str, str] = {
     "unauthorized": "the API key was rejected; ask the bot's admin to check RETELL_API_KEY.",
     "rate_limited": "the account is rate limited; try again in a minute.",
@@ -85,7 +81,7 @@ def _missing(engine: Engine, exc: retell.APIStatusError) -> str:
     detail = retell_said(exc)
     said = f" Retell said: “{detail}”" if detail else ""
     if engine.version is None:
-        return f"Retell has no {ENGINE_WORDS[engine.type]} {engine.id} ({exc.status_code}).{said}"
+        return f"Retell has no {ENGINE_KINDS[engine.type]} {engine.id} ({exc.status_code}).{said}"
     return f"Retell has no version {engine.version} of {engine.id} ({exc.status_code}).{said}"
 
 
@@ -225,7 +221,7 @@ class AgentDirectory:
         except Exception as exc:
             raise self._gateway.problem(exc, what=f"agent {name}") from exc
         answers_with = agent.response_engine.model_dump()
-        if answers_with.get("type") not in ENGINE_WORDS:
+        if answers_with.get("type") not in ENGINE_KINDS:
             return None  # a custom LLM: nothing the bot tests
         engine = Engine.from_response_engine(answers_with)
         if engine.version is None:

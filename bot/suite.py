@@ -12,6 +12,12 @@ from typing import Any, Literal
 
 EngineType = Literal["retell-llm", "conversation-flow"]
 
+# What each engine type is called in a sentence ("Retell has no Retell LLM llm_abc").
+ENGINE_KINDS: dict[EngineType, str] = {
+    "retell-llm": "Retell LLM",
+    "conversation-flow": "conversation flow",
+}
+
 LLM_PREFIX = "llm_"
 FLOW_PREFIX = "conversation_flow_"
 

@@ -9,6 +9,8 @@ from __future__ import annotations
 import re
 from typing import TypeGuard
 
+from bot.suite import ENGINE_KINDS
+
 SHORTCUT_ID = "run_retell_tests"
 CALLBACK_ID = "run_retell_tests_modal"
 
@@ -34,7 +36,7 @@ MAX_METADATA = 3000
 MAX_ERROR_TEXT = 300
 MAX_VERSION_DIGITS = 9
 
-ENGINE_LABELS = {"retell-llm": "Retell LLM", "conversation-flow": "Conversation flow"}
+ENGINE_LABELS = {kind: words[:1].upper() + words[1:] for kind, words in ENGINE_KINDS.items()}
 
 ENGINE_ID_PATTERN = re.compile(r"(?:llm|conversation_flow)_[A-Za-z0-9_\-]{1,128}")
 CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
