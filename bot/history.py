@@ -12,6 +12,7 @@ from datetime import date, datetime, timedelta
 from typing import Protocol
 
 from bot.runview import Comparison, RunView, pass_rate
+from bot.suite import Engine
 
 BAD = ("fail", "error")
 SLOWEST_SHOWN = 5
@@ -86,6 +87,17 @@ class FailingCase:
 
 
 @dataclass(frozen=True, slots=True)
+class VersionCheck:
+    """One comparison of two engine versions in the period: when, which, and its verdict."""
+
+    finished_at: datetime
+    baseline: Engine
+    candidate: Engine
+    regressions: int
+    label: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class Digest:
     """A channel's runs over `days` days up to `until`, against the `days` before."""
 
@@ -101,6 +113,8 @@ class Digest:
     failing: tuple[FailingCase, ...]
     slowest: tuple[RunView, ...]
     timed_out: int
+    # Newest first: a nightly comparison shows the night its draft started regressing.
+    comparisons: tuple[VersionCheck, ...] = ()
 
     @property
     def pass_rate(self) -> float | None:
@@ -123,6 +137,7 @@ def digest(
     runs: Sequence[RunView],
     previous: Sequence[RunView],
     failing: Sequence[tuple[str, int, int]],
+    comparisons: Sequence[VersionCheck] = (),
 ) -> Digest:
     """Figures of `runs` (this period) against `previous` (the period before)."""
     first_day = (until - timedelta(days=days)).date()
@@ -150,6 +165,7 @@ def digest(
         failing=tuple(FailingCase(name, bad, ran) for name, bad, ran in failing),
         slowest=tuple(slowest[:SLOWEST_SHOWN]),
         timed_out=sum(1 for run in runs if run.state == "timed_out"),
+        comparisons=tuple(comparisons),
     )
 
 

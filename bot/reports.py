@@ -18,6 +18,7 @@ from bot.store import Store, utcnow
 log = logging.getLogger(__name__)
 
 FAILING_SHOWN = 10
+COMPARISONS_SHOWN = 10
 
 
 class Reports:
@@ -40,7 +41,16 @@ class Reports:
         failing = await self._store.failing_cases(
             team_id, channel_id, since, until, limit=FAILING_SHOWN
         )
-        return history.digest(days, until, runs, before, failing)
+        compared = [
+            history.VersionCheck(
+                lead.finished_at or until, lead.engine, lead.candidate, lead.regressions, lead.label
+            )
+            for lead in await self._store.comparisons(
+                team_id, channel_id, since, until, limit=COMPARISONS_SHOWN
+            )
+            if lead.candidate is not None and lead.regressions is not None
+        ]
+        return history.digest(days, until, runs, before, failing, compared)
 
     async def post(
         self,

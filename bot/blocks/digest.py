@@ -60,6 +60,8 @@ def digest_message(
             for case in digest.failing
         ]
         report_blocks.append(_section("*Failed most often*\n" + "\n".join(lines)))
+    if digest.comparisons:
+        report_blocks.append(_section(_comparisons(digest)))
     if digest.slowest:
         lines = [
             f"• run #{run.id} · {_engine(run.engine)} · {format_duration(run.duration)}"
@@ -76,6 +78,23 @@ def digest_message(
         report_blocks.append(_context(late))
     text = f"{title}: {plural(digest.runs, 'run')}, {rate} pass rate{_trend(digest, plain=True)}"
     return _message(text, report_blocks)
+
+
+def _comparisons(digest: Digest) -> str:
+    """Newest first, so the night a draft started regressing stands out under the green ones."""
+    lines = ["*Version comparisons*"]
+    for check in digest.comparisons:
+        verdict = (
+            f"🔴 {plural(check.regressions, 'regression')}"
+            if check.regressions
+            else "🟢 no regressions"
+        )
+        when = slack_date(check.finished_at, "{date_short_pretty}")
+        label = f" · {_name(check.label, 60)}" if check.label else ""
+        lines.append(
+            f"• {when}: {_engine(check.baseline)} → {_engine(check.candidate)}: {verdict}{label}"
+        )
+    return "\n".join(lines)
 
 
 def _trend(digest: Digest, *, plain: bool = False) -> str:

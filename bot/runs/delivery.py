@@ -279,6 +279,9 @@ class Delivery:
             await self._summaries(b_runs, lead.case_ids),
         )
         comparison = compare_versions(a, b) if a and b else None
+        if comparison is not None and lead.regressions != comparison.regressions:
+            lead.regressions = comparison.regressions
+            await self._store.set_regressions(lead.id, comparison.regressions)
         return blocks.VersionsGroup(group, candidate, comparison)
 
     async def _summaries(

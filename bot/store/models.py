@@ -142,6 +142,8 @@ class Run(Base):
     # `compare A B`: a group of `repeats` batches on A (this run's engine version) and as many on
     # B, whose runs carry B as their `engine_version`. Set on the lead only.
     candidate_version: Mapped[int | None] = mapped_column(Integer, default=None)
+    # How many cases the comparison found regressed, once its result is known (for digests).
+    regressions: Mapped[int | None] = mapped_column(Integer, default=None)
     # `min_pass=P`: the share of test runs (percent) that must pass for the result to be green.
     min_pass: Mapped[float | None] = mapped_column(Float, default=None)
     # Set by the first **Show failures** press, so a double click lists the failures once.

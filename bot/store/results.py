@@ -10,6 +10,7 @@ from sqlalchemy import (
     case,
     func,
     select,
+    update,
 )
 
 from bot.store.base import Tables
@@ -111,6 +112,32 @@ class CaseRecords(Tables):
                     Run.finished_at < until,
                 )
                 .order_by(Run.finished_at)
+            )
+            return result.scalars().all()
+
+    async def set_regressions(self, run_id: int, regressions: int) -> None:
+        async with self._sessions.begin() as session:
+            await session.execute(
+                update(Run).where(Run.id == run_id).values(regressions=regressions)
+            )
+
+    async def comparisons(
+        self, team_id: str, channel_id: str, since: datetime, until: datetime, *, limit: int
+    ) -> Sequence[Run]:
+        """The leads of a channel's comparisons finished in [since, until), newest first."""
+        async with self._sessions() as session:
+            result = await session.execute(
+                select(Run)
+                .where(
+                    Run.team_id == team_id,
+                    Run.channel_id == channel_id,
+                    Run.candidate_version.is_not(None),
+                    Run.regressions.is_not(None),
+                    Run.finished_at >= since,
+                    Run.finished_at < until,
+                )
+                .order_by(Run.finished_at.desc(), Run.id.desc())
+                .limit(limit)
             )
             return result.scalars().all()
 

@@ -356,6 +356,13 @@ async def test_a_nightly_comparison_against_the_latest_draft_says_when_it_starts
     assert "• *Case 2* `tc_2`: Forgot the caller's name." in shown(loud)
     assert sorted(version for version, _ in creates(retell)) == [3, 3, 4, 5]
 
+    await user.command(bot.events_url, "report 7")
+    await slack.wait_for(lambda: any("📊" in m.text for m in top_level(slack)))
+    [digest] = [m for m in top_level(slack) if "📊" in m.text]
+    checks = shown(digest).split("*Version comparisons*\n")[1].split("\n")[:2]
+    assert checks[0].endswith(f"`{ENGINE}@3` → `{ENGINE}@5`: 🔴 1 regression · Nightly")
+    assert checks[1].endswith(f"`{ENGINE}@3` → `{ENGINE}@4`: 🟢 no regressions · Nightly")
+
 
 async def test_a_quiet_schedule_treats_a_held_gate_as_green(
     bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser

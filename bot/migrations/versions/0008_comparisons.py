@@ -2,6 +2,7 @@
 
 - `runs.candidate_version`: set on the lead of a comparison group, the version B it compares
   its own (A) with; the group's B runs carry it as their `engine_version`.
+- `runs.regressions`: how many cases a delivered comparison found regressed, for digests.
 - `runs.min_pass` and `run_schedules.min_pass`: the `min_pass=` gate, a percentage.
 - `run_schedules.compares` and `run_schedules.candidate_version`: a comparison schedule; no
   candidate version means the engine's latest at each firing.
@@ -25,6 +26,7 @@ depends_on = None
 def upgrade() -> None:
     op.add_column("runs", sa.Column("candidate_version", sa.Integer(), nullable=True))
     op.add_column("runs", sa.Column("min_pass", sa.Float(), nullable=True))
+    op.add_column("runs", sa.Column("regressions", sa.Integer(), nullable=True))
     op.add_column("run_schedules", sa.Column("min_pass", sa.Float(), nullable=True))
     op.add_column(
         "run_schedules",
@@ -42,5 +44,6 @@ def downgrade() -> None:
         batch.drop_column("compares")
         batch.drop_column("min_pass")
     with op.batch_alter_table("runs") as batch:
+        batch.drop_column("regressions")
         batch.drop_column("min_pass")
         batch.drop_column("candidate_version")
