@@ -78,6 +78,17 @@ class Creation:
                 return blocks.command_error(unknown)
         return blocks.start_failed(suite, problem.message, maybe_created=problem.uncertain)
 
+    async def complete_group(self, lead: Run, who: Requester) -> None:
+        """The rest of a group whose lead's start was interrupted before adding it.
+
+        A starter that died after the lead's batch but before the others leaves the lead alone;
+        its recovery calls this once it follows the lead's batch. Members recorded before the
+        starter died are recovered on their own, so none are added twice.
+        """
+        if lead.leads_group and len(await self._store.repeat_group(lead.id)) == 1:
+            log.info("run %s: interrupted before its group was added; adding it", lead.id)
+            await self._create_group(lead, who)
+
     async def _create_group(self, lead: Run, who: Requester) -> None:
         """The other batches of a `repeat=N` run or a comparison, created at once once the
         first exists (so that a refused engine or case costs one batch, not 2N).

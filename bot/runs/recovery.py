@@ -73,6 +73,7 @@ class Recovery:
                     log.info(
                         "run %s: interrupted start had created batch %s", run.id, batch.batch_id
                     )
+                    await self._creation.complete_group(run, who)
                     return
             current = await self._store.get(run.id)
             if current is None or current.state != RunState.STARTING.value or current.claim != own:

@@ -9,7 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+from datetime import timedelta
 
+from sqlalchemy import update
+
+from bot.store import Run, utcnow
+from bot.suite import Engine, Suite
 from bot.testing.retell import FakeAgentVersion, FakeRetell
 from bot.testing.slack import FakeSlack, Message, SlackUser
 
@@ -385,3 +390,35 @@ async def test_a_quiet_schedule_treats_a_held_gate_as_green(
     await private_answer(user, bot, slack, "schedule run 1")
     await slack.wait_for(lambda: len(results(slack)) == 2)
     assert "🔴 Gate 75%: *failed* (50.0% of 4 test runs passed)" in shown(top_level(slack)[1])
+
+
+# -- faults --------------------------------------------------------------------------------------
+
+
+async def test_a_comparison_whose_starter_died_after_the_first_batch_still_compares(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell
+) -> None:
+    """The starter created version A's batch and died before recording the rest of the group:
+    the recovery follows A's batch and creates B's, so the comparison still reports."""
+    retell.add_engine("retell-llm", ENGINE, versions=5)
+    retell.set_outcome("tc_2", "fail", "Quoted the old refund policy.", version=4)
+    suite = Suite(Engine.from_id(ENGINE, 3), ("tc_1", "tc_2"))
+    async with start_bot() as bot:
+        store, gateway = bot.app.store, bot.app.retell
+        lead = await store.add_run(
+            team_id="T0001",
+            channel_id=CHANNEL,
+            user_id=USER,
+            suite=suite,
+            candidate_version=4,
+            lease=timedelta(minutes=5),
+        )
+        assert lead is not None
+        await gateway.create_batch(suite)  # ... and then the starter died
+        async with store.engine.begin() as conn:  # the dead starter's lease runs out
+            await conn.execute(update(Run).where(Run.id == lead.id).values(claimed_until=utcnow()))
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=20)
+    assert sorted(version for version, _ in creates(retell)) == [3, 4], "B created once"
+    [result] = results(slack)
+    assert "1 regressed" in result.text
+    assert "• *Case 2* `tc_2`: Quoted the old refund policy." in shown(result)
