@@ -26,6 +26,7 @@ BENCHMARKS: tuple[str, ...] = (
     "capacity",  # issue 7.3: batches in flight before lag doubles, RSS up to 10,000
     "startup",  # issue 7.4: time to /healthz 200, idle RSS
     "triage",  # Show failures on 400 of 1,000, repeat=5 of 1,000, rendering cost
+    "compare",  # SPEC §9: compare @3 @4 on 1,000 cases, completion to result, requests, blocks
     "chaos",  # issue 14: two replicas on PostgreSQL through every kind of fault, nothing lost
 )
 
