@@ -27,6 +27,7 @@ BENCHMARKS: tuple[str, ...] = (
     "startup",  # issue 7.4: time to /healthz 200, idle RSS
     "triage",  # Show failures on 400 of 1,000, repeat=5 of 1,000, rendering cost
     "compare",  # SPEC §9: compare @3 @4 on 1,000 cases, completion to result, requests, blocks
+    "parsing",  # the slash-command parser on hostile input (inside the ack)
     "chaos",  # issue 14: two replicas on PostgreSQL through every kind of fault, nothing lost
 )
 
