@@ -422,3 +422,20 @@ async def test_a_comparison_whose_starter_died_after_the_first_batch_still_compa
     [result] = results(slack)
     assert "1 regressed" in result.text
     assert "• *Case 2* `tc_2`: Quoted the old refund policy." in shown(result)
+
+
+async def test_a_green_pinned_run_offers_publish_and_an_unpinned_one_does_not(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    agents(retell)
+    async with start_bot(admin_user_ids=USER) as bot:
+        await user.command(bot.events_url, f"{ENGINE}@4 tc_1 tc_2")
+        await slack.wait_for(lambda: len(results(slack)) == 1)
+        assert sorted(publish_buttons(results(slack)[0])) == [
+            "🚀 Publish Sales line",
+            "🚀 Publish Support line",
+        ]
+        await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+        await slack.wait_for(lambda: len(results(slack)) == 2)
+        assert publish_buttons(results(slack)[1]) == {}, "which version ran is not certain"
+        assert retell.count("/v2/list-agents") == 1, "one scan, kept for the next result"
