@@ -437,6 +437,8 @@ def register_modal(
             source="modal",
             request_key=key,
             repeats=choice.repeats,
+            candidate=choice.candidate,
+            min_pass=choice.min_pass,
         )
         await workflow.start(request)
 

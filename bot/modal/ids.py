@@ -24,6 +24,10 @@ CHANNEL_BLOCK = "run_channel"
 CHANNEL_ACTION = "run_channel"
 REPEAT_BLOCK = "run_repeat"
 REPEAT_ACTION = "run_repeat"
+COMPARE_BLOCK = "run_compare"
+COMPARE_ACTION = "run_compare"
+MIN_PASS_BLOCK = "run_min_pass"
+MIN_PASS_ACTION = "run_min_pass"
 
 # Option values no engine or test case id can take (ids never start with `*` or `!`).
 ALL_CASES = "*all*"  # "All test cases"; `*all*:<count>` carries the count seen when listed
@@ -41,6 +45,10 @@ ENGINE_LABELS = {kind: words[:1].upper() + words[1:] for kind, words in ENGINE_K
 ENGINE_ID_PATTERN = re.compile(r"(?:llm|conversation_flow)_[A-Za-z0-9_\-]{1,128}")
 CASE_ID_PATTERN = re.compile(r"[A-Za-z0-9_.\-]{1,128}")
 VERSION_PATTERN = re.compile(rf"[vV]?([0-9]{{1,{MAX_VERSION_DIGITS}}})")  # "3" or "v3"
+LATEST = "latest"  # "Compare with version": the engine's latest, resolved when the runs start
+# "Minimum pass rate (%)": loose on purpose (a sign, many digits, a `%`), so that what is off
+# can be said precisely; the reader then holds it to 0-100 with at most two decimals.
+PERCENT_PATTERN = re.compile(r"(-?[0-9]{1,12}(?:\.([0-9]{1,12}))?)\s*%?")
 
 
 def is_engine_id(value: object) -> TypeGuard[str]:

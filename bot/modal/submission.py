@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from bot.commands import MAX_REPEATS, TestSelection
@@ -14,11 +15,17 @@ from bot.modal.ids import (
     CASES_BLOCK,
     CHANNEL_ACTION,
     CHANNEL_BLOCK,
+    COMPARE_ACTION,
+    COMPARE_BLOCK,
     ENGINE_ACTION,
     ENGINE_BLOCK,
     ENGINE_ID_PATTERN,
     HINT,
+    LATEST,
     MAX_ERROR_TEXT,
+    MIN_PASS_ACTION,
+    MIN_PASS_BLOCK,
+    PERCENT_PATTERN,
     REPEAT_ACTION,
     REPEAT_BLOCK,
     VERSION_ACTION,
@@ -85,6 +92,9 @@ class RunChoice:
     response_url: str | None
     case_count: int | None  # None when "All" was picked and the count is not known
     repeats: int = 1
+    # "Compare with version": B of a comparison (`engine`, pinned, is A); no version: latest.
+    candidate: Engine | None = None
+    min_pass: float | None = None  # "Minimum pass rate (%)", 0 to 100
 
 
 def read_submission(
@@ -116,6 +126,26 @@ def read_submission(
             )
         else:
             version = int(match.group(1))
+
+    compare = _read_compare(_element(view, COMPARE_BLOCK, COMPARE_ACTION).get("value"))
+    if isinstance(compare, str):
+        errors[COMPARE_BLOCK] = compare
+    elif compare is not None and VERSION_BLOCK not in errors:
+        # A comparison needs a fixed point (as `compare llm_abc@3 …` does).
+        if version is None:
+            errors[VERSION_BLOCK] = (
+                "Give the version to compare from, such as 3: a comparison starts from a "
+                "fixed version."
+            )
+        elif compare.version == version:
+            errors[COMPARE_BLOCK] = (
+                f"That is the version above (v{version}): give another version, or "
+                f"“{LATEST}”, or leave it empty to test one version."
+            )
+
+    min_pass = _read_min_pass(_element(view, MIN_PASS_BLOCK, MIN_PASS_ACTION).get("value"))
+    if isinstance(min_pass, str):
+        errors[MIN_PASS_BLOCK] = min_pass
 
     cases_block = _cases_block(view)
     picked = _element(view, cases_block, CASES_ACTION).get("selected_options")
@@ -162,6 +192,9 @@ def read_submission(
     if errors or engine_id is None or channel_id is None:
         return errors
     tests = TestSelection(everything=True) if everything else TestSelection(ids=ids)
+    candidate = (
+        Engine.from_id(engine_id, compare.version) if isinstance(compare, _CompareWith) else None
+    )
     return RunChoice(
         engine=Engine.from_id(engine_id, version),
         tests=tests,
@@ -169,7 +202,61 @@ def read_submission(
         response_url=_response_url(response_urls, channel_id, origin),
         case_count=count,
         repeats=repeats,
+        candidate=candidate,
+        min_pass=None if isinstance(min_pass, str) else min_pass,
     )
+
+
+@dataclass(frozen=True, slots=True)
+class _CompareWith:
+    """What "Compare with version" asked for: version B, or None for the latest."""
+
+    version: int | None
+
+
+def _read_compare(raw: object) -> _CompareWith | str | None:
+    """ "Compare with version": None for no comparison, the version wanted, or the error."""
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text:
+        return None
+    if text.casefold() == LATEST:
+        return _CompareWith(None)
+    match = VERSION_PATTERN.fullmatch(text)
+    if match is None:
+        return (
+            f"The version to compare with is a whole number such as 4, or “{LATEST}”; "
+            "leave it empty to test one version."
+        )
+    return _CompareWith(int(match.group(1)))
+
+
+def _read_min_pass(raw: object) -> float | str | None:
+    """ "Minimum pass rate (%)": None for no gate, the percent, or the inline error.
+
+    As `min_pass=` of the command: 0 to 100 with at most two decimals, and a fraction such as
+    0.95 is refused rather than guessed at (0.95% and 95% are both plausible).
+    """
+    text = raw.strip() if isinstance(raw, str) else ""
+    if not text:
+        return None
+    match = PERCENT_PATTERN.fullmatch(text)
+    accepted = "a percentage from 0 to 100, such as 95 or 97.5; leave it empty for no gate"
+    if match is None:
+        return f"The minimum pass rate is {accepted}."
+    percent = Decimal(match.group(1))
+    if not 0 <= percent <= 100:
+        return f"{clip(text, 20)} is outside 0 to 100: the minimum pass rate is {accepted}."
+    if 0 < percent < 1:
+        suggested = format((percent * 100).normalize(), "f")
+        if len(suggested.partition(".")[2]) > 2:
+            suggested = "95"
+        return (
+            f"{text} looks like a fraction; the minimum pass rate is in percent: "
+            f"enter {suggested} for {suggested}%."
+        )
+    if len(match.group(2) or "") > 2:
+        return "The minimum pass rate takes at most two decimals, such as 97.25."
+    return float(percent)
 
 
 def _all_count(value: str) -> int | None:

@@ -15,14 +15,19 @@ from bot.modal.ids import (
     CASES_BLOCK,
     CHANNEL_ACTION,
     CHANNEL_BLOCK,
+    COMPARE_ACTION,
+    COMPARE_BLOCK,
     ENGINE_ACTION,
     ENGINE_BLOCK,
     ENGINE_ID_PATTERN,
     ENGINE_LABELS,
     HINT,
+    LATEST,
     MAX_OPTION_TEXT,
     MAX_OPTION_VALUE,
     MAX_OPTIONS,
+    MIN_PASS_ACTION,
+    MIN_PASS_BLOCK,
     REPEAT_ACTION,
     REPEAT_BLOCK,
     VERSION_ACTION,
@@ -109,11 +114,30 @@ def run_view(origin: Origin) -> dict[str, Any]:
             "block_id": VERSION_BLOCK,
             "optional": True,
             "label": _plain("Version"),
-            "hint": _plain("A whole number. Leave empty to test the latest version."),
+            "hint": _plain(
+                "A whole number. Leave empty to test the latest version (a comparison needs it)."
+            ),
             "element": {
                 "type": "plain_text_input",
                 "action_id": VERSION_ACTION,
                 "placeholder": _plain("e.g. 3"),
+                "max_length": 12,
+            },
+        },
+        {
+            "type": "input",
+            "block_id": COMPARE_BLOCK,
+            "optional": True,
+            "label": _plain("Compare with version"),
+            "hint": _plain(
+                f"Another version of the engine, or “{LATEST}”: the same test cases run on both "
+                "versions and the result compares them case by case (regressions first). "
+                "Leave empty to test one version."
+            ),
+            "element": {
+                "type": "plain_text_input",
+                "action_id": COMPARE_ACTION,
+                "placeholder": _plain(f"e.g. 4 or {LATEST}"),
                 "max_length": 12,
             },
         },
@@ -146,6 +170,24 @@ def run_view(origin: Origin) -> dict[str, Any]:
                 "action_id": REPEAT_ACTION,
                 "initial_option": _repeat_option(1),
                 "options": [_repeat_option(n) for n in range(1, MAX_REPEATS + 1)],
+            },
+        },
+        {
+            "type": "input",
+            "block_id": MIN_PASS_BLOCK,
+            "optional": True,
+            "label": _plain("Minimum pass rate (%)"),
+            "hint": _plain(
+                "The result is green only if at least this share of test runs passes (on the "
+                "compared version when comparing), e.g. 95 or 97.5. Leave empty for no gate."
+            ),
+            "element": {
+                "type": "number_input",
+                "action_id": MIN_PASS_ACTION,
+                "is_decimal_allowed": True,
+                "min_value": "0",
+                "max_value": "100",
+                "placeholder": _plain("e.g. 95"),
             },
         },
         {

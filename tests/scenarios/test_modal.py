@@ -24,9 +24,13 @@ from bot.modal import (
     CASES_ACTION,
     CHANNEL_ACTION,
     CHANNEL_BLOCK,
+    COMPARE_ACTION,
+    COMPARE_BLOCK,
     ENGINE_ACTION,
     ENGINE_BLOCK,
     HINT,
+    MIN_PASS_ACTION,
+    MIN_PASS_BLOCK,
     SHORTCUT_ID,
     VERSION_ACTION,
     VERSION_BLOCK,
@@ -67,6 +71,26 @@ PICK_CASES = "Pick at least one test case, or “All test cases”."
 PICK_CHANNEL = "Pick the channel for the status and the results."
 BAD_VERSION = "The version is a whole number such as 3; leave it empty for the latest."
 OTHER_ENGINE = "These test cases were picked for another engine; pick them again."
+PIN_VERSION = (
+    "Give the version to compare from, such as 3: a comparison starts from a fixed version."
+)
+BAD_COMPARE = (
+    "The version to compare with is a whole number such as 4, or “latest”; "
+    "leave it empty to test one version."
+)
+PASS_RATES = "a percentage from 0 to 100, such as 95 or 97.5; leave it empty for no gate"
+BAD_MIN_PASS = f"The minimum pass rate is {PASS_RATES}."
+
+
+def same_version(version: int) -> str:
+    return (
+        f"That is the version above (v{version}): give another version, or “latest”, "
+        "or leave it empty to test one version."
+    )
+
+
+def out_of_range(typed: str) -> str:
+    return f"{typed} is outside 0 to 100: the minimum pass rate is {PASS_RATES}."
 
 
 def too_many(count: int, limit: int) -> str:
@@ -113,6 +137,8 @@ def state(
     channel: str | None = None,
     cases_block: str | None = None,
     runs: str | None = None,
+    compare: str | None = None,
+    min_pass: str | None = None,
 ) -> JSONDict:
     """`view.state.values` as Slack reports the form's inputs."""
 
@@ -142,6 +168,8 @@ def state(
                 "selected_option": option(runs) if runs else None,
             }
         },
+        COMPARE_BLOCK: {COMPARE_ACTION: {"type": "plain_text_input", "value": compare}},
+        MIN_PASS_BLOCK: {MIN_PASS_ACTION: {"type": "number_input", "value": min_pass}},
     }
 
 
@@ -721,6 +749,192 @@ async def test_invalid_submissions_get_inline_errors_and_start_nothing(
     ] == [["tc_1", "tc_2"]]
 
 
+def seed_versions(retell: FakeRetell) -> None:
+    """ENGINE with versions 0..4; on 4, `tc_2` regresses and `tc_fail_1` is fixed."""
+    retell.add_engine("retell-llm", ENGINE, versions=5)
+    retell.set_outcome("tc_2", "pass", version=3)
+    retell.set_outcome("tc_2", "fail", "Quoted the old refund policy.", version=4)
+    retell.set_outcome("tc_fail_1", "fail", "Hung up on the caller.", version=3)
+    retell.set_outcome("tc_fail_1", "pass", version=4)
+
+
+def created(retell: FakeRetell) -> list[tuple[int | None, list[str]]]:
+    """(engine version, test case ids) of every batch Retell created, sorted."""
+    return sorted(
+        (r.body["response_engine"].get("version"), list(r.body["test_case_definition_ids"]))
+        for r in retell.requests
+        if r.path == "/create-batch-test" and r.status == 201
+    )
+
+
+async def test_compare_with_version_in_the_form_runs_both_versions_as_one_comparison(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    seed_versions(retell)
+    _, view, _ = await open_from_command(bot, slack, user)
+    cases = ["tc_1", "tc_2", "tc_fail_1"]
+    values = state(engine=ENGINE, version="3", compare=" v4 ", cases=cases)
+
+    reply = await send(bot, user, submission_payload(slack, user, as_sent(view, values)))
+    assert reply.status == 200 and reply.text == "", "a plain ack closes the modal"
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+    assert created(retell) == [(3, cases), (4, cases)], "one batch per version, the same cases"
+    [result] = top_level(slack)
+    text = visible_text({"text": result.text, "blocks": result.blocks})
+    assert f"*❌ v4: 1 regression, 1 fixed* · Retell versions compared: `{ENGINE}@3`" in text
+    assert "• *Case 2* `tc_2`: Quoted the old refund policy." in text
+    assert "Gate" not in text, "no minimum pass rate, no gate"
+    for batch_id in retell.batches:
+        assert batch_id in result.text
+    runs = await bot.app.store.recent_runs()
+    assert len(runs) == 2 and {run.source for run in runs} == {"modal"}, "a run per version"
+
+
+async def test_compare_with_latest_and_a_minimum_pass_rate_reach_the_result(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    seed_versions(retell)
+    _, view, _ = await open_from_command(bot, slack, user)
+    values = state(
+        engine=ENGINE, version="3", compare="Latest", cases=["tc_1", "tc_fail_1"], min_pass="90"
+    )
+    assert (
+        await send(bot, user, submission_payload(slack, user, as_sent(view, values)))
+    ).text == ""
+    await slack.wait_for(lambda: len(results(slack)) == 1)
+    assert [version for version, _ in created(retell)] == [3, 4], "latest resolved to 4"
+    [result] = results(slack)
+    text = visible_text({"text": result.text, "blocks": result.blocks})
+    assert "✅ v4: no regressions, 1 fixed" in text
+    assert "🟢 Gate 90%: *held* (100.0% of 2 test runs passed)" in text
+
+    # Without a comparison the gate applies to the one run (and decimals are kept).
+    one_run = {**as_sent(view, state(engine=ENGINE, cases=["tc_1", "tc_2"], min_pass="97.5"))}
+    one_run["id"] = "V_ANOTHER_FORM"
+    retell.set_outcome("tc_2", "fail", "Forgot the caller's name.")
+    assert (await send(bot, user, submission_payload(slack, user, one_run))).text == ""
+    await slack.wait_for(lambda: len(results(slack)) == 2)
+    gated = next(m for m in results(slack) if m.ts != result.ts)
+    assert "🔴 Gate 97.5%: *failed* (50.0% of 2 test runs passed)" in visible_text(
+        {"text": gated.text, "blocks": gated.blocks}
+    )
+
+
+async def test_compare_with_latest_when_version_a_is_the_latest_is_answered_privately(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    retell.add_engine("retell-llm", ENGINE, versions=4)  # 0..3: 3 is the latest
+    _, view, response_url = await open_from_command(bot, slack, user)
+    values = state(engine=ENGINE, version="3", compare="latest", cases=["tc_1"])
+    assert (
+        await send(bot, user, submission_payload(slack, user, as_sent(view, values)))
+    ).text == ""
+    await slack.wait_for(lambda: bool(slack.responses_to(response_url)))
+    [answer] = slack.responses_to(response_url)
+    assert "is already the latest version" in visible_text(answer)
+    assert retell.count("/create-batch-test") == 0 and top_level(slack) == []
+
+
+async def test_bad_comparisons_and_pass_rates_get_inline_errors_and_start_nothing(
+    bot: RunningBot, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    seed_versions(retell)
+    _, view, _ = await open_from_command(bot, slack, user)
+    one = ["tc_1"]
+    cases = (
+        # (what is wrong, its state, the errors Slack must show)
+        (
+            "compare without a version to compare from",
+            state(engine=ENGINE, compare="4", cases=one),
+            {VERSION_BLOCK: PIN_VERSION},
+        ),
+        (
+            "compare with latest without a version to compare from",
+            state(engine=ENGINE, compare="latest", cases=one),
+            {VERSION_BLOCK: PIN_VERSION},
+        ),
+        (
+            "compare a version with itself",
+            state(engine=ENGINE, version="4", compare="v4", cases=one),
+            {COMPARE_BLOCK: same_version(4)},
+        ),
+        (
+            "compare with a word",
+            state(engine=ENGINE, version="3", compare="newest", cases=one),
+            {COMPARE_BLOCK: BAD_COMPARE},
+        ),
+        (
+            "compare with a negative version",
+            state(engine=ENGINE, version="3", compare="-4", cases=one),
+            {COMPARE_BLOCK: BAD_COMPARE},
+        ),
+        (
+            "compare with an engine id",
+            state(engine=ENGINE, version="3", compare=f"{ENGINE}@4", cases=one),
+            {COMPARE_BLOCK: BAD_COMPARE},
+        ),
+        (
+            "a bad version A is said once, not as a missing one",
+            state(engine=ENGINE, version="three", compare="4", cases=one),
+            {VERSION_BLOCK: BAD_VERSION},
+        ),
+        (
+            "pass rate over 100",
+            state(engine=ENGINE, cases=one, min_pass="120"),
+            {MIN_PASS_BLOCK: out_of_range("120")},
+        ),
+        (
+            "negative pass rate",
+            state(engine=ENGINE, cases=one, min_pass="-5"),
+            {MIN_PASS_BLOCK: out_of_range("-5")},
+        ),
+        (
+            "pass rate not a number",
+            state(engine=ENGINE, cases=one, min_pass="ninety"),
+            {MIN_PASS_BLOCK: BAD_MIN_PASS},
+        ),
+        (
+            "pass rate in exponent form",
+            state(engine=ENGINE, cases=one, min_pass="1e2"),
+            {MIN_PASS_BLOCK: BAD_MIN_PASS},
+        ),
+        (
+            "pass rate as a fraction",
+            state(engine=ENGINE, cases=one, min_pass="0.95"),
+            {
+                MIN_PASS_BLOCK: "0.95 looks like a fraction; the minimum pass rate is in "
+                "percent: enter 95 for 95%."
+            },
+        ),
+        (
+            "pass rate with three decimals",
+            state(engine=ENGINE, cases=one, min_pass="97.125"),
+            {MIN_PASS_BLOCK: "The minimum pass rate takes at most two decimals, such as 97.25."},
+        ),
+        (
+            "all at once",
+            state(compare="4", min_pass="101", cases_block=modal.cases_block_id(ENGINE)),
+            {
+                ENGINE_BLOCK: PICK_ENGINE,
+                VERSION_BLOCK: PIN_VERSION,
+                MIN_PASS_BLOCK: out_of_range("101"),
+                modal.cases_block_id(ENGINE): PICK_CASES,
+            },
+        ),
+    )
+    for what, values, expected in cases:
+        reply = await send(bot, user, submission_payload(slack, user, as_sent(view, values)))
+        assert errors_of(reply) == expected, what
+    assert retell.count("/create-batch-test") == 0 and top_level(slack) == [], "nothing created"
+    assert await bot.app.store.recent_runs() == []
+
+    # The edges of the range are pass rates, and `%` may be typed.
+    for typed, gate in (("0", "Gate 0%"), ("100%", "Gate 100%")):
+        values = state(engine=ENGINE, version="3", compare="4", cases=one, min_pass=typed)
+        choice = modal.read_submission(as_sent(view, values), max_cases=10)
+        assert isinstance(choice, RunChoice) and choice.min_pass == float(gate[5:-1]), typed
+
+
 async def test_refusal_names_admins_in_plain_text(
     start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
 ) -> None:
@@ -948,6 +1162,55 @@ def test_read_submission_builds_what_the_command_would() -> None:
         modal.CASES_BLOCK: "Pick at least one test case, or “All test cases”.",
         CHANNEL_BLOCK: "Pick the channel for the status and the results.",
     }
+
+
+def test_read_submission_reads_a_comparison_and_a_gate() -> None:
+    view = {**modal.run_view(Origin(CHANNEL)), "id": "V1"}
+    values = state(engine=FLOW, version="2", compare="5", cases=["tc_a"], min_pass=" 97.5 ")
+    choice = modal.read_submission(as_sent(view, values), max_cases=10)
+    assert choice == RunChoice(
+        engine=Engine("conversation-flow", FLOW, 2),
+        tests=TestSelection(ids=("tc_a",)),
+        channel_id=CHANNEL,
+        response_url=None,
+        case_count=1,
+        candidate=Engine("conversation-flow", FLOW, 5),
+        min_pass=97.5,
+    )
+    latest = modal.read_submission(
+        as_sent(view, state(engine=ENGINE, version="v3", compare=" LATEST ", cases=["tc_1"])),
+        max_cases=10,
+    )
+    assert isinstance(latest, RunChoice)
+    assert latest.candidate == Engine("retell-llm", ENGINE, None), "the latest, resolved at start"
+    plain = modal.read_submission(
+        as_sent(view, state(engine=ENGINE, compare="  ", cases=["tc_1"], min_pass="")),
+        max_cases=10,
+    )
+    assert isinstance(plain, RunChoice) and (plain.candidate, plain.min_pass) == (None, None)
+
+
+def test_run_view_offers_compare_and_a_pass_rate_below_the_version() -> None:
+    view = modal.run_view(Origin(CHANNEL))
+    ids = [block.get("block_id") for block in view["blocks"]]
+    assert ids.index(VERSION_BLOCK) + 1 == ids.index(COMPARE_BLOCK)
+    [compare] = [b for b in view["blocks"] if b.get("block_id") == COMPARE_BLOCK]
+    [gate] = [b for b in view["blocks"] if b.get("block_id") == MIN_PASS_BLOCK]
+    assert compare["optional"] and gate["optional"]
+    assert compare["label"]["text"] == "Compare with version"
+    assert compare["element"]["type"] == "plain_text_input"
+    assert gate["label"]["text"] == "Minimum pass rate (%)"
+    assert gate["element"] == {
+        "type": "number_input",
+        "action_id": MIN_PASS_ACTION,
+        "is_decimal_allowed": True,
+        "min_value": "0",
+        "max_value": "100",
+        "placeholder": {"type": "plain_text", "text": "e.g. 95", "emoji": True},
+    }
+    for block in view["blocks"]:
+        for key in ("label", "hint"):
+            assert len(block.get(key, {}).get("text", "")) <= 2000
 
 
 def test_refusal_error_is_plain_text() -> None:
