@@ -26,22 +26,24 @@ def _secrets(settings: Settings) -> list[str]:
     optional = (settings.slack_signing_secret, settings.slack_app_token, settings.metrics_token)
     values += [s for s in optional if s]
     found = [v.get_secret_value() for v in values]
-    from sqlalchemy.engine import make_url
+    # Not SQLAlchemy's `make_url`: importing SQLAlchemy here would put it on the path to the
+    # first HTTP answer of `serve` (issue 17). Both spellings of the password are redacted.
+    from urllib.parse import unquote, urlsplit
 
     try:
-        password = make_url(settings.database_url).password
-    except Exception:
+        password = urlsplit(settings.database_url).password
+    except ValueError:
         password = None
-    return found + ([str(password)] if password else [])
+    return found + ([password, unquote(password)] if password else [])
 
 
 def _serve(args: argparse.Namespace) -> int:
-    from bot.application import Application
+    # Not `bot.application`: `serve` listens first and imports the application behind it.
     from bot.web import serve
 
     settings = _settings(http_mode=True)
     logs.configure(settings.log_level, settings.log_format, _secrets(settings))
-    asyncio.run(serve(Application.build(settings), host=args.host, port=args.port))
+    asyncio.run(serve(settings, host=args.host, port=args.port))
     return 0
 
 
@@ -175,10 +177,18 @@ def _ci_options(command: argparse.ArgumentParser) -> None:
     command.set_defaults(handler=_ci)
 
 
-def parser() -> argparse.ArgumentParser:
-    from bot.ci import exit_codes_help
+CI_COMMANDS = ("run", "compare", "watch")
 
-    ci_epilog = f"{exit_codes_help()}\n\n{_CI_ENVIRONMENT}"
+
+def parser(*, ci_help: bool = True) -> argparse.ArgumentParser:
+    """`ci_help`: the exit code table in the epilog of run/compare/watch, which imports
+    `bot.ci` (left out on the way to `serve`, whose first HTTP answer waits for its imports)."""
+    if ci_help:
+        from bot.ci import exit_codes_help
+
+        ci_epilog = f"{exit_codes_help()}\n\n{_CI_ENVIRONMENT}"
+    else:
+        ci_epilog = _CI_ENVIRONMENT
     root = argparse.ArgumentParser(prog="retell-bot", description=__doc__)
     commands = root.add_subparsers(dest="command", required=True)
 
@@ -273,7 +283,9 @@ def parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = parser().parse_args(argv)
+    words = sys.argv[1:] if argv is None else list(argv)
+    ci_help = not words or words[0] in CI_COMMANDS or words[0].startswith("-")
+    args = parser(ci_help=ci_help).parse_args(words)
     return int(args.handler(args))
 
 

@@ -1,32 +1,57 @@
 """Entry points that face Slack: the HTTP server (aiohttp) and Socket Mode.
 
 HTTP mode serves `POST /slack/events` (Bolt verifies every request's signature and timestamp
-before any listener runs), `GET /healthz` and `GET /metrics` (Prometheus). Socket Mode keeps
-the same server for health checks and metrics, and takes Slack's envelopes over the
+before any listener runs), `GET /healthz`, `GET /livez` and `GET /metrics` (Prometheus). Socket
+Mode keeps the same server for health checks and metrics, and takes Slack's envelopes over the
 authenticated socket.
+
+Start-up (issue 17): `serve` binds the port first, with only what the HTTP surface needs
+imported (aiohttp, Bolt's request and adapter, the settings), and only then imports and builds
+the application (retell-sdk's models alone take over a second) in a thread, migrates and starts
+the scheduler. Until that is done (`Front`): `/livez` answers 200 `{"status": "starting"}`,
+`/healthz` 503 `{"status": "starting"}` (it says 200 only once the database and the scheduler
+are up, as before), `/metrics` 503, and a signed request to `/slack/events` is held until the
+application is ready, for at most `HOLD_SECONDS`, then dispatched as any other (so a `run`
+command is kept in `acked_commands` before its ack, as always). One the application is still
+not ready for is answered honestly: a slash command with an ephemeral "still starting, nothing
+was started" ack, anything else with 503 (Slack retries events; the user sees the failure).
+This module therefore imports `bot.application` only for type checking.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
+import importlib
 import logging
 import signal
-from collections.abc import Mapping
-from typing import Literal
+from collections.abc import Awaitable, Callable, Mapping
+from typing import TYPE_CHECKING, Literal
 from urllib.parse import parse_qs
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
-from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 from slack_bolt.request.async_request import AsyncBoltRequest
 from slack_sdk.signature import SignatureVerifier
 
-from bot.application import Application
+from bot.settings import Settings
+
+if TYPE_CHECKING:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
+    from bot.application import Application
 
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 20.0
+# How long a request that arrives during start-up waits for the application: Slack wants the
+# ack within 3 s of sending, and the dispatch after the wait needs a little of that too.
+HOLD_SECONDS = 2.0
+STARTING_TEXT = (
+    "⏳ The bot is still starting up, so nothing was started. Please send the command again in "
+    "a few seconds."
+)
 
 
 Rejection = Literal["signature", "malformed"]
@@ -67,22 +92,68 @@ def _is_ssl_check(text: str) -> bool:
     return "payload" not in text and parse_qs(text).get("ssl_check") == ["1"]
 
 
-def http_app(bot: Application) -> web.Application:
-    secret = bot.settings.slack_signing_secret
+class Front:
+    """What the HTTP server serves: the application once it is ready, a holding answer before.
+
+    `ready` and `failed` settle it; requests that arrived meanwhile are waiting in
+    `application` and go on at once.
+    """
+
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.app: Application | None = None
+        self.failure: str | None = None
+        self._settled = asyncio.Event()
+
+    @classmethod
+    def of(cls, app: Application) -> Front:
+        """A front for an application that is ready already (tests, the demo)."""
+        front = cls(app.settings)
+        front.ready(app)
+        return front
+
+    def ready(self, app: Application) -> None:
+        self.app = app
+        self._settled.set()
+
+    def failed(self, why: str) -> None:
+        """Start-up failed (the process is about to exit): waiting requests stop waiting."""
+        self.failure = why
+        self._settled.set()
+
+    async def application(self, timeout: float) -> Application | None:
+        """The application, waiting for it up to `timeout` seconds; None if it is not ready."""
+        if self.app is None and self.failure is None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._settled.wait(), timeout)
+        return self.app
+
+
+def http_app(bot: Application | Front) -> web.Application:
+    front = bot if isinstance(bot, Front) else Front.of(bot)
+    settings = front.settings
+    secret = settings.slack_signing_secret
     verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
-    token = bot.settings.metrics_token
+    token = settings.metrics_token
     metrics_token = token.get_secret_value().encode() if token else None
+    loop_time = asyncio.get_running_loop().time
 
     async def slack_events(request: web.Request) -> web.Response:
-        with bot.metrics.ack_latency.time():
-            assert verifier is not None  # HTTP mode always has a signing secret
-            screened = screen(await request.read(), request.query_string, request.headers, verifier)
-            if isinstance(screened, str):
-                bot.metrics.rejected_requests.labels(screened).inc()
-                log.debug("request to /slack/events refused: %s", screened)
-                status, reason = REFUSALS[screened]
-                return web.Response(status=status, text=reason)
-            return await to_aiohttp_response(await bot.bolt.async_dispatch(screened))
+        received = loop_time()
+        assert verifier is not None  # HTTP mode always has a signing secret
+        screened = screen(await request.read(), request.query_string, request.headers, verifier)
+        if isinstance(screened, str):
+            if front.app is not None:
+                front.app.metrics.rejected_requests.labels(screened).inc()
+            log.debug("request to /slack/events refused: %s", screened)
+            status, reason = REFUSALS[screened]
+            return web.Response(status=status, text=reason)
+        app = front.app or await front.application(HOLD_SECONDS - (loop_time() - received))
+        if app is None:
+            return _not_started(screened)
+        response = await to_aiohttp_response(await app.bolt.async_dispatch(screened))
+        app.metrics.ack_latency.observe(loop_time() - received)
+        return response
 
     async def metrics(request: web.Request) -> web.Response:
         if metrics_token is not None:
@@ -90,25 +161,44 @@ def http_app(bot: Application) -> web.Application:
             if not hmac.compare_digest(given.encode(), metrics_token):
                 challenge = {"WWW-Authenticate": 'Bearer realm="metrics"'}
                 return web.Response(status=401, text="bearer token needed", headers=challenge)
-        body, content_type = bot.metrics.exposition()
+        if front.app is None:
+            return web.Response(status=503, text="starting")
+        body, content_type = front.app.metrics.exposition()
         return web.Response(body=body, headers={"Content-Type": content_type})
 
     async def healthz(_request: web.Request) -> web.Response:
-        problems = await bot.healthy()
+        if front.app is None:
+            return web.json_response({"status": front.failure or "starting"}, status=503)
+        problems = await front.app.healthy()
         body = {"status": "ok"} if not problems else {"status": "unhealthy", **problems}
         return web.json_response(body, status=503 if problems else 200)
 
+    async def livez(_request: web.Request) -> web.Response:
+        """The process is up and serving (for a liveness probe): 200 from the first moment."""
+        return web.json_response({"status": "ok" if front.app is not None else "starting"})
+
     app = web.Application(client_max_size=1024 * 1024)
-    if not bot.settings.socket_mode:
+    if not settings.socket_mode:
         # In Socket Mode, Slack's envelopes arrive over the authenticated socket only, and
         # signature checks are off: an HTTP endpoint would let anyone post unsigned events.
         app.router.add_post("/slack/events", slack_events)
     app.router.add_get("/healthz", healthz)
+    app.router.add_get("/livez", livez)
     app.router.add_get("/metrics", metrics)
     return app
 
 
-async def start_http(bot: Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+def _not_started(request: AsyncBoltRequest) -> web.Response:
+    """The answer to a request that came before the application was ready and stayed so."""
+    body = request.body if isinstance(request.body, dict) else {}
+    if body.get("command"):
+        log.warning("command %s answered before start-up finished: not started", body["command"])
+        return web.json_response({"response_type": "ephemeral", "text": STARTING_TEXT})
+    log.warning("request to /slack/events answered 503: start-up has not finished")
+    return web.Response(status=503, text="starting")
+
+
+async def start_http(bot: Application | Front, host: str, port: int) -> tuple[web.AppRunner, int]:
     """Start the HTTP server; returns the runner and the port actually bound (port 0 = any)."""
     runner = web.AppRunner(http_app(bot), access_log=None, shutdown_timeout=5)
     await runner.setup()
@@ -122,26 +212,86 @@ async def start_http(bot: Application, host: str, port: int) -> tuple[web.AppRun
 
 
 def socket_mode_handler(bot: Application) -> AsyncSocketModeHandler:
+    from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+
     token = bot.settings.slack_app_token
     assert token is not None
     return AsyncSocketModeHandler(bot.bolt, token.get_secret_value(), web_client=bot.slack.client)
 
 
-async def serve(bot: Application, *, host: str = "0.0.0.0", port: int | None = None) -> None:
-    """Run until SIGTERM or SIGINT, then stop taking work and shut down in order."""
+async def load_application(settings: Settings) -> Application:
+    """Import the application (in a thread: the event loop keeps serving) and build it."""
+    module = await asyncio.to_thread(importlib.import_module, "bot.application")
+    application: Application = module.Application.build(settings)
+    return application
+
+
+async def serve(
+    settings: Settings,
+    *,
+    host: str = "0.0.0.0",
+    port: int | None = None,
+    load: Callable[[Settings], Awaitable[Application]] = load_application,
+) -> None:
+    """Listen at once, start the application behind it, run until SIGTERM or SIGINT, then stop
+    taking work and shut down in order."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    async with bot.running():
-        runner, bound = await start_http(bot, host, bot.settings.port if port is None else port)
-        socket = socket_mode_handler(bot) if bot.settings.socket_mode else None
-        if socket is not None:
-            await socket.connect_async()  # type: ignore[no-untyped-call]
-            log.info("connected to Slack over Socket Mode")
-        log.info("listening on http://%s:%d", host, bound)
-        await stop.wait()
-        log.info("shutting down")
-        if socket is not None:
-            await socket.close_async()  # type: ignore[no-untyped-call]
-        await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE_SECONDS)
+    front = Front(settings)
+    runner, bound = await start_http(front, host, settings.port if port is None else port)
+    log.info("listening on http://%s:%d; starting", host, bound)
+    closed = False
+
+    async def close_http() -> None:
+        nonlocal closed
+        if not closed:
+            closed = True
+            await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE_SECONDS)
+
+    try:
+        bot = await _until_loaded(load(settings), stop)
+    except BaseException as exc:
+        front.failed("failed")
+        if not isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
+            log.error("start-up failed: %s", type(exc).__name__)
+        await close_http()
+        raise
+    if bot is None:
+        log.info("stopped before start-up finished")
+        front.failed("stopping")  # commands waiting for it are told nothing was started
+        await close_http()
+        return
+    try:
+        async with bot.running():
+            front.ready(bot)
+            socket = socket_mode_handler(bot) if bot.settings.socket_mode else None
+            if socket is not None:
+                await socket.connect_async()  # type: ignore[no-untyped-call]
+                log.info("connected to Slack over Socket Mode")
+            log.info("ready")
+            await stop.wait()
+            log.info("shutting down")
+            if socket is not None:
+                await socket.close_async()  # type: ignore[no-untyped-call]
+            await close_http()
+    except BaseException:
+        front.failed("failed")  # migrations or the scheduler's start (database down at start)
+        raise
+    finally:
+        await close_http()
+
+
+async def _until_loaded(loading: Awaitable[Application], stop: asyncio.Event) -> Application | None:
+    """The loaded application, or None when asked to stop first."""
+    load = asyncio.ensure_future(loading)
+    stopping = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({load, stopping}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        stopping.cancel()
+    if not load.done():
+        load.cancel()
+        return None
+    return load.result()

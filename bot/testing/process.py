@@ -13,7 +13,7 @@ import random
 import signal
 import socket
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -104,6 +104,11 @@ class BotProcess:
 
     async def start(self, *, timeout: float = 30.0) -> None:
         """Start the process and return once `/healthz` answers 200."""
+        await self.spawn()
+        await self.wait_healthy(timeout)
+
+    async def spawn(self) -> None:
+        """Start the process and return at once (see `wait_answering`, `wait_healthy`)."""
         self._log = open(self._log_path, "ab") if self._log_path else None  # noqa: SIM115, ASYNC230
         self._process = await asyncio.create_subprocess_exec(
             sys.executable,
@@ -119,9 +124,19 @@ class BotProcess:
             stdout=self._log or asyncio.subprocess.DEVNULL,
             stderr=self._log or asyncio.subprocess.DEVNULL,
         )
-        await self._wait_healthy(timeout)
 
-    async def _wait_healthy(self, timeout: float) -> None:
+    async def wait_answering(self, timeout: float = 30.0, *, poll: float = 0.05) -> int:
+        """Wait for the first HTTP answer to `GET /healthz`, whatever its status (503 while
+        the bot is starting); returns the status."""
+        return await self._poll_healthz(timeout, poll, lambda _status: True)
+
+    async def wait_healthy(self, timeout: float = 30.0, *, poll: float = 0.05) -> None:
+        """Wait until `GET /healthz` answers 200."""
+        await self._poll_healthz(timeout, poll, lambda status: status == 200)
+
+    async def _poll_healthz(
+        self, timeout: float, poll: float, enough: Callable[[int], bool]
+    ) -> int:
         deadline = asyncio.get_running_loop().time() + timeout
         async with aiohttp.ClientSession() as session:
             while True:
@@ -129,13 +144,13 @@ class BotProcess:
                     raise RuntimeError(f"bot exited with {self._process.returncode} at start-up")
                 try:
                     async with session.get(f"{self.url}/healthz") as response:
-                        if response.status == 200:
-                            return
+                        if enough(response.status):
+                            return response.status
                 except aiohttp.ClientError:
                     pass
                 if asyncio.get_running_loop().time() > deadline:
                     raise TimeoutError(f"bot not healthy within {timeout}s")
-                await asyncio.sleep(0.05)  # nothing to subscribe to: the child is another process
+                await asyncio.sleep(poll)  # nothing to subscribe to: the child is another process
 
     def kill(self) -> None:
         """SIGKILL: the process gets no chance to clean up."""

@@ -310,6 +310,82 @@ async def test_healthz_answers_200_with_json(
         assert await response.json() == {"status": "ok"}
 
 
+async def test_a_command_sent_as_soon_as_the_port_answers_is_acked_in_3_s_and_started(
+    slack: FakeSlack, retell: FakeRetell, user: SlackUser, database_url: str, tmp_path: Path
+) -> None:
+    """Issue 17: `serve` listens before the application is imported; until it is ready,
+    `/healthz` says 503 "starting", `/livez` 200, and a command is held, then handled as any
+    other (kept in `acked_commands` before its ack) once the application is up."""
+    environment = process_environment(slack, retell, database_url)
+    bot = BotProcess(environment, log_path=tmp_path / "bot.log")
+    spawned = time.monotonic()
+    try:
+        await bot.spawn()
+        first = await bot.wait_answering(30, poll=0.01)
+        answered = time.monotonic() - spawned
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{bot.url}/livez") as live:
+                assert live.status == 200
+                liveness = await live.json()
+            sent = time.monotonic()
+            reply = await user.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+            acked = time.monotonic() - sent
+        assert reply.status == 200 and acked < 3.0, (reply.status, reply.text, acked)
+        assert "Starting a Retell batch test" in reply.text, reply.text
+        await bot.wait_healthy(30)
+        ready = time.monotonic() - spawned
+        await slack.wait_for(lambda: len(results(slack)) == 1, timeout=30)
+        assert len(retell.batches) == 1, "started once"
+    except BaseException as exc:
+        exc.add_note(log_tail(tmp_path / "bot.log"))
+        raise
+    finally:
+        assert await bot.stop() == 0
+    if first == 503:  # answered before the application was ready (the usual case)
+        assert liveness["status"] in {"starting", "ok"}
+    assert answered < ready, (answered, ready)
+    assert not log_problems(tmp_path / "bot.log")
+
+
+async def test_healthz_says_starting_until_the_application_is_up(
+    slack: FakeSlack, retell: FakeRetell, database_url: str, tmp_path: Path
+) -> None:
+    """`/healthz` is 503 `{"status": "starting"}` while the application loads (a health check
+    that routes traffic waits for 200, as before), `/livez` 200 from the first answer on."""
+    environment = process_environment(slack, retell, database_url)
+    bot = BotProcess(environment, log_path=tmp_path / "bot.log")
+    seen: list[tuple[int, object]] = []
+    try:
+        await bot.spawn()
+        await bot.wait_answering(30, poll=0.01)
+        async with aiohttp.ClientSession() as session:
+            while not seen or seen[-1][0] != 200:
+                async with session.get(f"{bot.url}/healthz") as response:
+                    seen.append((response.status, await response.json()))
+                async with session.get(f"{bot.url}/livez") as live:
+                    assert live.status == 200
+                await asyncio.sleep(0.02)
+            async with session.get(f"{bot.url}/livez") as live:
+                assert await live.json() == {"status": "ok"}
+    finally:
+        assert await bot.stop() == 0
+    assert seen[-1] == (200, {"status": "ok"})
+    assert seen[:-1], "answered before it was ready"
+    assert all(answer == (503, {"status": "starting"}) for answer in seen[:-1]), seen
+
+
+async def test_sigterm_during_start_up_exits_0(
+    slack: FakeSlack, retell: FakeRetell, database_url: str, tmp_path: Path
+) -> None:
+    environment = process_environment(slack, retell, database_url)
+    bot = BotProcess(environment, log_path=tmp_path / "bot.log")
+    await bot.spawn()
+    status = await bot.wait_answering(30, poll=0.01)
+    code = await bot.stop()
+    assert code == 0, log_tail(tmp_path / "bot.log")
+    assert status in {200, 503}
+
+
 async def test_unsigned_request_is_refused_by_the_process(
     slack: FakeSlack, retell: FakeRetell, database_url: str, tmp_path: Path
 ) -> None:
