@@ -57,6 +57,7 @@ from bot.testing.slack import FakeSlack, SlackTiers
 CASES_PER_BATCH = 5
 TEAM_ID = "T0001"
 SLACK_EDITS_DEFAULT = 45.0  # bot/settings.py: SLACK_EDITS_PER_MINUTE
+SLACK_POSTS_DEFAULT = 60.0  # bot/settings.py: SLACK_POSTS_PER_MINUTE (per channel)
 POLL_INITIAL, POLL_MAX = 1.0, 2.0  # seconds: detection is not what is measured
 NEVER = 24 * 3600.0  # batch seconds: nothing completes until the batches are finished at once
 TARGET_RATIO = 1.25
@@ -227,6 +228,7 @@ async def run_scenario(
             poll_max_seconds=f"{POLL_MAX:g}",
             retell_requests_per_minute=f"{max(600, 60 * n):g}",
             slack_edits_per_minute=f"{SLACK_EDITS_DEFAULT * scenario.scale:g}",
+            slack_posts_per_minute=f"{SLACK_POSTS_DEFAULT * scenario.scale:g}",
             max_runs_per_user_per_hour="0",
             log_level="INFO",
         )

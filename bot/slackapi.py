@@ -104,6 +104,10 @@ def _method(request: HttpRequest) -> str:
 UPDATE_FAMILY = "chat.update"  # Tier 3, per workspace
 POST_FAMILY = "chat.postMessage"  # about one a second, per channel
 PACED_METHODS = frozenset({UPDATE_FAMILY, POST_FAMILY})
+# How much of a minute's allowance may go at once: Slack tolerates bursts, and says so with a
+# 429 when one was too much (the budget then waits and halves its rate).
+UPDATE_BURST_SECONDS = 30.0
+POST_BURST_SECONDS = 5.0
 # How long a call nobody can defer (an answer someone waits for) waits for the budget at most
 # before it goes anyway; Slack's 429, if it comes, is then waited out like any other.
 MAX_PACED_WAIT_SECONDS = 30.0
@@ -278,8 +282,8 @@ class SlackGateway:
     ) -> None:
         self.client = client
         self._book = book
-        self._updates = Allowance(edits_per_minute, burst_seconds=10)
-        self._posts = Allowance(posts_per_minute, burst_seconds=5)
+        self._updates = Allowance(edits_per_minute, burst_seconds=UPDATE_BURST_SECONDS)
+        self._posts = Allowance(posts_per_minute, burst_seconds=POST_BURST_SECONDS)
         self._team_id = team_id  # the workspace `chat.update`'s budget is counted in
 
     async def _paced(
