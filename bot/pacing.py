@@ -5,8 +5,8 @@ Slack limits `chat.update` per workspace (Tier 3, "50+ a minute", bursts tolerat
 own cannot keep a fleet under those, and forgets what it spent when it restarts; so the budget
 is a row per method family and scope in the database the replicas already share.
 
-The allowance adapts: it starts at the configured rate, grows back towards twice that while Slack
-accepts, halves on a 429 and waits out its `Retry-After`. Calls take from it by priority: a
+The allowance adapts: it starts at the configured rate, grows towards twice that while Slack
+accepts, drops by a quarter on a 429 and waits out its `Retry-After`. Calls take from it by priority: a
 final result may spend the whole bucket, a requester's mention leaves a tenth to results,
 a progress edit a quarter (progress edits coalesce: the next follow-up shows newer counts).
 Nothing is dropped: a call the budget turns away is told how long to wait.
@@ -25,7 +25,9 @@ CEILING_FACTOR = 2.0
 # The least the allowance falls to after repeated 429s, as a share of the configured rate.
 FLOOR_FACTOR = 0.1
 # After a 429 the allowance regains the configured rate over this long, if Slack allows.
-RECOVERY = timedelta(minutes=2)
+RECOVERY = timedelta(minutes=1)
+# What a 429 leaves of the allowance: gentle, since Slack's limit is near (it just said so).
+DECREASE = 0.75
 
 
 class Priority(enum.IntEnum):
@@ -101,14 +103,19 @@ def spend(state: BudgetState, allowance: Allowance, priority: Priority, now: dat
 
 
 def limited(state: BudgetState, allowance: Allowance, retry_after: float, now: datetime) -> None:
-    """Slack answered 429: wait `retry_after`, then go on at half the allowance."""
-    current = rate(state, allowance, now)
-    state.base_per_minute = max(allowance.floor, current / 2)
-    state.since = now + timedelta(seconds=retry_after)
+    """Slack answered 429: wait `retry_after`, then go on at a lower allowance.
+
+    Calls already on their way when the first 429 came meet 429s of their own; those extend
+    the wait but do not lower the allowance again (one decrease per rate-limited spell).
+    """
     until = now + timedelta(seconds=retry_after)
+    spell = state.blocked_until is not None and state.blocked_until > now
+    if not spell:
+        state.base_per_minute = max(allowance.floor, rate(state, allowance, now) * DECREASE)
     state.blocked_until = max(state.blocked_until or until, until)
+    state.since = state.blocked_until
     state.tokens = 0.0
-    state.counted_at = until
+    state.counted_at = state.blocked_until
 
 
 def fresh(allowance: Allowance, now: datetime) -> BudgetState:

@@ -67,7 +67,7 @@ class Settings(BaseSettings):
     # Budgets: follow-up requests to Retell (all engines together); Slack edits per workspace
     # (chat.update is Tier 3, about 50 a minute) and posts per channel, each one budget shared
     # by every replica: the starting rate, which grows to twice that while Slack accepts and
-    # halves on a 429 (see bot.pacing).
+    # drops by a quarter on a 429 (see bot.pacing).
     retell_requests_per_minute: float = Field(default=60.0, gt=0)
     slack_edits_per_minute: float = Field(default=45.0, gt=0)
     # chat.postMessage per channel (Slack: about one a second), shared like the edits.

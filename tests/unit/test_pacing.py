@@ -33,13 +33,14 @@ def test_progress_leaves_a_quarter_to_results_and_mentions_a_tenth() -> None:
     assert spent_at_once(state, Priority.RESULT, T0) == 1, "results may spend what is left"
 
 
-def test_a_429_blocks_for_retry_after_halves_the_rate_and_it_grows_back() -> None:
+def test_a_429_blocks_for_retry_after_lowers_the_rate_once_and_it_grows_back() -> None:
     state = pacing.fresh(EDITS, T0)
     pacing.limited(state, EDITS, 30.0, T0)
-    assert pacing.spend(state, EDITS, Priority.RESULT, T0 + timedelta(seconds=10)) == 20.0
-    after = T0 + timedelta(seconds=30)
-    assert pacing.rate(state, EDITS, after) == 30.0, "half of what it was"
-    assert pacing.rate(state, EDITS, after + pacing.RECOVERY / 2) == 60.0, "back to the rate"
+    pacing.limited(state, EDITS, 30.0, T0 + timedelta(seconds=1))  # the same spell
+    assert pacing.spend(state, EDITS, Priority.RESULT, T0 + timedelta(seconds=11)) == 20.0
+    after = T0 + timedelta(seconds=31)
+    assert pacing.rate(state, EDITS, after) == 45.0, "a quarter less, once"
+    assert pacing.rate(state, EDITS, after + pacing.RECOVERY / 4) == 60.0, "back to the rate"
     assert pacing.rate(state, EDITS, after + pacing.RECOVERY * 10) == EDITS.ceiling, "not beyond"
 
 
