@@ -6,9 +6,10 @@ own cannot keep a fleet under those, and forgets what it spent when it restarts;
 is a row per method family and scope in the database the replicas already share.
 
 The allowance adapts: it starts at the configured rate, grows towards twice that while Slack
-accepts, drops by a quarter on a 429 and waits out its `Retry-After`. Calls take from it by priority: a
-final result may spend the whole bucket, a requester's mention leaves a tenth to results,
-a progress edit a quarter (progress edits coalesce: the next follow-up shows newer counts).
+accepts, drops by a quarter on a 429 and waits out its `Retry-After`. Calls take from it by
+priority: a final result may spend the whole bucket, a requester's mention leaves a tenth to
+results, a progress edit a quarter (progress edits coalesce: the next follow-up shows newer
+counts).
 Nothing is dropped: a call the budget turns away is told how long to wait.
 """
 

@@ -103,7 +103,10 @@ def _method(request: HttpRequest) -> str:
 # Methods whose 429s feed the shared budget (`bot.pacing`) rather than a retry in place.
 UPDATE_FAMILY = "chat.update"  # Tier 3, per workspace
 POST_FAMILY = "chat.postMessage"  # about one a second, per channel
-PACED_METHODS = frozenset({UPDATE_FAMILY, POST_FAMILY})
+HISTORY_FAMILY = "conversations"  # history and replies: Tier 3, per workspace
+HISTORY_METHODS = frozenset({"conversations.history", "conversations.replies"})
+PACED_METHODS = frozenset({UPDATE_FAMILY, POST_FAMILY, *HISTORY_METHODS})
+HISTORY_PER_MINUTE = 50.0  # Slack's Tier 3
 # How much of a minute's allowance may go at once: Slack tolerates bursts, and says so with a
 # 429 when one was too much (the budget then waits and halves its rate).
 UPDATE_BURST_SECONDS = 30.0
@@ -284,6 +287,7 @@ class SlackGateway:
         self._book = book
         self._updates = Allowance(edits_per_minute, burst_seconds=UPDATE_BURST_SECONDS)
         self._posts = Allowance(posts_per_minute, burst_seconds=POST_BURST_SECONDS)
+        self._history = Allowance(HISTORY_PER_MINUTE, burst_seconds=UPDATE_BURST_SECONDS)
         self._team_id = team_id  # the workspace `chat.update`'s budget is counted in
 
     async def _paced(
@@ -301,7 +305,9 @@ class SlackGateway:
         the budget holds back, or Slack rate limits, raises `SlackFailure` with `retry_after`
         instead of waiting here. Otherwise (someone waits for the answer) it waits, briefly.
         """
-        allowance = self._updates if family == UPDATE_FAMILY else self._posts
+        allowance = {UPDATE_FAMILY: self._updates, HISTORY_FAMILY: self._history}.get(
+            family, self._posts
+        )
         waited = 0.0
         for attempt in range(PACED_RETRIES + 1):
             while (wait := await self._book.spend_budget(family, scope, allowance, priority)) > 0:
@@ -384,12 +390,19 @@ class SlackGateway:
         """
         cursor: str | None = None
         for _ in range(HISTORY_PAGES):
-            response = await self.client.conversations_history(
-                channel=channel,
-                oldest=f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}",
-                limit=HISTORY_PAGE,
-                include_all_metadata=True,
-                cursor=cursor,
+            response = await self._paced(
+                HISTORY_FAMILY,
+                self._team_id,
+                Priority.RESULT,
+                functools.partial(
+                    self.client.conversations_history,
+                    channel=channel,
+                    oldest=f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}",
+                    limit=HISTORY_PAGE,
+                    include_all_metadata=True,
+                    cursor=cursor,
+                ),
+                defer=True,
             )
             found = _carrying(response.get("messages"), event_type, payload)
             metadata = response.get("response_metadata") or {}
@@ -407,10 +420,21 @@ class SlackGateway:
         """The `ts` of a reply this bot posted in a thread with this metadata, if any.
 
         `find_posted` for thread replies: the thread's first page (a result's own replies
-        come first in it, right after the result).
+        come first in it, right after the result). Both are paced like posts (Tier 3): a
+        lookup held back raises `SlackFailure` with `retry_after`.
         """
-        response = await self.client.conversations_replies(
-            channel=channel, ts=thread_ts, limit=HISTORY_PAGE, include_all_metadata=True
+        response = await self._paced(
+            HISTORY_FAMILY,
+            self._team_id,
+            Priority.MENTION,
+            functools.partial(
+                self.client.conversations_replies,
+                channel=channel,
+                ts=thread_ts,
+                limit=HISTORY_PAGE,
+                include_all_metadata=True,
+            ),
+            defer=True,
         )
         return _carrying(response.get("messages"), event_type, payload)
 

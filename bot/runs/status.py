@@ -146,7 +146,7 @@ class StatusMessages:
                 payload=payload["event_payload"],
             )
         except SlackFailure as exc:
-            log.warning(
+            (log.info if exc.paced else log.warning)(
                 "run %s: status message not looked for (%s); looked for again later",
                 run.id,
                 exc.code,
