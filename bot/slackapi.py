@@ -106,7 +106,6 @@ POST_FAMILY = "chat.postMessage"  # about one a second, per channel
 HISTORY_FAMILY = "conversations"  # history and replies: Tier 3, per workspace
 HISTORY_METHODS = frozenset({"conversations.history", "conversations.replies"})
 PACED_METHODS = frozenset({UPDATE_FAMILY, POST_FAMILY, *HISTORY_METHODS})
-HISTORY_PER_MINUTE = 50.0  # Slack's Tier 3
 # How much of a minute's allowance may go at once: Slack tolerates bursts, and says so with a
 # 429 when one was too much (the budget then waits and halves its rate).
 UPDATE_BURST_SECONDS = 30.0
@@ -287,7 +286,8 @@ class SlackGateway:
         self._book = book
         self._updates = Allowance(edits_per_minute, burst_seconds=UPDATE_BURST_SECONDS)
         self._posts = Allowance(posts_per_minute, burst_seconds=POST_BURST_SECONDS)
-        self._history = Allowance(HISTORY_PER_MINUTE, burst_seconds=UPDATE_BURST_SECONDS)
+        # conversations.history and .replies are Tier 3 like chat.update: the same allowance.
+        self._history = Allowance(edits_per_minute, burst_seconds=UPDATE_BURST_SECONDS)
         self._team_id = team_id  # the workspace `chat.update`'s budget is counted in
 
     async def _paced(

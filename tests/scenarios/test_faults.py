@@ -43,7 +43,7 @@ from bot.slackapi import SlackGateway, retry_after_seconds, web_client
 from bot.store import Run, RunState, utcnow
 from bot.suite import Engine, Suite
 from bot.testing.retell import FakeRetell, RecordedRequest
-from bot.testing.slack import ApiCall, FakeSlack, SlackUser
+from bot.testing.slack import ApiCall, Bucket, FakeSlack, SlackTiers, SlackUser
 
 from ..helpers import (
     CHANNEL,
@@ -776,3 +776,34 @@ async def test_an_interrupted_start_finds_its_batch_pages_down_a_busy_engines_li
     assert retell.count("/create-batch-test") == RECOVERY_PAGE + 11, "no second batch"
     [result] = results(slack)
     assert created.batch_id in result.text
+
+
+async def test_results_that_finish_together_reach_slack_under_its_tiers_once_each(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, user: SlackUser
+) -> None:
+    """Twelve batches finish at once in one workspace while Slack enforces its limits (here
+    600 edits and posts a minute with small bursts, time compressed): the shared budget paces
+    the results and mentions, the few 429s feed it, and every result and mention arrives once,
+    none counted as a failed delivery."""
+    slack.set_rate_limits(
+        SlackTiers.only(
+            {
+                "chat.update": Bucket(per_minute=600, burst=3),
+                "chat.postMessage": Bucket(per_minute=600, burst=3, per="channel"),
+            },
+            whole_seconds=False,
+        )
+    )
+    retell.next_batch_durations = [0.3] * 12
+    limits = {"slack_edits_per_minute": 300.0, "slack_posts_per_minute": 300.0}
+    async with start_bot(max_runs_per_user_per_hour=0, **limits) as bot:
+        for n in range(12):
+            await user.command(bot.events_url, f"{ENGINE} tc_{n % 5 + 1}")
+        await slack.wait_for(lambda: len(results(slack)) == 12, timeout=30)
+        await slack.wait_for(
+            lambda: all(len(slack.thread(CHANNEL, m.ts)) == 1 for m in results(slack)), timeout=30
+        )
+        runs = await bot.app.store.recent_runs()
+    assert len(top_level(slack)) == 12, "one message per run"
+    assert all(run.delivery_attempts == 0 for run in runs), "paced, never a failed attempt"
+    assert slack.rate_limited() <= 6, "the budget keeps under Slack's limits, bar a few 429s"
