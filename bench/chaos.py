@@ -376,6 +376,7 @@ async def chaos_run(args: argparse.Namespace, workdir: Path) -> int:
             retell_timeout_seconds=str(RETELL_TIMEOUT_SECONDS),
             retell_requests_per_minute=str(60 * 10 / args.poll_initial),
             slack_edits_per_minute="100000",
+            slack_posts_per_minute="100000",
             max_runs_per_user_per_hour="0",
             schedule_min_interval_minutes="1",
             log_level="INFO",

@@ -61,7 +61,7 @@ BATCH_ID = re.compile(r"test_case_batch_job_[0-9a-f]{24}")
 CASES_PER_BATCH = 5
 # The defaults of the settings that compression scales (SPEC §5 and bot/settings.py).
 POLL_INITIAL, POLL_MAX = 10.0, 120.0
-RETELL_BUDGET, SLACK_EDITS = 60.0, 45.0
+RETELL_BUDGET, SLACK_EDITS, SLACK_POSTS = 60.0, 45.0, 60.0
 TARGET_REQUESTS_PER_MINUTE = 60.0
 NEVER_WITHIN_A_BENCHMARK = 3600.0  # simulated seconds
 TARGET_P95_LAG = 30.0
@@ -136,6 +136,7 @@ def bot_settings(compress: float) -> dict[str, str]:
         "poll_max_seconds": f"{POLL_MAX / compress:g}",
         "retell_requests_per_minute": f"{RETELL_BUDGET * compress:g}",
         "slack_edits_per_minute": f"{SLACK_EDITS * compress:g}",
+        "slack_posts_per_minute": f"{SLACK_POSTS * compress:g}",
         "max_runs_per_user_per_hour": "0",
         "log_level": "INFO",
     }

@@ -29,6 +29,7 @@ BENCHMARKS: tuple[str, ...] = (
     "compare",  # SPEC §9: compare @3 @4 on 1,000 cases, completion to result, requests, blocks
     "parsing",  # the slash-command parser on hostile input (inside the ack)
     "chaos",  # issue 14: two replicas on PostgreSQL through every kind of fault, nothing lost
+    "burst",  # issue 17: N results at once under Slack's tiers, against the floor they allow
 )
 
 

@@ -446,6 +446,7 @@ async def soak(args: argparse.Namespace, workdir: Path) -> int:
             # workspace) is above Slack's real limit, and pacing is measured elsewhere.
             retell_requests_per_minute=str(60 * 10 / args.poll_initial),
             slack_edits_per_minute="100000",
+            slack_posts_per_minute="100000",
             max_runs_per_user_per_hour="0",
             log_level="INFO",
         )

@@ -30,7 +30,7 @@ from bot.scheduling import (
 )
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
-from bot.store import Store, create_ack_engine, create_engine
+from bot.store import SharedBook, Store, create_ack_engine, create_engine
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,12 @@ class Application:
         client = web_client(
             settings.slack_bot_token.get_secret_value(), settings.slack_api_url, metrics=metrics
         )
-        slack = SlackGateway(client, edits_per_minute=settings.slack_edits_per_minute)
+        slack = SlackGateway(
+            client,
+            book=SharedBook(store),
+            edits_per_minute=settings.slack_edits_per_minute,
+            posts_per_minute=settings.slack_posts_per_minute,
+        )
         workflow = RunWorkflow(settings, store, retell, slack, metrics=metrics)
         scheduler = build_scheduler(store.engine, lease_seconds=settings.follow_up_lease_seconds)
         reports = Reports(store, slack)

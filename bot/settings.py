@@ -64,10 +64,14 @@ class Settings(BaseSettings):
     poll_max_seconds: float = Field(default=120.0, gt=0)
     batch_timeout_minutes: float = Field(default=180.0, gt=0)
     follow_up_lease_seconds: float = Field(default=15.0, gt=0)
-    # Budgets: follow-up requests to Retell (all engines together) and status-message edits
-    # per Slack workspace (Slack's chat.update is Tier 3, about 50 a minute).
+    # Budgets: follow-up requests to Retell (all engines together); Slack edits per workspace
+    # (chat.update is Tier 3, about 50 a minute) and posts per channel, each one budget shared
+    # by every replica: the starting rate, which grows to twice that while Slack accepts and
+    # drops by a quarter on a 429 (see bot.pacing).
     retell_requests_per_minute: float = Field(default=60.0, gt=0)
     slack_edits_per_minute: float = Field(default=45.0, gt=0)
+    # chat.postMessage per channel (Slack: about one a second), shared like the edits.
+    slack_posts_per_minute: float = Field(default=60.0, gt=0)
     schedule_min_interval_minutes: float = Field(default=15.0, ge=0)
 
     allowed_user_ids: IdList = frozenset()

@@ -3,8 +3,8 @@
 slack_sdk's async retry handlers take care of rate limits (honouring `Retry-After`), server
 errors and dropped connections; this module adds the channel rules a chat-ops bot needs: join a
 public channel it was not invited to, and say so privately to the requester when it cannot post.
-It also paces `chat.update` below Slack's Tier 3 limit per workspace, so that hundreds of
-status messages moving at once are coalesced instead of being answered with 429s.
+It also paces `chat.update` (per workspace) and `chat.postMessage` (per channel) by one budget
+all replicas share (`bot.pacing`): results first, progress edits coalesced, 429s fed back.
 """
 
 from __future__ import annotations
@@ -19,7 +19,6 @@ from datetime import datetime
 from typing import Any, ParamSpec, TypeVar
 
 import aiohttp
-from aiolimiter import AsyncLimiter
 from slack_sdk.errors import SlackApiError
 from slack_sdk.http_retry.async_handler import AsyncRetryHandler
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -35,6 +34,7 @@ from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.blocks import Message
 from bot.metrics import Metrics
+from bot.pacing import Allowance, BudgetBook, Priority
 
 log = logging.getLogger(__name__)
 
@@ -45,17 +45,29 @@ UNREACHABLE_CHANNEL = frozenset({"channel_not_found", "is_archived", "not_in_cha
 HISTORY_PAGE = 200  # messages read back when looking for one the bot posted moments ago
 HISTORY_PAGES = 10  # pages of them at most, then the lookup is tried again later
 HISTORY_SLACK_SECONDS = 5.0  # how far the bot's clock and Slack's may disagree
-# Share of the edit allowance that progress edits leave to results, so a result never waits
-# behind progress bars.
-RESULT_RESERVE = 0.25
 
 
 class RateLimitRetry(AsyncRateLimitErrorRetryHandler):
-    """slack_sdk's 429 handler, waiting the whole `Retry-After`.
+    """slack_sdk's 429 handler, waiting the whole `Retry-After`, for the calls the shared
+    budget does not pace (`PACED_METHODS` go back to the gateway, which tells the budget).
 
     On the async (aiohttp) client the header's value is a string, and the stock handler reads
     its first character only: "45" became a 4 s wait, and the retry met another 429.
     """
+
+    async def _can_retry_async(
+        self,
+        *,
+        state: RetryState,
+        request: HttpRequest,
+        response: HttpResponse | None = None,
+        error: Exception | None = None,
+    ) -> bool:
+        if _method(request) in PACED_METHODS:
+            return False
+        return await super()._can_retry_async(
+            state=state, request=request, response=response, error=error
+        )
 
     async def _prepare_for_next_attempt_async(
         self,
@@ -84,6 +96,25 @@ def retry_after_seconds(headers: Mapping[str, Any]) -> float:
     return 1.0
 
 
+def _method(request: HttpRequest) -> str:
+    return request.url.rsplit("/", 1)[-1].split("?", 1)[0]
+
+
+# Methods whose 429s feed the shared budget (`bot.pacing`) rather than a retry in place.
+UPDATE_FAMILY = "chat.update"  # Tier 3, per workspace
+POST_FAMILY = "chat.postMessage"  # about one a second, per channel
+HISTORY_FAMILY = "conversations"  # history and replies: Tier 3, per workspace
+HISTORY_METHODS = frozenset({"conversations.history", "conversations.replies"})
+PACED_METHODS = frozenset({UPDATE_FAMILY, POST_FAMILY, *HISTORY_METHODS})
+# How much of a minute's allowance may go at once: Slack tolerates bursts, and says so with a
+# 429 when one was too much (the budget then waits and halves its rate).
+UPDATE_BURST_SECONDS = 30.0
+POST_BURST_SECONDS = 5.0
+# How long a call nobody can defer (an answer someone waits for) waits for the budget at most
+# before it goes anyway; Slack's 429, if it comes, is then waited out like any other.
+MAX_PACED_WAIT_SECONDS = 30.0
+PACED_RETRIES = 3  # 429s waited out by a call nobody can defer
+
 # Methods that create something: Slack has no idempotency key, so a retry after the answer
 # was lost posts it twice. The bot finds such a post in the channel's history instead
 # (`find_posted`, `find_reply`).
@@ -105,8 +136,9 @@ class ConnectionRetry(AsyncConnectionErrorRetryHandler):
         response: HttpResponse | None = None,
         error: Exception | None = None,
     ) -> bool:
-        method = request.url.rsplit("/", 1)[-1].split("?", 1)[0]
-        if method in CREATING_METHODS and not isinstance(error, aiohttp.ClientConnectorError):
+        if _method(request) in CREATING_METHODS and not isinstance(
+            error, aiohttp.ClientConnectorError
+        ):
             return False
         return await super()._can_retry_async(
             state=state, request=request, response=response, error=error
@@ -160,11 +192,28 @@ class SlackFailure(Exception):
     aiohttp's exceptions into it once, so no caller inspects SDK response objects.
     """
 
-    def __init__(self, code: str, *, outage: bool, answered: bool) -> None:
+    def __init__(
+        self,
+        code: str,
+        *,
+        outage: bool,
+        answered: bool,
+        unsent: bool = False,
+        retry_after: float | None = None,
+    ) -> None:
         super().__init__(code)
         self.code = code  # Slack's error code, or the kind of failure when it never answered
         self.outage = outage  # Slack is unavailable: try later (see `is_outage`)
         self.answered = answered  # Slack answered with an error (not a lost connection)
+        # Certainly not carried out: the budget held it back (`paced`), or Slack's 429.
+        self.unsent = unsent
+        # When to try again, as the budget or Slack's `Retry-After` says.
+        self.retry_after = retry_after
+
+    @property
+    def paced(self) -> bool:
+        """Held back by the shared budget or rate limited: try again after `retry_after`."""
+        return self.unsent and self.retry_after is not None
 
 
 @contextmanager
@@ -218,49 +267,76 @@ def web_client(token: str, base_url: str, *, metrics: Metrics | None = None) -> 
     )
 
 
-class EditPacer:
-    """Keeps `chat.update` under Slack's Tier 3 limit (about 50 a minute) in each workspace.
-
-    A leaky bucket per workspace that holds a tenth of the minute's allowance and drains the
-    other nine tenths over the minute, so that no 60-second window ever sees more than
-    `per_minute` edits, bursts included. Progress edits are skipped while the bucket is more
-    than three quarters full, which coalesces them: a later follow-up shows the then-current
-    counts in one edit. Results may use the rest; when even that is spent, the caller defers
-    the result for `retry_after`. The allowance is per process: give each replica its share.
-    """
-
-    def __init__(self, per_minute: float) -> None:
-        self.per_minute = per_minute
-        self._capacity = max(per_minute / 10, 2.0)
-        self._drain_per_second = 0.9 * per_minute / 60
-        self._buckets: dict[str, AsyncLimiter] = {}
-
-    async def take(self, team_id: str, *, urgent: bool) -> bool:
-        bucket = self._buckets.get(team_id)
-        if bucket is None:
-            period = self._capacity / self._drain_per_second
-            bucket = self._buckets[team_id] = AsyncLimiter(self._capacity, period)
-        headroom = 1.0 if urgent else 1.0 + RESULT_RESERVE * self._capacity
-        if not bucket.has_capacity(headroom):
-            return False
-        await bucket.acquire()  # immediate: the capacity was just seen
-        return True
-
-    @property
-    def retry_after(self) -> float:
-        """Seconds until one more edit fits, when the allowance is spent."""
-        return 1 / self._drain_per_second
-
-
 class SlackGateway:
     """Posts, edits and private replies, with the retries and channel rules in one place.
 
     Every public call that can fail raises `SlackFailure` (never an SDK exception).
     """
 
-    def __init__(self, client: AsyncWebClient, *, edits_per_minute: float = 45) -> None:
+    def __init__(
+        self,
+        client: AsyncWebClient,
+        *,
+        book: BudgetBook,
+        edits_per_minute: float = 45,
+        posts_per_minute: float = 60,
+        team_id: str = "",
+    ) -> None:
         self.client = client
-        self.edits = EditPacer(edits_per_minute)
+        self._book = book
+        self._updates = Allowance(edits_per_minute, burst_seconds=UPDATE_BURST_SECONDS)
+        self._posts = Allowance(posts_per_minute, burst_seconds=POST_BURST_SECONDS)
+        # conversations.history and .replies are Tier 3 like chat.update: the same allowance.
+        self._history = Allowance(edits_per_minute, burst_seconds=UPDATE_BURST_SECONDS)
+        self._team_id = team_id  # the workspace `chat.update`'s budget is counted in
+
+    async def _paced(
+        self,
+        family: str,
+        scope: str,
+        priority: Priority,
+        send: Callable[[], Awaitable[R]],
+        *,
+        defer: bool,
+    ) -> R:
+        """A call paced by the shared budget, its 429s fed back to it.
+
+        `defer`: the caller can come back later (a result, a mention, progress), so a call
+        the budget holds back, or Slack rate limits, raises `SlackFailure` with `retry_after`
+        instead of waiting here. Otherwise (someone waits for the answer) it waits, briefly.
+        """
+        allowance = {UPDATE_FAMILY: self._updates, HISTORY_FAMILY: self._history}.get(
+            family, self._posts
+        )
+        waited = 0.0
+        for attempt in range(PACED_RETRIES + 1):
+            while (wait := await self._book.spend_budget(family, scope, allowance, priority)) > 0:
+                if defer:
+                    raise SlackFailure(
+                        "paced", outage=True, answered=False, unsent=True, retry_after=wait
+                    )
+                if waited >= MAX_PACED_WAIT_SECONDS:
+                    break  # go anyway: Slack's own 429, if it comes, says how long to wait
+                pause = min(wait, MAX_PACED_WAIT_SECONDS - waited)
+                await asyncio.sleep(pause)
+                waited += pause
+            try:
+                return await send()
+            except SlackApiError as exc:
+                if exc.response is None or exc.response.status_code != 429:
+                    raise
+                retry_after = retry_after_seconds(exc.response.headers)
+                await self._book.budget_limited(family, scope, allowance, retry_after)
+                log.info("%s rate limited for %.0fs (%s)", family, retry_after, scope)
+                if defer or attempt == PACED_RETRIES:
+                    raise SlackFailure(
+                        "ratelimited",
+                        outage=True,
+                        answered=True,
+                        unsent=True,
+                        retry_after=retry_after,
+                    ) from exc
+        raise AssertionError("unreachable")  # pragma: no cover
 
     @_translated
     async def check_auth(self) -> None:
@@ -275,23 +351,30 @@ class SlackGateway:
         *,
         thread_ts: str | None = None,
         metadata: dict[str, Any] | None = None,
+        priority: Priority = Priority.RESULT,
+        defer: bool = False,
     ) -> str:
         """Post to a channel and return the message `ts`; joins a public channel if needed.
 
         `metadata` (Slack's message metadata: `event_type`, `event_payload`) lets the bot
-        find the message again in the channel's history (see `find_posted`).
+        find the message again in the channel's history (see `find_posted`). Paced per
+        channel by the shared budget (`defer`: see `_paced`).
         """
         kwargs: dict[str, Any] = {"channel": channel, **message.as_kwargs()}
         if thread_ts:
             kwargs["thread_ts"] = thread_ts
         if metadata is not None:
             kwargs["metadata"] = metadata
-        try:
-            response = await self.client.chat_postMessage(**kwargs)
-        except SlackApiError as exc:
-            if error_code(exc) != "not_in_channel" or not await self._join(channel):
-                raise
-            response = await self.client.chat_postMessage(**kwargs)
+
+        async def send() -> Any:
+            try:
+                return await self.client.chat_postMessage(**kwargs)
+            except SlackApiError as exc:
+                if error_code(exc) != "not_in_channel" or not await self._join(channel):
+                    raise
+                return await self.client.chat_postMessage(**kwargs)
+
+        response = await self._paced(POST_FAMILY, channel, priority, send, defer=defer)
         return str(response["ts"])
 
     @_translated
@@ -307,12 +390,19 @@ class SlackGateway:
         """
         cursor: str | None = None
         for _ in range(HISTORY_PAGES):
-            response = await self.client.conversations_history(
-                channel=channel,
-                oldest=f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}",
-                limit=HISTORY_PAGE,
-                include_all_metadata=True,
-                cursor=cursor,
+            response = await self._paced(
+                HISTORY_FAMILY,
+                self._team_id,
+                Priority.RESULT,
+                functools.partial(
+                    self.client.conversations_history,
+                    channel=channel,
+                    oldest=f"{since.timestamp() - HISTORY_SLACK_SECONDS:.6f}",
+                    limit=HISTORY_PAGE,
+                    include_all_metadata=True,
+                    cursor=cursor,
+                ),
+                defer=True,
             )
             found = _carrying(response.get("messages"), event_type, payload)
             metadata = response.get("response_metadata") or {}
@@ -330,29 +420,45 @@ class SlackGateway:
         """The `ts` of a reply this bot posted in a thread with this metadata, if any.
 
         `find_posted` for thread replies: the thread's first page (a result's own replies
-        come first in it, right after the result).
+        come first in it, right after the result). Both are paced like posts (Tier 3): a
+        lookup held back raises `SlackFailure` with `retry_after`.
         """
-        response = await self.client.conversations_replies(
-            channel=channel, ts=thread_ts, limit=HISTORY_PAGE, include_all_metadata=True
+        response = await self._paced(
+            HISTORY_FAMILY,
+            self._team_id,
+            Priority.MENTION,
+            functools.partial(
+                self.client.conversations_replies,
+                channel=channel,
+                ts=thread_ts,
+                limit=HISTORY_PAGE,
+                include_all_metadata=True,
+            ),
+            defer=True,
         )
         return _carrying(response.get("messages"), event_type, payload)
 
     @_translated
     async def edit(
-        self, team_id: str, channel: str, ts: str, message: Message, *, urgent: bool
-    ) -> bool:
-        """Edit a message in place if the workspace's edit allowance permits; False if not."""
-        if not await self.edits.take(team_id, urgent=urgent):
-            return False
+        self, team_id: str, channel: str, ts: str, message: Message, *, priority: Priority
+    ) -> None:
+        """Edit a message in place, paced by the workspace's shared budget.
+
+        Always deferrable: when the budget holds it back (or Slack answers 429) it raises
+        `SlackFailure` whose `retry_after` says when to try again.
+        """
         kwargs: dict[str, Any] = {"channel": channel, "ts": ts, **message.as_kwargs()}
-        try:
-            await self.client.chat_update(**kwargs)
-        except SlackApiError as exc:
-            # Removed from a public channel since the status was posted: join it again.
-            if error_code(exc) != "not_in_channel" or not await self._join(channel):
-                raise
-            await self.client.chat_update(**kwargs)
-        return True
+
+        async def send() -> None:
+            try:
+                await self.client.chat_update(**kwargs)
+            except SlackApiError as exc:
+                # Removed from a public channel since the status was posted: join it again.
+                if error_code(exc) != "not_in_channel" or not await self._join(channel):
+                    raise
+                await self.client.chat_update(**kwargs)
+
+        await self._paced(UPDATE_FAMILY, team_id or self._team_id, priority, send, defer=True)
 
     @_translated
     async def tell(self, channel: str, user: str, message: Message) -> None:
@@ -365,8 +471,11 @@ class SlackGateway:
             await self.direct_message(user, message)
 
     @_translated
-    async def direct_message(self, user: str, message: Message) -> None:
-        await self.client.chat_postMessage(channel=user, **message.as_kwargs())
+    async def direct_message(self, user: str, message: Message, *, defer: bool = False) -> None:
+        async def send() -> Any:
+            return await self.client.chat_postMessage(channel=user, **message.as_kwargs())
+
+        await self._paced(POST_FAMILY, user, Priority.RESULT, send, defer=defer)
 
     @_translated
     async def respond(self, response_url: str, message: Message) -> None:

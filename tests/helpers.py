@@ -57,6 +57,7 @@ def settings_for(
         # so do the budgets that are per minute.
         "retell_requests_per_minute": 60.0 * 200,
         "slack_edits_per_minute": 45.0 * 200,
+        "slack_posts_per_minute": 60.0 * 200,
         "_env_file": None,
     }
     values.update(overrides)

@@ -199,11 +199,14 @@ def repeat_message(report: Report, *, link: str | None) -> Message:
 
 async def _slack(session: Session) -> SlackGateway:
     """A Slack gateway whose token is known to work, checked before any batch is created."""
+    from bot.pacing import MemoryBook
     from bot.slackapi import SlackFailure, SlackGateway, web_client
+    from bot.store import utcnow
 
     token = session.settings.slack_bot_token
     assert token is not None  # check_request made sure
-    slack = SlackGateway(web_client(token.get_secret_value(), session.settings.slack_api_url))
+    client = web_client(token.get_secret_value(), session.settings.slack_api_url)
+    slack = SlackGateway(client, book=MemoryBook(utcnow))  # one process: its own budget
     try:
         await slack.check_auth()
     except SlackFailure as exc:

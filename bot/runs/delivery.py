@@ -11,6 +11,7 @@ from typing import Any, cast
 from bot import blocks, history
 from bot.blocks import Comparison, Message
 from bot.comparing import Gate, compare_versions
+from bot.pacing import Priority
 from bot.repeats import CaseSummary, summarize
 from bot.retell import BatchJob, RetellProblem, TestRun, TestRunStatus
 from bot.runs.context import Services, about_run_step
@@ -23,6 +24,8 @@ from bot.store import CaseResult, RecordedCase, Run, RunState
 # Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
 # tests name it.
 log = logging.getLogger("bot.runs")
+
+RESULT, MENTION = Priority.RESULT, Priority.MENTION
 
 # A finished group as its result shows it.
 GroupView = blocks.RepeatGroup | blocks.VersionsGroup
@@ -133,18 +136,19 @@ class Delivery:
         try:
             async with self._slack_calls:
                 if run.channel_error:
-                    await self._slack.direct_message(run.user_id, message)
+                    await self._slack.direct_message(run.user_id, message, defer=True)
                 elif run.status_ts:
-                    edited = await self._slack.edit(
-                        run.team_id, run.channel_id, run.status_ts, message, urgent=True
+                    await self._slack.edit(
+                        run.team_id, run.channel_id, run.status_ts, message, priority=RESULT
                     )
-                    if not edited:
-                        retry_in = self._slack.edits.retry_after
-                        await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
-                        return
                 else:
-                    await self._statuses.post(run, message, run.counts_key)
+                    await self._statuses.post(run, message, run.counts_key, priority=RESULT)
         except SlackFailure as exc:
+            if exc.paced:  # the shared budget or Slack's 429: not an attempt, just later
+                retry_in = exc.retry_after or self._settings.poll_initial_seconds
+                log.info("run %s: result waits %.2fs for Slack (%s)", run.id, retry_in, exc.code)
+                await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+                return
             code = exc.code
             if code in UNREACHABLE_CHANNEL and not run.channel_error:
                 log.warning(
@@ -192,11 +196,20 @@ class Delivery:
                     ):
                         continue
                     await self._slack.post(
-                        run.channel_id, reply.message, thread_ts=run.status_ts, metadata=metadata
+                        run.channel_id,
+                        reply.message,
+                        thread_ts=run.status_ts,
+                        metadata=metadata,
+                        priority=MENTION,
+                        defer=True,
                     )
         except SlackFailure as exc:
             code = exc.code
             now = self._clock()
+            if exc.paced:
+                retry_in = exc.retry_after or self._settings.poll_initial_seconds
+                await self._store.defer_delivery(run.id, claim, retry_in=retry_in, now=now)
+                return
             finished = run.finished_at or now
             if exc.outage and now - finished < DELIVERY_OUTAGE:
                 retry_in = self._settings.poll_initial_seconds

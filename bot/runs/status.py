@@ -9,6 +9,7 @@ from typing import Any
 
 from bot import blocks
 from bot.blocks import Message
+from bot.pacing import Priority
 from bot.retell import BatchJob
 from bot.runs.context import Services
 from bot.runs.replies import cannot_post
@@ -77,13 +78,23 @@ class StatusMessages:
         try:
             await self.post(run, message, shown)
         except SlackFailure as exc:
+            if exc.paced:  # the channel's budget is spent: the next follow-up posts it
+                log.info("run %s: status message waits for the channel's budget", run.id)
+                return
             log.warning("run %s: status message not posted: %s", run.id, exc.code)
             if exc.code in UNREACHABLE_CHANNEL:
                 run.channel_error = exc.code
                 await self._store.set_channel_error(run.id, exc.code)
                 await self._tell(who, cannot_post(run.channel_id, exc.code))
 
-    async def post(self, run: Run, message: Message, shown: str | None) -> None:
+    async def post(
+        self,
+        run: Run,
+        message: Message,
+        shown: str | None,
+        *,
+        priority: Priority = Priority.PROGRESS,
+    ) -> None:
         """Post the run's one top-level message (its status, or its result when it had none).
 
         Marked first (`status_posting_since`) and carrying the run's metadata, so that when
@@ -96,9 +107,15 @@ class StatusMessages:
             run.status_posting_since = self._clock()
             await self._store.status_posting(run.id, run.status_posting_since)
         try:
-            ts = await self._slack.post(run.channel_id, message, metadata=status_metadata(run))
+            ts = await self._slack.post(
+                run.channel_id,
+                message,
+                metadata=status_metadata(run),
+                priority=priority,
+                defer=True,
+            )
         except SlackFailure as exc:
-            if exc.answered and not exc.outage:
+            if exc.unsent or (exc.answered and not exc.outage):
                 run.status_posting_since = None
                 await self._store.status_not_posted(run.id)
             raise
@@ -129,7 +146,7 @@ class StatusMessages:
                 payload=payload["event_payload"],
             )
         except SlackFailure as exc:
-            log.warning(
+            (log.info if exc.paced else log.warning)(
                 "run %s: status message not looked for (%s); looked for again later",
                 run.id,
                 exc.code,
@@ -157,25 +174,22 @@ class StatusMessages:
             await self._store.set_shown(run.id, shown)
 
     async def _edit(self, run: Run, status_ts: str, message: Message) -> bool:
-        """Show new counts on the status message, unless the workspace's edits are spent.
+        """Show new counts on the status message, unless the shared budget holds it back.
 
         A skipped edit is not lost: the counts stay unshown and a later check shows them.
         """
         async with self._slack_calls:
             try:
-                edited = await self._slack.edit(
-                    run.team_id,
-                    run.channel_id,
-                    status_ts,
-                    message,
-                    urgent=False,
+                await self._slack.edit(
+                    run.team_id, run.channel_id, status_ts, message, priority=Priority.PROGRESS
                 )
             except SlackFailure as exc:
-                log.warning("run %s: status not updated: %s", run.id, exc.code)
+                if exc.paced:
+                    self._metrics.status_edits_coalesced.inc()
+                else:
+                    log.warning("run %s: status not updated: %s", run.id, exc.code)
                 return False
-        if not edited:
-            self._metrics.status_edits_coalesced.inc()
-        return edited
+        return True
 
 
 STATUS_EVENT = "retell_run_status"

@@ -6,9 +6,10 @@ replica and its restarted self, can never both win. Schema changes go through Al
 (`bot/migrations`); `Store.upgrade()` applies them.
 
 Rooms: `models` (tables), `engine` (connecting, migrating), `facade` (`Store`), and the queries by
-table: `runs`, `claims`, `results`, `schedules`, `commands`, `publishes`.
+table: `runs`, `claims`, `results`, `schedules`, `commands`, `publishes`, `budgets`.
 """
 
+from bot.store.budgets import SharedBook
 from bot.store.engine import (
     DATABASE_FAILURES,
     MIGRATIONS,
@@ -49,6 +50,7 @@ __all__ = [
     "RunSchedule",
     "RunState",
     "ScheduleKind",
+    "SharedBook",
     "Store",
     "UTCDateTime",
     "async_database_url",

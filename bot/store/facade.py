@@ -12,6 +12,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import DBAPIError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 
+from bot.store.budgets import BudgetRecords
 from bot.store.claims import Claims
 from bot.store.commands import CommandRecords
 from bot.store.engine import MIGRATION_LOCK, SCHEMA_REVISION, VERSION_TABLE, run_migrations
@@ -29,12 +30,13 @@ class Store(
     ScheduleRecords,
     CommandRecords,
     PublishRecords,
+    BudgetRecords,
 ):
     """Queries over the bot's tables. One instance per process, built by the application.
 
     The queries live with their tables (`bot.store.runs`, `claims`, `results`, `schedules`,
-    `commands`, `publishes`); this class holds the engine and what concerns the database as a
-    whole.
+    `commands`, `publishes`, `budgets`); this class holds the engine and what concerns the
+    database as a whole.
     """
 
     def __init__(self, engine: AsyncEngine, *, ack_engine: AsyncEngine | None = None) -> None:

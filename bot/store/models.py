@@ -302,6 +302,20 @@ class AgentPublish(Base):
     published_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+class SlackBudget(Base):
+    """One Slack rate-limit budget shared by every replica (see `bot.pacing`)."""
+
+    __tablename__ = "slack_budgets"
+
+    family: Mapped[str] = mapped_column(String(32), primary_key=True)
+    scope: Mapped[str] = mapped_column(String(64), primary_key=True)
+    tokens: Mapped[float] = mapped_column(Float)
+    counted_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    base_per_minute: Mapped[float] = mapped_column(Float)
+    since: Mapped[datetime] = mapped_column(UTCDateTime)
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
 class HandledRequest(Base):
     """A Slack request (by trigger_id) whose one-off effect, such as a digest, has happened."""
 

@@ -43,6 +43,7 @@ DOCUMENTED: dict[str, tuple[str, Any]] = {
     "FOLLOW_UP_LEASE_SECONDS": ("20", 20.0),
     "RETELL_REQUESTS_PER_MINUTE": ("120", 120.0),
     "SLACK_EDITS_PER_MINUTE": ("40", 40.0),
+    "SLACK_POSTS_PER_MINUTE": ("30", 30.0),
     "SCHEDULE_MIN_INTERVAL_MINUTES": ("5", 5.0),
     "ALLOWED_USER_IDS": ("U1,U2", ["U1", "U2"]),
     "ALLOWED_CHANNEL_IDS": ("C1, C2 ,", ["C1", "C2"]),

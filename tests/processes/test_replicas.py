@@ -90,7 +90,7 @@ def replica_environment(slack: FakeSlack, retell: FakeRetell, database_url: str)
     """Short follow-ups and a two-second claim lease, so a dead replica's work moves on fast.
 
     Time runs 50 times faster than with the defaults (first follow-up after 0.2 s instead of
-    10 s), and so do the per-minute budgets on Retell requests and Slack edits.
+    10 s), and so do the per-minute budgets on Retell requests and Slack edits and posts.
     """
     return process_environment(
         slack,
@@ -101,6 +101,7 @@ def replica_environment(slack: FakeSlack, retell: FakeRetell, database_url: str)
         follow_up_lease_seconds="2",
         retell_requests_per_minute=str(60 * 50),
         slack_edits_per_minute=str(45 * 50),
+        slack_posts_per_minute=str(60 * 50),
         log_level="INFO",
     )
 

@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from types import SimpleNamespace
 from typing import Any, cast
 
 from bot.agents import AgentDirectory
 from bot.blocks import Message
 from bot.metrics import Metrics
+from bot.pacing import Priority
 from bot.retell import RetellGateway
 from bot.runs import MAX_DELIVERY_ATTEMPTS
 from bot.runs.context import Services
@@ -117,18 +117,16 @@ class SlackStandIn:
     """Slack as delivery sees it; `failure` is raised by every edit when set."""
 
     failure: BaseException | None = None
-    edits: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(retry_after=1.0))
     edited: list[Message] = field(default_factory=list)
     posted: list[tuple[Message, str | None, dict[str, Any] | None]] = field(default_factory=list)
     direct: list[tuple[str, Message]] = field(default_factory=list)
 
     async def edit(
-        self, team_id: str, channel_id: str, ts: str, message: Message, *, urgent: bool
-    ) -> bool:
+        self, team_id: str, channel_id: str, ts: str, message: Message, *, priority: Priority
+    ) -> None:
         if self.failure is not None:
             raise self.failure
         self.edited.append(message)
-        return True
 
     async def post(
         self,
@@ -137,6 +135,8 @@ class SlackStandIn:
         *,
         thread_ts: str | None = None,
         metadata: dict[str, Any] | None = None,
+        priority: Priority = Priority.RESULT,
+        defer: bool = False,
     ) -> str:
         self.posted.append((message, thread_ts, metadata))
         return "1700000000.000200"
@@ -144,7 +144,7 @@ class SlackStandIn:
     async def find_reply(self, *args: Any, **kwargs: Any) -> bool:
         return False
 
-    async def direct_message(self, user_id: str, message: Message) -> None:
+    async def direct_message(self, user_id: str, message: Message, *, defer: bool = False) -> None:
         self.direct.append((user_id, message))
 
 

@@ -2,18 +2,19 @@
 
 `FakeSlack` serves the Web API methods the bot uses over real HTTP (aiohttp), answers like Slack
 does (HTTP 200 with ``{"ok": false, "error": ...}``), enforces the channel rules and Block Kit
-limits that make real Slack reject messages, records everything for assertions, injects faults
-and rate limits, serves ``response_url`` endpoints and a Socket Mode websocket. `SlackUser` plays
-the *user's* side: signed slash-command and button-press requests to the bot.
+limits that make real Slack reject messages, records everything for assertions, injects faults,
+enforces Slack's rate-limit tiers when asked (`SlackTiers`), serves ``response_url`` endpoints
+and a Socket Mode websocket. `SlackUser` plays the *user's* side: signed slash-command and
+button-press requests to the bot.
 
 Point the bot at it with ``AsyncWebClient(token=fake.bot_token, base_url=fake.api_url)``.
 Run it on its own with ``python -m bot.testing.slack --port 0`` (prints ``READY <url>``).
 
 The package is split by responsibility: `records` (what it remembers), `blockkit` (Slack's
-limits), `params` (reading requests), one mixin per part of `FakeSlack` on the shared `state`
-(`faults`, `observation`, `socket_mode`, `chat`, `conversations`, `views`, `files`,
-`response_urls`, `control`), combined in `server`; `requests` and `user` for the user's side,
-and `__main__` for the standalone process.
+limits), `params` (reading requests), `tiers` (Slack's rate limits), one mixin per part of
+`FakeSlack` on the shared `state` (`faults`, `observation`, `socket_mode`, `chat`,
+`conversations`, `views`, `files`, `response_urls`, `control`), combined in `server`;
+`requests` and `user` for the user's side, and `__main__` for the standalone process.
 """
 
 from bot.testing.slack.blockkit import (
@@ -50,6 +51,16 @@ from bot.testing.slack.requests import (
     slash_command_payload,
 )
 from bot.testing.slack.server import FakeSlack
+from bot.testing.slack.tiers import (
+    POST_MESSAGE,
+    SLACK_METHOD_TIERS,
+    TIER_1,
+    TIER_2,
+    TIER_3,
+    TIER_4,
+    Bucket,
+    SlackTiers,
+)
 from bot.testing.slack.user import BotReply, SlackUser
 
 __all__ = [
@@ -63,8 +74,15 @@ __all__ = [
     "MAX_RESPONSE_URL_USES",
     "MAX_SECTION_TEXT",
     "MAX_VIEW_BLOCKS",
+    "POST_MESSAGE",
+    "SLACK_METHOD_TIERS",
+    "TIER_1",
+    "TIER_2",
+    "TIER_3",
+    "TIER_4",
     "ApiCall",
     "BotReply",
+    "Bucket",
     "Channel",
     "Ephemeral",
     "FakeSlack",
@@ -73,6 +91,7 @@ __all__ = [
     "MessageVersion",
     "Rejection",
     "SlackApiFailure",
+    "SlackTiers",
     "SlackUser",
     "Upload",
     "User",

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import signal
 
 from bot.testing.slack.server import FakeSlack
+from bot.testing.slack.tiers import SlackTiers
 
 
 async def _serve(args: argparse.Namespace) -> None:
@@ -16,6 +18,7 @@ async def _serve(args: argparse.Namespace) -> None:
         team_id=args.team_id,
         app_token=args.app_token,
         strict_channels=args.strict_channels,
+        rate_limits=_rate_limits(args.rate_limits),
     )
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -29,6 +32,13 @@ async def _serve(args: argparse.Namespace) -> None:
         await fake.stop()
 
 
+def _rate_limits(option: str | None) -> SlackTiers | None:
+    """``--rate-limits slack`` or a JSON object (`SlackTiers.from_json`); None: no limits."""
+    if option is None:
+        return None
+    return SlackTiers.from_json("slack" if option == "slack" else json.loads(option))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Run the fake on its own, for the demo and benchmarks, until SIGTERM/SIGINT."""
     parser = argparse.ArgumentParser(prog="python -m bot.testing.slack", description=__doc__)
@@ -39,6 +49,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--signing-secret", default="secret")
     parser.add_argument("--team-id", default="T0001")
     parser.add_argument("--strict-channels", action="store_true")
+    parser.add_argument(
+        "--rate-limits",
+        default=None,
+        metavar="slack|JSON",
+        help='enforce Slack\'s tiers ("slack") or these (\'{"scale": 10}\'); off by default',
+    )
     asyncio.run(_serve(parser.parse_args(argv)))
 
 

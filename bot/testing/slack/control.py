@@ -11,6 +11,7 @@ from aiohttp import web
 
 from bot.testing.slack.observation import ObservationMixin
 from bot.testing.slack.response_urls import ResponseUrlsMixin
+from bot.testing.slack.tiers import SlackTiers
 
 
 class ControlMixin(ObservationMixin, ResponseUrlsMixin):
@@ -54,3 +55,24 @@ class ControlMixin(ObservationMixin, ResponseUrlsMixin):
                 retry_after=body.get("retry_after"),
             )
         return web.json_response({"ok": True})
+
+    async def _control_get_rate_limits(self, _request: web.Request) -> web.StreamResponse:
+        tiers = self.rate_limits
+        return web.json_response(
+            {
+                "rate_limits": None if tiers is None else tiers.to_json(),
+                "rate_limited": dict(self._rate_limited),
+            }
+        )
+
+    async def _control_set_rate_limits(self, request: web.Request) -> web.StreamResponse:
+        """``"slack"``, a `SlackTiers.from_json` object, or ``{"off": true}``; buckets refilled."""
+        body = await request.json() if request.can_read_body else "slack"
+        try:
+            if isinstance(body, dict) and body.get("off") is True:
+                self.set_rate_limits(None)
+            else:
+                self.set_rate_limits(SlackTiers.from_json(body))
+        except (ValueError, KeyError, TypeError) as problem:
+            return web.json_response({"ok": False, "error": str(problem)}, status=400)
+        return await self._control_get_rate_limits(request)

@@ -17,6 +17,7 @@ from bot.testing.slack.records import (
     SlackApiFailure,
 )
 from bot.testing.slack.state import SlackState
+from bot.testing.slack.tiers import SlackTiers, TierMeter
 
 
 class FaultsMixin(SlackState):
@@ -83,26 +84,58 @@ class FaultsMixin(SlackState):
             raise ValueError("window_seconds must be positive")
         self._rate_limits[method] = RateLimit(per_window, window_seconds)
 
-    def rate_limited(self, method: str) -> int:
-        """How many calls of `method` the limit set by `limit_rate` has refused so far."""
+    def set_rate_limits(self, tiers: SlackTiers | None) -> None:
+        """Enforce these tiers from now on (None: no tier limits), every allowance full.
+
+        ``SlackTiers()`` is Slack's published tiers; see `bot.testing.slack.tiers`. Limits
+        set with `limit_rate` apply as well. `rate_limited` keeps counting.
+        """
+        self._tiers = None if tiers is None else TierMeter(tiers)
+
+    @property
+    def rate_limits(self) -> SlackTiers | None:
+        """The tiers enforced now, if any."""
+        return None if self._tiers is None else self._tiers.tiers
+
+    def rate_limited(self, method: str | None = None) -> int:
+        """How many calls of `method` (None: of any) were refused with 429 by a rate limit.
+
+        Counts the refusals of `limit_rate` and of the tiers, not injected 429s (`fail_next`).
+        """
+        if method is None:
+            return sum(self._rate_limited.values())
         return self._rate_limited[method]
 
-    def _spend_rate_slot(self, method: str, team_id: str) -> None:
-        """Count a call against `method`'s limit, or refuse it with 429 if the window is full."""
-        limit = self._rate_limits.get(method)
-        if limit is None:
-            return
+    def _spend_rate_slot(self, method: str, team_id: str, channel: str | None = None) -> None:
+        """Count a call against `method`'s limits, or refuse it with 429 if one is spent.
+
+        `channel` is the conversation (for response_url: the URL) a per-channel bucket counts.
+        """
         now = time.monotonic()
-        accepted = limit.accepted.setdefault(team_id, deque())
-        while accepted and accepted[0] <= now - limit.window_seconds:
-            accepted.popleft()
-        if len(accepted) < limit.per_window:
+        limit = self._rate_limits.get(method)
+        accepted: deque[float] | None = None
+        if limit is not None:
+            accepted = limit.accepted.setdefault(team_id, deque())
+            while accepted and accepted[0] <= now - limit.window_seconds:
+                accepted.popleft()
+            if len(accepted) >= limit.per_window:
+                self._rate_limited[method] += 1
+                wait = max(1, math.ceil(accepted[0] + limit.window_seconds - now))
+                reason = (
+                    f"more than {limit.per_window} calls in {limit.window_seconds:g}s for {team_id}"
+                )
+                raise SlackApiFailure("ratelimited", reason, 429, retry_after=str(wait))
+        if self._tiers is not None:
+            tier_wait = self._tiers.take(method, team_id, channel, now)
+            if tier_wait is not None:
+                self._rate_limited[method] += 1
+                header = self._tiers.tiers.retry_after(tier_wait)
+                per_channel = any(b.per == "channel" for b in self._tiers.tiers.methods[method])
+                where = f"{team_id} in {channel}" if per_channel else team_id
+                reason = f"{method}: tier allowance spent for {where}"
+                raise SlackApiFailure("ratelimited", reason, 429, retry_after=header)
+        if accepted is not None:
             accepted.append(now)
-            return
-        self._rate_limited[method] += 1
-        wait = max(1, math.ceil(accepted[0] + limit.window_seconds - now))
-        reason = f"more than {limit.per_window} calls in {limit.window_seconds:g}s for {team_id}"
-        raise SlackApiFailure("ratelimited", reason, 429, retry_after=wait)
 
     def _take_fault(self, method: str) -> Fault | None:
         for key in (method, "*"):
@@ -115,7 +148,7 @@ class FaultsMixin(SlackState):
         self.calls.append(ApiCall(method, params, False, time.time()))
         self.rejections.append(Rejection(method, failure.error, failure.reason))
         body: JSONDict = {"ok": False, "error": failure.error}
-        if failure.reason != failure.error:
+        if failure.reason != failure.error and failure.status != 429:  # Slack's 429: bare
             body["response_metadata"] = {"messages": [f"[ERROR] {failure.reason}"]}
         headers = {} if failure.retry_after is None else {"Retry-After": str(failure.retry_after)}
         return web.json_response(body, status=failure.status, headers=headers)

@@ -77,6 +77,8 @@ class ObservationMixin(SlackState):
             "calls": len(self.calls),
             "counts": counts,
             "failures": failures,
+            "rate_limited": dict(self._rate_limited),  # 429s from rate limits, per method
+            "rate_limits": None if self._tiers is None else self._tiers.tiers.to_json(),
             "messages": [
                 {
                     "channel": m.channel,

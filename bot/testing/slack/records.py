@@ -195,7 +195,12 @@ class SlackApiFailure(Exception):
     """Raised inside the fake to answer ``{"ok": false, "error": error}``."""
 
     def __init__(
-        self, error: str, reason: str = "", status: int = 200, *, retry_after: int | None = None
+        self,
+        error: str,
+        reason: str = "",
+        status: int = 200,
+        *,
+        retry_after: int | str | None = None,
     ) -> None:
         super().__init__(error)
         self.error = error

@@ -43,6 +43,7 @@ class ResponseUrlsMixin(FaultsMixin):
         try:
             if not isinstance(body, dict):
                 raise SlackApiFailure("invalid_payload", "body must be a JSON object", 400)
+            self._spend_rate_slot("response_url", self.team_id, token)
             if target.uses >= MAX_RESPONSE_URL_USES:
                 raise SlackApiFailure("used_url", "a response_url takes five posts", 404)
             self._apply_response(target, body)

@@ -58,6 +58,8 @@ class FakeSlack(
         app.router.add_get("/_control/responses", self._control_responses)
         app.router.add_post("/_control/response-url", self._control_new_response_url)
         app.router.add_post("/_control/fail-next", self._control_fail_next)
+        app.router.add_get("/_control/rate_limits", self._control_get_rate_limits)
+        app.router.add_post("/_control/rate_limits", self._control_set_rate_limits)
         app.on_shutdown.append(self._close_sockets)
         runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
         await runner.setup()
@@ -140,7 +142,8 @@ class FakeSlack(
             if handler is None:
                 raise SlackApiFailure("unknown_method", f"{method} is not served by FakeSlack")
             self._check_token(method, token)
-            self._spend_rate_slot(method, self.team_id)  # the one team every token belongs to
+            # The one team every token belongs to; per channel where the tier says so.
+            self._spend_rate_slot(method, self.team_id, _conversation(params))
             answer = handler(params)
         except SlackApiFailure as failure:
             return self._refuse(method, params, failure)
@@ -159,3 +162,11 @@ class FakeSlack(
             raise SlackApiFailure("not_allowed_token_type", f"{method} needs another token type")
         if not hmac.compare_digest(token, expected):
             raise SlackApiFailure("invalid_auth", "token does not match")
+
+
+def _conversation(params: JSONDict) -> str | None:
+    """The conversation a call is about, as a per-channel limit counts it (a user: their DM)."""
+    channel = params.get("channel")
+    if not isinstance(channel, str) or not channel:
+        return None
+    return "D" + channel[1:] if channel[0] in "UW" else channel

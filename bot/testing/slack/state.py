@@ -35,6 +35,7 @@ from bot.testing.slack.records import (
     Upload,
     User,
 )
+from bot.testing.slack.tiers import SlackTiers, TierMeter
 
 
 class SlackState:
@@ -42,7 +43,8 @@ class SlackState:
 
     Unknown ``C…``/``D…`` channels and unknown users are created on first use so tests only
     register what they care about; pass ``strict_channels``/``strict_users`` to get Slack's
-    ``channel_not_found``/``user_not_found`` instead.
+    ``channel_not_found``/``user_not_found`` instead. ``rate_limits=SlackTiers()`` enforces
+    Slack's rate-limit tiers (see `bot.testing.slack.tiers`); without it nothing is limited.
     """
 
     def __init__(
@@ -55,6 +57,7 @@ class SlackState:
         app_id: str = "A0001",
         strict_channels: bool = False,
         strict_users: bool = False,
+        rate_limits: SlackTiers | None = None,
     ) -> None:
         self.bot_token = bot_token
         self.signing_secret = signing_secret
@@ -86,6 +89,7 @@ class SlackState:
         self._faults: dict[str, deque[Fault]] = {}
         self._rate_limits: dict[str, RateLimit] = {}
         self._rate_limited: Counter[str] = Counter()
+        self._tiers: TierMeter | None = None if rate_limits is None else TierMeter(rate_limits)
         self._sockets: list[web.WebSocketResponse] = []
         self._pending_acks: dict[str, asyncio.Future[JSONDict]] = {}
         self._changed = asyncio.Condition()
