@@ -19,6 +19,14 @@ import httpx
 import retell
 from retell import AsyncRetell, DefaultAsyncHttpxClient, omit
 
+# The SDK-free types, re-exported: `from bot.retell import BatchJob` goes on working.
+from bot.batches import BatchJob as BatchJob
+from bot.batches import BatchStatus as BatchStatus
+from bot.batches import CaseDefinition as CaseDefinition
+from bot.batches import ProblemKind as ProblemKind
+from bot.batches import RetellProblem as RetellProblem
+from bot.batches import TestRun as TestRun
+from bot.batches import TestRunStatus as TestRunStatus
 from bot.metrics import Metrics
 from bot.suite import Engine, Suite
 from bot.text import one_line
@@ -27,76 +35,10 @@ log = logging.getLogger(__name__)
 
 MAX_RETRY_AFTER_SECONDS = 30.0
 
-BatchStatus = Literal["in_progress", "complete"]
-TestRunStatus = Literal["pending", "in_progress", "pass", "fail", "error"]
-ProblemKind = Literal[
-    "not_found", "unauthorized", "invalid", "payment", "rate_limited", "unavailable", "unexpected"
-]
-
 LIST_PAGE_SIZE = 1000  # Retell's documented maximum for the /v2/list-* calls
 SMALLEST_PAGE = 50  # Retell's default page size: a list reads as many pages as this allows
 MAX_TEST_RUNS = 1000  # a batch holds at most 1,000 test case definitions, one run each
 MAX_DEFINITIONS = 10_000  # far beyond any real engine's suite; `run … all` takes 1,000
-
-
-@dataclass(frozen=True, slots=True)
-class BatchJob:
-    """A Retell batch test as the bot follows it."""
-
-    batch_id: str
-    engine: Engine
-    status: BatchStatus
-    passed: int
-    failed: int
-    errored: int
-    total: int
-    created_ms: int
-    modified_ms: int
-
-    @property
-    def completed(self) -> int:
-        return self.passed + self.failed + self.errored
-
-    @property
-    def is_complete(self) -> bool:
-        return self.status == "complete"
-
-    @property
-    def counts(self) -> tuple[int, int, int, int]:
-        return (self.passed, self.failed, self.errored, self.total)
-
-
-@dataclass(frozen=True, slots=True)
-class TestRun:
-    """One test case's run inside a batch."""
-
-    __test__ = False  # not a pytest class
-
-    job_id: str
-    case_id: str
-    name: str
-    status: TestRunStatus
-    explanation: str | None
-
-
-@dataclass(frozen=True, slots=True)
-class CaseDefinition:
-    case_id: str
-    name: str
-
-
-class RetellProblem(Exception):
-    """A Retell call failed; `message` says why in words a Slack user understands."""
-
-    def __init__(
-        self, kind: ProblemKind, message: str, status: int | None = None, *, uncertain: bool = False
-    ) -> None:
-        super().__init__(message)
-        self.kind = kind
-        self.message = message
-        self.status = status
-        # No answer came back (timeout, dropped connection): Retell may have done it anyway.
-        self.uncertain = uncertain
 
 
 def retell_said(exc: retell.APIStatusError) -> str:

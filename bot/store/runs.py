@@ -18,7 +18,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.exc import IntegrityError
 
-from bot.retell import BatchJob
+from bot.batches import BatchJob
 from bot.store.base import Tables
 from bot.store.models import Run, RunSchedule, RunState, claim_columns, same_engine, utcnow
 from bot.suite import Suite
