@@ -13,14 +13,35 @@ from __future__ import annotations
 import asyncio
 import enum
 import logging
-from collections.abc import Sequence
-from typing import Protocol
+from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Protocol
 
-from bot.store import DATABASE_FAILURES, AckedCommand
+from bot.store import DATABASE_FAILURES, AckedCommand, Store, create_ack_engine, create_engine
+
+if TYPE_CHECKING:
+    from bot.settings import Settings
 
 log = logging.getLogger(__name__)
 
 WRITERS = 2  # groups written at once: the connections of the ack's own pool
+ACCEPT_SECONDS = 1.5  # of Slack's 3 s for the ack, leaving room for a busy event loop
+
+
+def open_store(settings: Settings) -> Store:
+    """The process's store: its engine, and a small pool of its own for the write before an ack."""
+    busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
+    return Store(
+        create_engine(settings.database_url, sqlite_busy_timeout_ms=busy_ms),
+        ack_engine=create_ack_engine(
+            settings.database_url, sqlite_busy_timeout_ms=busy_ms, connections=WRITERS
+        ),
+    )
+
+
+def request_key(payload: Mapping[str, Any]) -> str | None:
+    """Slack's trigger_id: one per user action, repeated when Slack retries the request."""
+    value = payload.get("trigger_id")
+    return value[:128] if isinstance(value, str) and value else None
 
 
 class Admission(enum.Enum):

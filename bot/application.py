@@ -30,7 +30,7 @@ from bot.scheduling import (
 )
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
-from bot.store import SharedBook, Store, create_ack_engine, create_engine
+from bot.store import SharedBook, Store
 
 log = logging.getLogger(__name__)
 
@@ -51,15 +51,10 @@ class Application:
     supervisor: SchedulerSupervisor
 
     @classmethod
-    def build(cls, settings: Settings) -> Application:
+    def build(cls, settings: Settings, *, store: Store | None = None) -> Application:
+        """`store`: one opened (and migrated) already, by `bot.early` during start-up."""
         metrics = Metrics()
-        busy_ms = int(settings.sqlite_busy_timeout_seconds * 1000)
-        store = Store(
-            create_engine(settings.database_url, sqlite_busy_timeout_ms=busy_ms),
-            ack_engine=create_ack_engine(
-                settings.database_url, sqlite_busy_timeout_ms=busy_ms, connections=admission.WRITERS
-            ),
-        )
+        store = store or admission.open_store(settings)
         retell = RetellGateway.connect(
             api_key=settings.retell_api_key.get_secret_value(),
             base_url=settings.retell_base_url,

@@ -19,9 +19,10 @@ from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot import blocks, modal
-from bot.admission import Admission
+from bot.admission import Admission, request_key
 from bot.cache import TTLCache
 from bot.commands import (
+    SLASH_COMMAND,
     USAGE,
     CommandError,
     HelpCommand,
@@ -44,7 +45,7 @@ from bot.suite import Engine
 
 log = logging.getLogger(__name__)
 
-COMMAND = "/retell-test"
+COMMAND = SLASH_COMMAND
 SCHEDULE_ACTIONS: dict[str, ScheduleAction] = {
     blocks.ACTION_SCHEDULE_RUN: "run",
     blocks.ACTION_SCHEDULE_PAUSE: "pause",
@@ -79,14 +80,7 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
             if admission is Admission.REFUSED:
                 await ack(**workflow.database_down().as_kwargs())
                 return
-            case_count = (
-                None if parsed.tests.names or parsed.tests.everything else len(parsed.tests.ids)
-            )
-            await ack(
-                text=blocks.ack_text(
-                    parsed.engine, case_count, repeats=parsed.repeats, candidate=parsed.candidate
-                )
-            )
+            await ack(text=blocks.run_ack_text(parsed))
             request = RunRequest.asked(
                 who, parsed, request_key=key, recorded=admission is Admission.KEPT
             )
@@ -227,10 +221,7 @@ def _first_action(body: dict[str, Any]) -> dict[str, Any] | None:
     return None
 
 
-def _request_key(payload: dict[str, Any]) -> str | None:
-    """Slack's trigger_id: one per user action, repeated when Slack retries the request."""
-    value = payload.get("trigger_id")
-    return value[:128] if isinstance(value, str) and value else None
+_request_key = request_key
 
 
 def _button(body: dict[str, Any]) -> tuple[int, Requester]:

@@ -6,16 +6,20 @@ Mode keeps the same server for health checks and metrics, and takes Slack's enve
 authenticated socket.
 
 Start-up (issue 17): `serve` binds the port first, with only what the HTTP surface needs
-imported (aiohttp, Bolt's request and adapter, the settings), and only then imports and builds
-the application (retell-sdk's models alone take over a second) in a thread, migrates and starts
-the scheduler. Until that is done (`Front`): `/livez` answers 200 `{"status": "starting"}`,
-`/healthz` 503 `{"status": "starting"}` (it says 200 only once the database and the scheduler
-are up, as before), `/metrics` 503, and a signed request to `/slack/events` is held until the
-application is ready, for at most `HOLD_SECONDS`, then dispatched as any other (so a `run`
-command is kept in `acked_commands` before its ack, as always). One the application is still
-not ready for is answered honestly: a slash command with an ephemeral "still starting, nothing
-was started" ack, anything else with 503 (Slack retries events; the user sees the failure).
-This module therefore imports `bot.application` only for type checking.
+imported (aiohttp, Bolt's request and adapter, the settings). Then, in a thread, it imports
+`bot.early` (the store, the parser, the blocks: no retell-sdk), connects and migrates the
+database, and imports and builds the application (retell-sdk's models alone take over a
+second), and starts the scheduler. Until the application is ready (`Front`): `/livez` answers
+200 `{"status": "starting"}`, `/healthz` 503 `{"status": "starting"}` (it says 200 only once
+the database and the scheduler are up, as before), `/metrics` 503. A signed request to
+`/slack/events` waits (at most `HOLD_SECONDS`) for the early stage or the application,
+whichever is first. The early stage acks `run` and `compare` as usual, kept in
+`acked_commands` to be started once the application is ready (`bot.early.EarlyCommands`), and
+answers `help` and commands with mistakes; anything else waits on for the application, then is
+dispatched as any other. One that nothing was ready for in time is answered honestly: a slash
+command with an ephemeral "still starting, nothing was started" ack, anything else with 503
+(Slack retries events; the user sees the failure). This module therefore imports
+`bot.application` and `bot.early` only for type checking.
 """
 
 from __future__ import annotations
@@ -33,6 +37,7 @@ from urllib.parse import parse_qs
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_bolt.response import BoltResponse
 from slack_sdk.signature import SignatureVerifier
 
 from bot.settings import Settings
@@ -41,6 +46,7 @@ if TYPE_CHECKING:
     from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
 
     from bot.application import Application
+    from bot.early import EarlyCommands
 
 log = logging.getLogger(__name__)
 
@@ -93,17 +99,25 @@ def _is_ssl_check(text: str) -> bool:
 
 
 class Front:
-    """What the HTTP server serves: the application once it is ready, a holding answer before.
+    """What the HTTP server serves: the application once it is ready, the early stage or a
+    holding answer before.
 
-    `ready` and `failed` settle it; requests that arrived meanwhile are waiting in
-    `application` and go on at once.
+    `opened` brings in the early stage, `ready` and `failed` settle it; requests that arrived
+    meanwhile are waiting in `application` or `early_or_ready` and go on at once.
     """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
         self.app: Application | None = None
+        self.early: EarlyCommands | None = None
         self.failure: str | None = None
         self._settled = asyncio.Event()
+        self._opened = asyncio.Event()
+
+    def opened(self, early: EarlyCommands) -> None:
+        """The early stage is up: commands can be kept before the application is ready."""
+        self.early = early
+        self._opened.set()
 
     @classmethod
     def of(cls, app: Application) -> Front:
@@ -115,11 +129,13 @@ class Front:
     def ready(self, app: Application) -> None:
         self.app = app
         self._settled.set()
+        self._opened.set()
 
     def failed(self, why: str) -> None:
         """Start-up failed (the process is about to exit): waiting requests stop waiting."""
         self.failure = why
         self._settled.set()
+        self._opened.set()
 
     async def application(self, timeout: float) -> Application | None:
         """The application, waiting for it up to `timeout` seconds; None if it is not ready."""
@@ -127,6 +143,12 @@ class Front:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._settled.wait(), timeout)
         return self.app
+
+    async def early_or_ready(self, timeout: float) -> None:
+        """Wait up to `timeout` seconds for the early stage, the application or a failure."""
+        if not self._opened.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._opened.wait(), timeout)
 
 
 def http_app(bot: Application | Front) -> web.Application:
@@ -148,7 +170,14 @@ def http_app(bot: Application | Front) -> web.Application:
             log.debug("request to /slack/events refused: %s", screened)
             status, reason = REFUSALS[screened]
             return web.Response(status=status, text=reason)
-        app = front.app or await front.application(HOLD_SECONDS - (loop_time() - received))
+        app = front.app
+        if app is None:
+            await front.early_or_ready(HOLD_SECONDS - (loop_time() - received))
+            if front.app is None and front.early is not None and front.failure is None:
+                early = await front.early.answer(screened.body)
+                if early is not None:
+                    return await to_aiohttp_response(BoltResponse(status=200, body=early))
+            app = front.app or await front.application(HOLD_SECONDS - (loop_time() - received))
         if app is None:
             return _not_started(screened)
         response = await to_aiohttp_response(await app.bolt.async_dispatch(screened))
@@ -219,10 +248,16 @@ def socket_mode_handler(bot: Application) -> AsyncSocketModeHandler:
     return AsyncSocketModeHandler(bot.bolt, token.get_secret_value(), web_client=bot.slack.client)
 
 
-async def load_application(settings: Settings) -> Application:
-    """Import the application (in a thread: the event loop keeps serving) and build it."""
+async def load_application(settings: Settings, front: Front) -> Application:
+    """Open the early stage on `front` (the store, migrated), then import the application and
+    build it on the same store. Imports run in a thread (the event loop keeps serving), one
+    after the other: the migrations (many round trips to the database's thread on SQLite)
+    would crawl while another thread imports the SDK, and the early stage matters first."""
+    early_stage = await asyncio.to_thread(importlib.import_module, "bot.early")
+    early: EarlyCommands = await early_stage.EarlyCommands.open(settings)
+    front.opened(early)  # `serve` closes its store if the application never takes it
     module = await asyncio.to_thread(importlib.import_module, "bot.application")
-    application: Application = module.Application.build(settings)
+    application: Application = module.Application.build(settings, store=early.store)
     return application
 
 
@@ -231,7 +266,7 @@ async def serve(
     *,
     host: str = "0.0.0.0",
     port: int | None = None,
-    load: Callable[[Settings], Awaitable[Application]] = load_application,
+    load: Callable[[Settings, Front], Awaitable[Application]] = load_application,
 ) -> None:
     """Listen at once, start the application behind it, run until SIGTERM or SIGINT, then stop
     taking work and shut down in order."""
@@ -251,21 +286,25 @@ async def serve(
             await asyncio.wait_for(runner.cleanup(), SHUTDOWN_GRACE_SECONDS)
 
     try:
-        bot = await _until_loaded(load(settings), stop)
+        bot = await _until_loaded(load(settings, front), stop)
     except BaseException as exc:
         front.failed("failed")
         if not isinstance(exc, asyncio.CancelledError | KeyboardInterrupt):
             log.error("start-up failed: %s", type(exc).__name__)
         await close_http()
+        await _close_early(front)
         raise
     if bot is None:
         log.info("stopped before start-up finished")
         front.failed("stopping")  # commands waiting for it are told nothing was started
         await close_http()
+        await _close_early(front)  # what it acked is kept: the next process starts it
         return
     try:
         async with bot.running():
             front.ready(bot)
+            if front.early is not None:
+                await front.early.hand_over(bot.workflow)
             socket = socket_mode_handler(bot) if bot.settings.socket_mode else None
             if socket is not None:
                 await socket.connect_async()  # type: ignore[no-untyped-call]
@@ -276,11 +315,20 @@ async def serve(
             if socket is not None:
                 await socket.close_async()  # type: ignore[no-untyped-call]
             await close_http()
+            if front.early is not None:
+                await front.early.close()
     except BaseException:
         front.failed("failed")  # migrations or the scheduler's start (database down at start)
         raise
     finally:
         await close_http()
+
+
+async def _close_early(front: Front) -> None:
+    """Close the early stage's store, which no application took over."""
+    if front.early is not None:
+        await front.early.close()
+        await front.early.store.close()
 
 
 async def _until_loaded(loading: Awaitable[Application], stop: asyncio.Event) -> Application | None:

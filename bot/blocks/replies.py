@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
+from bot.batches import BatchJob
 from bot.blocks.kit import (
     EXPLANATION_CHARS,
     LISTED_RUNS,
@@ -32,9 +33,8 @@ from bot.blocks.kit import (
     slack_date,
 )
 from bot.blocks.runs import _quote
-from bot.commands import CommandError
+from bot.commands import CommandError, RunCommand
 from bot.refusal import Refusal
-from bot.retell import BatchJob
 from bot.runview import RunView
 from bot.suite import Engine, Suite
 
@@ -55,6 +55,23 @@ def ack_text(
     if case_count is None:
         return f"{on}, resolving test cases…"
     return f"{on} with {plural(case_count, 'test case')}{each}…"
+
+
+def run_ack_text(command: RunCommand) -> str:
+    """`ack_text` for a `run` or `compare` command as parsed (case count when ids were given)."""
+    tests = command.tests
+    case_count = None if tests.names or tests.everything else len(tests.ids)
+    return ack_text(
+        command.engine, case_count, repeats=command.repeats, candidate=command.candidate
+    )
+
+
+def database_down() -> Message:
+    """Ephemeral: a command the database could not take; nothing was started."""
+    return problem(
+        "The bot's database is not reachable right now, so this batch test was not started. "
+        "Try again in a few minutes."
+    )
 
 
 def same_version(engine: Engine, *, explicit: bool) -> Message:

@@ -27,6 +27,7 @@ MAX_REPORT_DAYS = 365
 
 
 SHOWN_CHARS = 40  # how much of an offending token an error quotes
+SLASH_COMMAND = "/retell-test"  # the command Slack sends (manifest.yml)
 
 
 MAX_NAMES_SHOWN = 5  # unknown names listed one by one; the rest are counted

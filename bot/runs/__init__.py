@@ -5,7 +5,7 @@ own module (see workflow.py for which depends on which). Names imported from `bo
 before it became a package are re-exported here.
 """
 
-from bot.runs.accepted import ACCEPT_SECONDS
+from bot.admission import ACCEPT_SECONDS
 from bot.runs.delivery import MAX_DELIVERY_ATTEMPTS
 from bot.runs.recovery import RECOVERY_PAGE, RECOVERY_PAGES
 from bot.runs.requests import Requester, RunRequest

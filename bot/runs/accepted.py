@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import anyio
 
-from bot.admission import Admission, CommandBook
+from bot.admission import ACCEPT_SECONDS, Admission, CommandBook
 from bot.commands import RunCommand, parse
 from bot.runs.context import Services
 from bot.runs.requests import Requester, RunRequest
@@ -22,7 +22,6 @@ log = logging.getLogger("bot.runs")
 # An accepted command is held for this many follow-up leases (extended while it waits for a
 # start slot); a process killed after the ack leaves it to a sweep once that has run out.
 COMMAND_LEASES = 3
-ACCEPT_SECONDS = 1.5  # of Slack's 3 s for the ack, leaving room for a busy event loop
 RESUMED_PER_PASS = 50
 
 
@@ -92,15 +91,24 @@ class AcceptedCommands:
         for command in await self._store.claim_orphaned_commands(
             now=now, hold=hold, limit=RESUMED_PER_PASS
         ):
-            parsed = parse(command.text)
-            if not isinstance(parsed, RunCommand):  # recorded only for `run`: never here
+            request = self.request(command, recorded=True)
+            if request is None:  # recorded only for `run`: never here
                 await self._store.command_started(command.request_key)
                 continue
-            log.info("resuming a command acked by a process that stopped: %s", command.text)
-            who = Requester(
-                command.team_id, command.channel_id, command.user_id, command.response_url
+            log.info(
+                "resuming a command acked by a process that stopped (or while it started): %s",
+                command.text,
             )
-            yield RunRequest.asked(who, parsed, request_key=command.request_key, recorded=True)
+            yield request
+
+    @staticmethod
+    def request(command: AckedCommand, *, recorded: bool) -> RunRequest | None:
+        """What an acked command asks for (None for a text that is no `run` or `compare`)."""
+        parsed = parse(command.text)
+        if not isinstance(parsed, RunCommand):
+            return None
+        who = Requester(command.team_id, command.channel_id, command.user_id, command.response_url)
+        return RunRequest.asked(who, parsed, request_key=command.request_key, recorded=recorded)
 
     async def close(self) -> None:
         """Let a write under way finish (at shutdown)."""

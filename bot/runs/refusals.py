@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
-from bot.refusal import Refusal
+from bot.refusal import Refusal, not_allowed
 from bot.runs.context import Services
 from bot.runs.requests import Requester
 
@@ -27,15 +27,7 @@ class Refusals:
 
         No I/O: listeners call it before acking, so a refusal arrives as the ack itself.
         """
-        settings = self._settings
-        if settings.allowed_channel_ids and who.channel_id not in settings.allowed_channel_ids:
-            return Refusal("Retell tests can't be run from this channel.", settings.admin_user_ids)
-        if settings.allowed_user_ids and who.user_id not in settings.allowed_user_ids:
-            return Refusal(
-                "You are not on the list of people who can run Retell tests.",
-                settings.admin_user_ids,
-            )
-        return None
+        return not_allowed(self._settings, channel_id=who.channel_id, user_id=who.user_id)
 
     async def refusal(
         self, who: Requester, *, hourly_limit: bool = True, runs: int = 1

@@ -3,14 +3,9 @@
 from __future__ import annotations
 
 from bot import blocks
-from bot.blocks import Message
+from bot.blocks import Message, database_down
 
-
-def database_down() -> Message:
-    return blocks.problem(
-        "The bot's database is not reachable right now, so this batch test was not started. "
-        "Try again in a few minutes."
-    )
+__all__ = ["database_down", "start_broke", "start_queued", "start_resumes"]
 
 
 def start_queued() -> Message:

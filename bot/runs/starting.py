@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from datetime import UTC, datetime
 
 from bot import blocks
@@ -17,7 +18,7 @@ from bot.runs.creating import Creation
 from bot.runs.refusals import Refusals
 from bot.runs.replies import database_down, start_broke, start_queued, start_resumes
 from bot.runs.requests import Requester, RunRequest
-from bot.store import DATABASE_FAILURES, Run
+from bot.store import DATABASE_FAILURES, AckedCommand, Run
 from bot.suite import Suite
 from bot.tenure import ClaimLapsed
 
@@ -91,9 +92,13 @@ class Starting:
             return run
         return None  # queued: a later sweep starts it
 
-    async def resume_commands(self) -> None:
-        """Start the acked commands a process left unstarted (killed after the ack)."""
-        async for request in self._commands.orphaned():
+    async def resume_commands(self, unkept: Sequence[AckedCommand] = ()) -> None:
+        """Start the acked commands a process left unstarted (killed after the ack, or acked
+        while this one started: `bot.early`), and `unkept` ones, acked during start-up while
+        the database was too slow to keep them (this process is all they have)."""
+        requests = [self._commands.request(command, recorded=False) for command in unkept]
+        requests += [request async for request in self._commands.orphaned()]
+        for request in filter(None, requests):
             task = asyncio.create_task(self.start(request))
             self._resuming.add(task)
             task.add_done_callback(self._resuming.discard)

@@ -13,7 +13,7 @@ Which part does what (dependencies point down, never up or across a level):
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from bot.admission import Admission
@@ -38,7 +38,7 @@ from bot.runs.sweep import Sweep
 from bot.runs.triage import Triage
 from bot.settings import Settings
 from bot.slackapi import SlackGateway
-from bot.store import Run, Store, utcnow
+from bot.store import AckedCommand, Run, Store, utcnow
 
 
 class RunWorkflow:
@@ -102,6 +102,11 @@ class RunWorkflow:
     def database_down() -> Message:
         """What a command the database could not take is answered with."""
         return database_down()
+
+    async def resume_commands(self, unkept: Sequence[AckedCommand] = ()) -> None:
+        """Start acked commands that are not started yet (see `Starting.resume_commands`);
+        `serve` calls it once the application is ready, for what `bot.early` acked before."""
+        await self._starting.resume_commands(unkept)
 
     async def start(self, request: RunRequest) -> Run | None:
         """Resolve the test cases, create the batch and post the status message."""
