@@ -28,7 +28,13 @@ new database created next to the one given, dropped afterwards, which needs CREA
 for the idle RSS (it does not depend on the database being new). A row for the interpreter
 importing the bot's modules and exiting shows how much of start-up is imports (not in --smoke).
 
-Targets: first answer within 2x of the bare Bolt app (issue 17); under 2 s to ready (issue 7).
+A last set of starts (fresh databases) sends a `run` slash command the moment the first answer
+comes (issue 17: "acked in 3 s from the first second"), times spawn to its ack and the ack
+itself, checks it is the usual "Starting a Retell batch test…" (kept by the early stage, not
+"send it again") and that exactly one batch is created once the bot is ready.
+
+Targets: first answer within 2x of the bare Bolt app (issue 17); under 2 s to ready (issue 7);
+a command at the first answer acked in under 3 s, as usual, and started once.
 """
 
 from __future__ import annotations
@@ -53,11 +59,13 @@ from bench.common import (
     BOT_TOKEN,
     REPO_ROOT,
     SIGNING_SECRET,
+    SLACK_ACK_DEADLINE_MS,
     Standins,
     in_workdir,
     machine,
     print_table,
     run_main,
+    slash_command,
     standins,
     vm_kib,
 )
@@ -97,6 +105,60 @@ async def one_start(fakes: Standins, database_url: str, log: Path, idle: float |
     asked = time.perf_counter()
     code = await bot.stop()
     return Start(answer, ready, ready_rss, idle_rss, time.perf_counter() - asked, code)
+
+
+@dataclass(frozen=True)
+class CommandStart:
+    """A command sent at the first answer: spawn to its ack, the ack itself, and what came of it."""
+
+    acked_seconds: float
+    ack_ms: float
+    usual: bool  # the ack said "Starting a Retell batch test…"
+    batches: int  # created for it once the bot was ready (1 is right)
+    ready_seconds: float
+
+
+ENGINE = "llm_startup"
+CHANNEL = "C0STARTUP"
+
+
+async def command_start(fakes: Standins, database_url: str, log: Path) -> CommandStart:
+    """Spawn, send `run` as soon as the port answers, wait for ready and its batch, stop."""
+    [case_id] = await fakes.seed(ENGINE, 1, prefix="tc_startup_")
+    before = len((await fakes.retell_stats())["batches"])
+    request = slash_command(
+        f"{ENGINE} {case_id}",
+        user_id="U0STARTUP",
+        channel_id=CHANNEL,
+        response_url=await fakes.response_url(CHANNEL),
+    )
+    bot = BotProcess(fakes.bot_environment(database_url), log_path=log)
+    spawned = time.perf_counter()
+    await bot.spawn()
+    try:
+        await bot.wait_answering(60, poll=POLL_SECONDS)
+        sent = time.perf_counter()
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(bot.events_url, data=request.body, headers=request.headers) as response,
+        ):
+            text = await response.text()
+        acked = time.perf_counter()
+        await bot.wait_healthy(60)
+        ready = time.perf_counter() - spawned
+        deadline = time.perf_counter() + 30
+        batches = 0
+        while time.perf_counter() < deadline:
+            batches = len((await fakes.retell_stats())["batches"]) - before
+            if batches:
+                break
+            await asyncio.sleep(0.05)
+        await asyncio.sleep(0.5)  # a second batch would be a double start
+        batches = len((await fakes.retell_stats())["batches"]) - before
+    finally:
+        await bot.stop()
+    usual = response.status == 200 and text.startswith("Starting a Retell batch test")
+    return CommandStart(acked - spawned, (acked - sent) * 1000, usual, batches, ready)
 
 
 async def bare_start(fakes: Standins) -> float:
@@ -171,12 +233,13 @@ async def postgres_databases(url: str, count: int) -> AsyncIterator[list[str]]:
 async def run(args: argparse.Namespace, directory: Path) -> int:
     kind = "PostgreSQL" if args.database_url else "SQLite"
     databases = (
-        postgres_databases(args.database_url, args.starts)
+        postgres_databases(args.database_url, 2 * args.starts)
         if args.database_url
-        else sqlite_databases(directory, args.starts)
+        else sqlite_databases(directory, 2 * args.starts)
     )
     fresh: list[Start] = []
     existing: list[Start] = []
+    commands: list[CommandStart] = []
     async with standins(directory) as fakes, databases as urls:
         imports = [await import_seconds() for _ in range(0 if args.smoke else args.starts)]
         bare = [await bare_start(fakes) for _ in range(2 * args.starts)]
@@ -186,6 +249,10 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
         for number in range(args.starts):
             log = directory / f"bot-existing-{number}.log"
             existing.append(await one_start(fakes, urls[0], log, args.idle))
+        for number in range(args.starts):
+            log = directory / f"bot-command-{number}.log"
+            url = urls[args.starts + number]
+            commands.append(await command_start(fakes, url, log))
 
     def row(label: str, starts: list[Start]) -> tuple[object, ...]:
         answer = [s.answer_seconds for s in starts]
@@ -241,6 +308,47 @@ async def run(args: argparse.Namespace, directory: Path) -> int:
             f"{typical:.2f} s: {'met' if typical < TARGET_SECONDS else 'MISSED'}; "
             f"{sum(t >= TARGET_SECONDS for t in every)} of {len(every)} starts took longer "
             f"(slowest {slowest:.2f} s)"
+        ),
+    )
+    acked = [c.acked_seconds for c in commands]
+    ack_ms = [c.ack_ms for c in commands]
+    print_table(
+        "A `run` command sent at the first answer (fresh database): spawn to its ack, the ack",
+        [
+            "start",
+            "n",
+            "acked median s",
+            "acked max s",
+            "ack median ms",
+            "ack max ms",
+            "usual ack",
+            "batches (1 each)",
+            "ready median s",
+        ],
+        [
+            (
+                f"command at first answer, fresh {kind}",
+                len(commands),
+                f"{statistics.median(acked):.2f}",
+                f"{max(acked):.2f}",
+                f"{statistics.median(ack_ms):.0f}",
+                f"{max(ack_ms):.0f}",
+                f"{sum(c.usual for c in commands)} of {len(commands)}",
+                ",".join(str(c.batches) for c in commands),
+                f"{statistics.median(c.ready_seconds for c in commands):.2f}",
+            )
+        ],
+        note=(
+            f"target: acked within {SLACK_ACK_DEADLINE_MS / 1000:g} s with the usual text and "
+            "started once: "
+            + (
+                "met"
+                if all(
+                    c.usual and c.batches == 1 and c.ack_ms < SLACK_ACK_DEADLINE_MS
+                    for c in commands
+                )
+                else "MISSED"
+            )
         ),
     )
     failed = [s for s in fresh + existing if s.exit_code != 0]

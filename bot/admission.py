@@ -73,7 +73,8 @@ class CommandBook:
         self._waiting: list[tuple[AckedCommand, asyncio.Future[BaseException | None]]] = []
         self._writers: set[asyncio.Task[None]] = set()
 
-    async def keep(self, command: AckedCommand) -> Admission:
+    async def keep(self, command: AckedCommand, *, patience: float | None = None) -> Admission:
+        """`patience`: less than the book's own, for a waiter that has less time left."""
         outcome: asyncio.Future[BaseException | None] = asyncio.get_running_loop().create_future()
         self._waiting.append((command, outcome))
         if len(self._writers) < self._most_writers:
@@ -82,9 +83,10 @@ class CommandBook:
             writer.add_done_callback(self._writers.discard)
         # Not `asyncio.timeout` around the write: cancelling a query waits for its rollback,
         # which on a locked SQLite file or a stalled connection can outlast Slack's 3 s.
-        done, _ = await asyncio.wait({outcome}, timeout=self._patience)
+        waited = self._patience if patience is None else min(patience, self._patience)
+        done, _ = await asyncio.wait({outcome}, timeout=waited)
         if not done:
-            log.info("command not kept: the database took longer than %ss", self._patience)
+            log.info("command not kept: the database took longer than %.2fs", waited)
             return Admission.UNKEPT
         problem = outcome.result()
         if problem is None:

@@ -72,8 +72,15 @@ class EarlyCommands:
             raise
         return cls(settings, store)
 
-    async def answer(self, body: Mapping[str, Any]) -> Answer | None:
-        """The ack of a slash command, or None when it has to wait for the application."""
+    async def answer(
+        self, body: Mapping[str, Any], *, patience: float = ACCEPT_SECONDS
+    ) -> Answer | None:
+        """The ack of a slash command, or None when it has to wait for the application.
+
+        `patience`: how long the database may take to keep a command (what is left of Slack's
+        3 s after the wait for this stage); past it the command is acked anyway, unkept, and
+        started by this process once it is ready, as a slow database's are after start-up.
+        """
         if self._handed_over or body.get("command") != SLASH_COMMAND:
             return None
         text = str(body.get("text") or "")
@@ -107,7 +114,7 @@ class EarlyCommands:
         self._answering += 1
         self._idle.clear()
         try:
-            admission = await self._book.keep(command)
+            admission = await self._book.keep(command, patience=patience)
         finally:
             self._answering -= 1
             if not self._answering:

@@ -54,6 +54,8 @@ SHUTDOWN_GRACE_SECONDS = 20.0
 # How long a request that arrives during start-up waits for the application: Slack wants the
 # ack within 3 s of sending, and the dispatch after the wait needs a little of that too.
 HOLD_SECONDS = 2.0
+# What the early stage may spend on a command, from its arrival, before it acks it anyway.
+ACK_SECONDS = 2.5
 STARTING_TEXT = (
     "⏳ The bot is still starting up, so nothing was started. Please send the command again in "
     "a few seconds."
@@ -174,7 +176,8 @@ def http_app(bot: Application | Front) -> web.Application:
         if app is None:
             await front.early_or_ready(HOLD_SECONDS - (loop_time() - received))
             if front.app is None and front.early is not None and front.failure is None:
-                early = await front.early.answer(screened.body)
+                patience = ACK_SECONDS - (loop_time() - received)
+                early = await front.early.answer(screened.body, patience=max(patience, 0.1))
                 if early is not None:
                     return await to_aiohttp_response(BoltResponse(status=200, body=early))
             app = front.app or await front.application(HOLD_SECONDS - (loop_time() - received))
@@ -256,6 +259,7 @@ async def load_application(settings: Settings, front: Front) -> Application:
     early_stage = await asyncio.to_thread(importlib.import_module, "bot.early")
     early: EarlyCommands = await early_stage.EarlyCommands.open(settings)
     front.opened(early)  # `serve` closes its store if the application never takes it
+    log.info("database ready; run commands are kept until the application is")
     module = await asyncio.to_thread(importlib.import_module, "bot.application")
     application: Application = module.Application.build(settings, store=early.store)
     return application
