@@ -177,9 +177,9 @@ def http_app(bot: Application | Front) -> web.Application:
             await front.early_or_ready(HOLD_SECONDS - (loop_time() - received))
             if front.app is None and front.early is not None and front.failure is None:
                 patience = ACK_SECONDS - (loop_time() - received)
-                early = await front.early.answer(screened.body, patience=max(patience, 0.1))
-                if early is not None:
-                    return await to_aiohttp_response(BoltResponse(status=200, body=early))
+                answered = await front.early.answer(screened.body, patience=max(patience, 0.1))
+                if answered is not None:
+                    return await to_aiohttp_response(BoltResponse(status=200, body=answered))
             app = front.app or await front.application(HOLD_SECONDS - (loop_time() - received))
         if app is None:
             return _not_started(screened)
