@@ -38,6 +38,7 @@ from bot.blocks.kit import (
     progress_bar,
     trim_explanation,
 )
+from bot.blocks.repeats import RepeatGroup
 from bot.blocks.runs import _actions, name_list
 from bot.comparing import CaseChange, Change, Gate, VersionComparison
 from bot.repeats import CaseSummary
@@ -85,6 +86,11 @@ class VersionsGroup:
     @property
     def finished(self) -> bool:
         return all(RunState(run.state).finished for run in self.runs)
+
+    @property
+    def side_counts(self) -> tuple[tuple[int, int, int, int], tuple[int, int, int, int]]:
+        """Test runs passed, failed, errored and in total on A, then on B."""
+        return _counts(self.a_runs), _counts(self.b_runs)
 
     @property
     def gate(self) -> Gate | None:
@@ -274,14 +280,9 @@ def _side_progress(engine: Engine, runs: Sequence[RunView]) -> str:
 
 
 def _counts(runs: Sequence[RunView]) -> tuple[int, int, int, int]:
-    """Test runs passed, failed, errored and in total over batches that were created."""
-    made = [run for run in runs if RunState(run.state) is not RunState.FAILED]
-    return (
-        sum(run.passed for run in made),
-        sum(run.failed for run in made),
-        sum(run.errored for run in made),
-        sum(_case_total(run) for run in made),
-    )
+    """Test runs passed, failed, errored and in total over one side's batches, summed as a
+    repeat group sums them (a batch never created counts nothing)."""
+    return RepeatGroup(runs).counts
 
 
 def _b_bad(group: VersionsGroup) -> int:

@@ -55,8 +55,7 @@ class StatusMessages:
         finished = sum(RunState(other.state).finished for other in group)
         if run.candidate is not None:
             versions = blocks.VersionsGroup(group, run.candidate)
-            sides = [blocks.RepeatGroup(versions.a_runs), blocks.RepeatGroup(versions.b_runs)]
-            counts = [str(count) for side in sides for count in side.counts]
+            counts = [str(count) for side in versions.side_counts for count in side]
             return blocks.compare_status(versions), "/".join([*counts, str(finished)])
         view = blocks.RepeatGroup(group)
         key = "/".join(map(str, (*view.counts, finished)))
