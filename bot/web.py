@@ -51,6 +51,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 20.0
+# At shutdown, how long the start of commands acked during start-up may still take.
+HAND_OVER_GRACE_SECONDS = 3.0
 # How long a request that arrives during start-up waits for the application: Slack wants the
 # ack within 3 s of sending, and the dispatch after the wait needs a little of that too.
 HOLD_SECONDS = 2.0
@@ -307,8 +309,13 @@ async def serve(
     try:
         async with bot.running():
             front.ready(bot)
-            if front.early is not None:
-                await front.early.hand_over(bot.workflow)
+            # Beside the wait for a signal, not before it: claiming what was acked early needs
+            # the database, which may be locked or down now, and SIGTERM must still stop us.
+            handing = (
+                asyncio.create_task(_hand_over(front.early, bot))
+                if front.early is not None
+                else None
+            )
             socket = socket_mode_handler(bot) if bot.settings.socket_mode else None
             if socket is not None:
                 await socket.connect_async()  # type: ignore[no-untyped-call]
@@ -319,6 +326,8 @@ async def serve(
             if socket is not None:
                 await socket.close_async()  # type: ignore[no-untyped-call]
             await close_http()
+            if handing is not None:
+                await _settle(handing)
             if front.early is not None:
                 await front.early.close()
     except BaseException:
@@ -326,6 +335,24 @@ async def serve(
         raise
     finally:
         await close_http()
+
+
+async def _hand_over(early: EarlyCommands, bot: Application) -> None:
+    from bot.store import DATABASE_FAILURES  # loaded by now (the early stage's store)
+
+    try:
+        await early.hand_over(bot.workflow)
+    except DATABASE_FAILURES as exc:  # what was kept there, the next sweep starts
+        log.warning("commands acked during start-up wait for the database: %s", type(exc).__name__)
+    except Exception:
+        log.exception("starting the commands acked during start-up failed")
+
+
+async def _settle(handing: asyncio.Task[None]) -> None:
+    """Give the hand-over a moment at shutdown, then drop it: what it had not claimed yet
+    stays kept in the database for the next process."""
+    with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+        await asyncio.wait_for(handing, HAND_OVER_GRACE_SECONDS)
 
 
 async def _close_early(front: Front) -> None:

@@ -96,9 +96,14 @@ class Starting:
         """Start the acked commands a process left unstarted (killed after the ack, or acked
         while this one started: `bot.early`), and `unkept` ones, acked during start-up while
         the database was too slow to keep them (this process is all they have)."""
-        requests = [self._commands.request(command, recorded=False) for command in unkept]
-        requests += [request async for request in self._commands.orphaned()]
-        for request in filter(None, requests):
+        # The unkept first: claiming the orphans needs the database, which may be down.
+        for command in unkept:
+            self._resume(self._commands.request(command, recorded=False))
+        async for request in self._commands.orphaned():
+            self._resume(request)
+
+    def _resume(self, request: RunRequest | None) -> None:
+        if request is not None:
             task = asyncio.create_task(self.start(request))
             self._resuming.add(task)
             task.add_done_callback(self._resuming.discard)
