@@ -30,7 +30,9 @@ from bot.store.models import (
     RunSchedule,
     RunState,
     ScheduleKind,
+    TokenRefresh,
     UTCDateTime,
+    Workspace,
     utcnow,
 )
 from bot.store.results import RecordedCase
@@ -52,7 +54,9 @@ __all__ = [
     "ScheduleKind",
     "SharedBook",
     "Store",
+    "TokenRefresh",
     "UTCDateTime",
+    "Workspace",
     "async_database_url",
     "create_ack_engine",
     "create_engine",

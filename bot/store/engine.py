@@ -22,7 +22,7 @@ DATABASE_FAILURES: tuple[type[Exception], ...] = (DBAPIError, OSError)
 MIGRATION_LOCK = 727_001  # PostgreSQL advisory lock: one replica migrates at a time
 # The newest migration in bot/migrations/versions (a test keeps the two in step): a database
 # already there is not handed to Alembic at all, which saves importing it at every start.
-SCHEMA_REVISION = "0010"
+SCHEMA_REVISION = "0011"
 VERSION_TABLE = "bot_alembic_version"
 
 

@@ -316,6 +316,33 @@ class SlackBudget(Base):
     blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
 
 
+class Workspace(Base):
+    """A Slack workspace served in distribution mode (SPEC §10): where its installation is
+    found, and the Retell API key it connected, encrypted at rest (`bot.workspaces.keys`)."""
+
+    __tablename__ = "workspaces"
+
+    team_id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    enterprise_id: Mapped[str | None] = mapped_column(String(32), default=None)
+    # An Enterprise Grid org-wide install: the token is the org's, found by enterprise_id.
+    enterprise_install: Mapped[bool] = mapped_column(Boolean, default=False)
+    installed_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+    retell_key: Mapped[str | None] = mapped_column(Text, default=None)  # a Fernet token
+    retell_key_hint: Mapped[str | None] = mapped_column(String(8), default=None)
+    retell_key_by: Mapped[str | None] = mapped_column(String(32), default=None)
+    retell_key_at: Mapped[datetime | None] = mapped_column(UTCDateTime, default=None)
+
+
+class TokenRefresh(Base):
+    """One replica refreshing an installation's rotating token, until `until`."""
+
+    __tablename__ = "token_refreshes"
+
+    installation: Mapped[str] = mapped_column(String(80), primary_key=True)
+    holder: Mapped[str] = mapped_column(String(36))
+    until: Mapped[datetime] = mapped_column(UTCDateTime)
+
+
 class HandledRequest(Base):
     """A Slack request (by trigger_id) whose one-off effect, such as a digest, has happened."""
 
