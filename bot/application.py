@@ -56,14 +56,15 @@ class Application:
         metrics = Metrics()
         store = store or admission.open_store(settings)
         retell = RetellGateway.connect(
-            api_key=settings.retell_api_key.get_secret_value(),
+            api_key=settings.retell_api_key.get_secret_value() if settings.retell_api_key else "",
             base_url=settings.retell_base_url,
             timeout=settings.retell_timeout_seconds,
             max_retries=settings.retell_max_retries,
             metrics=metrics,
         )
+        token = settings.slack_bot_token
         client = web_client(
-            settings.slack_bot_token.get_secret_value(), settings.slack_api_url, metrics=metrics
+            token.get_secret_value() if token else None, settings.slack_api_url, metrics=metrics
         )
         slack = SlackGateway(
             client,

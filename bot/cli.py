@@ -22,10 +22,17 @@ def _settings(*, http_mode: bool) -> Settings:
 
 
 def _secrets(settings: Settings) -> list[str]:
-    values = [settings.slack_bot_token, settings.retell_api_key]
-    optional = (settings.slack_signing_secret, settings.slack_app_token, settings.metrics_token)
-    values += [s for s in optional if s]
-    found = [v.get_secret_value() for v in values]
+    values = [
+        settings.slack_bot_token,
+        settings.retell_api_key,
+        settings.slack_signing_secret,
+        settings.slack_app_token,
+        settings.metrics_token,
+        settings.slack_client_secret,
+        settings.slack_state_secret,
+        *settings.encryption_keys,
+    ]
+    found = [v.get_secret_value() for v in values if v is not None and v.get_secret_value()]
     # Not SQLAlchemy's `make_url`: importing SQLAlchemy here would put it on the path to the
     # first HTTP answer of `serve` (issue 17). Both spellings of the password are redacted.
     from urllib.parse import unquote, urlsplit

@@ -5,6 +5,7 @@ Secrets are `SecretStr` so that printing or logging a `Settings` never shows the
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 from typing import Annotated, Literal
@@ -16,6 +17,8 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 # A comma-separated list as README documents it (`U1,U2`, `U1, U2`, empty). `NoDecode` keeps
 # pydantic-settings from JSON-decoding the variable first, which refused all of those forms.
 IdList = Annotated[frozenset[str], NoDecode]
+# A comma-separated list of secrets, in order (the first one is the current one).
+SecretList = Annotated[tuple[SecretStr, ...], NoDecode]
 
 
 def _id_list(value: object) -> object:
@@ -28,6 +31,13 @@ def _id_list(value: object) -> object:
     if isinstance(value, str):
         return frozenset(part.strip() for part in value.split(",") if part.strip())
     return value
+
+
+def _is_fernet_key(key: str) -> bool:
+    try:
+        return len(base64.urlsafe_b64decode(key.encode("ascii"))) == 32 and len(key) == 44
+    except (ValueError, UnicodeEncodeError):
+        return False
 
 
 def _log_option(value: object) -> object:
@@ -45,12 +55,25 @@ class Settings(BaseSettings):
         env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
     )
 
-    slack_bot_token: SecretStr
+    # One workspace (the default): its bot token. Unset with SLACK_CLIENT_ID and
+    # SLACK_CLIENT_SECRET: many workspaces, each installing the app (SPEC §10).
+    slack_bot_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_app_token: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    slack_client_id: str | None = None
+    slack_client_secret: SecretStr | None = None
+    # The bot scopes asked for at install; unset: the manifest's (`bot.workspaces.SCOPES`).
+    slack_scopes: IdList = frozenset()
+    # When set, every OAuth `state` is signed with it as well as being single-use.
+    slack_state_secret: SecretStr | None = None
+    # Where Slack sends the installer back; unset: the app's one registered redirect URL.
+    slack_redirect_uri: str | None = None
+    # Fernet keys (comma-separated): the first encrypts the workspaces' Retell keys, all decrypt.
+    encryption_keys: SecretList = ()
 
-    retell_api_key: SecretStr
+    # One workspace: required. Many: the key of workspaces that have not connected their own.
+    retell_api_key: SecretStr | None = None
     retell_base_url: str = "https://api.retellai.com"
     retell_timeout_seconds: float = Field(default=30.0, gt=0)
     retell_max_retries: int = Field(default=4, ge=0, le=10)
@@ -88,8 +111,27 @@ class Settings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
 
     _parse_ids = field_validator(
-        "allowed_user_ids", "allowed_channel_ids", "admin_user_ids", mode="before"
+        "allowed_user_ids", "allowed_channel_ids", "admin_user_ids", "slack_scopes", mode="before"
     )(_id_list)
+
+    @field_validator("encryption_keys", mode="before")
+    @classmethod
+    def _secret_list(cls, value: object) -> object:
+        if isinstance(value, str):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @field_validator("encryption_keys")
+    @classmethod
+    def _fernet_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+        """Checked here (no value echoed) so a bad key stops start-up, not the first connect."""
+        for number, key in enumerate(value, start=1):
+            if not _is_fernet_key(key.get_secret_value()):
+                raise ValueError(
+                    f"key {number} of {len(value)} is not a Fernet key (32 bytes in url-safe "
+                    "base64, 44 characters); make one with `retell-bot keys new`"
+                )
+        return value
 
     _log_options = field_validator("log_level", "log_format", mode="before")(_log_option)
 
@@ -107,10 +149,17 @@ class Settings(BaseSettings):
                 value = "(set)" if value.get_secret_value() else None
             elif isinstance(value, frozenset):
                 value = sorted(value)
+            elif name == "encryption_keys":
+                value = f"({len(value)} set)" if value else None
             elif name == "database_url":
                 value = _without_password(value)
             shown[name] = value
         return shown
+
+    @property
+    def distribution(self) -> bool:
+        """Many workspaces: installed through OAuth rather than one token (SPEC §10)."""
+        return self.slack_bot_token is None and self.slack_client_id is not None
 
     @property
     def socket_mode(self) -> bool:
@@ -165,6 +214,7 @@ def load_settings(*, http_mode: bool = True, **overrides: object) -> Settings:
         settings = Settings(**overrides)  # type: ignore[arg-type]
     except ValidationError as exc:
         lines = [_line(error) for error in exc.errors()]
+    lines += _mode_problems(settings, overrides)
     needs_secret = http_mode and not _has("slack_app_token", settings, overrides)
     if needs_secret and not _has("slack_signing_secret", settings, overrides):
         lines.append(
@@ -176,11 +226,43 @@ def load_settings(*, http_mode: bool = True, **overrides: object) -> Settings:
     return settings
 
 
+def _mode_problems(settings: Settings | None, overrides: dict[str, object]) -> list[str]:
+    """One workspace needs its token and a Retell key; many need the OAuth app's id and
+    secret and the keys that encrypt each workspace's Retell key."""
+    if _has("slack_bot_token", settings, overrides):
+        if _has("retell_api_key", settings, overrides):
+            return []
+        return ["RETELL_API_KEY is required but not set"]
+    has_id = _has("slack_client_id", settings, overrides)
+    has_secret = _has("slack_client_secret", settings, overrides)
+    if not has_id and not has_secret:
+        lines = [
+            "SLACK_BOT_TOKEN is required but not set (or, to serve many workspaces, set "
+            "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET instead)"
+        ]
+        if not _has("retell_api_key", settings, overrides):
+            lines.append("RETELL_API_KEY is required but not set")
+        return lines
+    lines = []
+    if not has_id:
+        lines.append("SLACK_CLIENT_ID is required with SLACK_CLIENT_SECRET (or SLACK_BOT_TOKEN)")
+    if not has_secret:
+        lines.append("SLACK_CLIENT_SECRET is required with SLACK_CLIENT_ID (or SLACK_BOT_TOKEN)")
+    if not _has("encryption_keys", settings, overrides):
+        lines.append(
+            "ENCRYPTION_KEYS is required to serve many workspaces (it encrypts their Retell "
+            "keys); make one with `retell-bot keys new`"
+        )
+    return lines
+
+
 def _has(field: str, settings: Settings | None, overrides: dict[str, object]) -> bool:
     """Whether a setting has a value, even when other settings failed to validate."""
     if settings is not None:
         value = getattr(settings, field)
-        return value is not None and bool(value.get_secret_value())
+        if isinstance(value, SecretStr):
+            value = value.get_secret_value()
+        return bool(value)
     if overrides.get(field):
         return True
     if os.environ.get(field.upper()):

@@ -256,7 +256,9 @@ class CountingWebClient(AsyncWebClient):
             raise
 
 
-def web_client(token: str, base_url: str, *, metrics: Metrics | None = None) -> AsyncWebClient:
+def web_client(
+    token: str | None, base_url: str, *, metrics: Metrics | None = None
+) -> AsyncWebClient:
     # In place of slack_sdk's defaults, whose connection handler would retry a post too.
     return CountingWebClient(
         token=token,

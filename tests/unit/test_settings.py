@@ -18,7 +18,8 @@ def test_missing_required_settings_are_listed_one_per_line() -> None:
     with pytest.raises(SettingsError) as caught:
         load_settings(_env_file=None)
     assert caught.value.lines == [
-        "SLACK_BOT_TOKEN is required but not set",
+        "SLACK_BOT_TOKEN is required but not set (or, to serve many workspaces, set "
+        "SLACK_CLIENT_ID and SLACK_CLIENT_SECRET instead)",
         "RETELL_API_KEY is required but not set",
         "SLACK_SIGNING_SECRET is required in HTTP mode (or set SLACK_APP_TOKEN to use Socket Mode)",
     ]
