@@ -31,6 +31,7 @@ from bot.scheduling import (
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
 from bot.store import SharedBook, Store
+from bot.workspaces.accounts import RetellAccounts
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,8 @@ class Application:
     settings: Settings
     metrics: Metrics
     store: Store
-    retell: RetellGateway
+    retell: RetellGateway  # RETELL_API_KEY's account
+    accounts: RetellAccounts  # each workspace's
     slack: SlackGateway
     scheduler: AsyncScheduler
     workflow: RunWorkflow
@@ -55,13 +57,7 @@ class Application:
         """`store`: one opened (and migrated) already, by `bot.early` during start-up."""
         metrics = Metrics()
         store = store or admission.open_store(settings)
-        retell = RetellGateway.connect(
-            api_key=settings.retell_api_key.get_secret_value() if settings.retell_api_key else "",
-            base_url=settings.retell_base_url,
-            timeout=settings.retell_timeout_seconds,
-            max_retries=settings.retell_max_retries,
-            metrics=metrics,
-        )
+        accounts = RetellAccounts.connect(settings, store, metrics=metrics)
         token = settings.slack_bot_token
         client = web_client(
             token.get_secret_value() if token else None, settings.slack_api_url, metrics=metrics
@@ -72,10 +68,10 @@ class Application:
             edits_per_minute=settings.slack_edits_per_minute,
             posts_per_minute=settings.slack_posts_per_minute,
         )
-        workflow = RunWorkflow(settings, store, retell, slack, metrics=metrics)
+        workflow = RunWorkflow(settings, store, accounts, slack, metrics=metrics)
         scheduler = build_scheduler(store.engine, lease_seconds=settings.follow_up_lease_seconds)
         reports = Reports(store, slack)
-        schedules = Schedules(settings, store, scheduler, workflow, reports, retell, slack)
+        schedules = Schedules(settings, store, scheduler, workflow, reports, accounts, slack)
         signing_secret = settings.slack_signing_secret
         bolt = AsyncApp(
             client=client,
@@ -85,7 +81,7 @@ class Application:
             logger=logging.getLogger("bot.bolt"),
         )
         # The modal first: `register` has listeners for every command text and action id.
-        listeners.register_modal(bolt, workflow, retell, max_cases=settings.max_cases_per_run)
+        listeners.register_modal(bolt, workflow, accounts, max_cases=settings.max_cases_per_run)
         listeners.register(bolt, workflow, schedules, reports)
 
         async def prepare(started: AsyncScheduler) -> None:
@@ -105,7 +101,8 @@ class Application:
             settings=settings,
             metrics=metrics,
             store=store,
-            retell=retell,
+            retell=accounts.deployment,
+            accounts=accounts,
             slack=slack,
             scheduler=scheduler,
             workflow=workflow,
@@ -140,7 +137,7 @@ class Application:
                     # the pool's log is quieted for the shutdown only.
                     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
         finally:
-            await self.retell.close()
+            await self.accounts.close()
             await self.store.close()
 
     async def healthy(self) -> dict[str, str]:

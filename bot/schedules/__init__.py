@@ -18,7 +18,6 @@ from apscheduler import AsyncScheduler
 from bot.blocks import Message
 from bot.commands import ScheduleAddCommand, ScheduleCommand, ScheduleReportCommand
 from bot.reports import Reports
-from bot.retell import RetellGateway
 from bot.runs import Requester, RunWorkflow
 from bot.schedules.adding import MAX_SCHEDULES_PER_CHANNEL, ScheduleAdding
 from bot.schedules.changes import ScheduleChanges
@@ -27,6 +26,7 @@ from bot.schedules.listing import HOME_CHANNELS, ScheduleListing
 from bot.settings import Settings
 from bot.slackapi import SlackGateway
 from bot.store import Store, utcnow
+from bot.workspaces.accounts import RetellAccounts
 
 __all__ = [
     "HOME_CHANNELS",
@@ -49,7 +49,7 @@ class Schedules:
         scheduler: AsyncScheduler,
         workflow: RunWorkflow,
         reports: Reports,
-        retell: RetellGateway,
+        retell: RetellAccounts,
         slack: SlackGateway,
         *,
         clock: Callable[[], datetime] = utcnow,
