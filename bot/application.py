@@ -32,6 +32,7 @@ from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
 from bot.store import SharedBook, Store
 from bot.workspaces.accounts import RetellAccounts
+from bot.workspaces.connect import RetellConnect, register_connect
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +81,9 @@ class Application:
             request_verification_enabled=not settings.socket_mode,
             logger=logging.getLogger("bot.bolt"),
         )
+        connect = RetellConnect(settings, accounts, slack, republish_home=schedules.publish_home)
+        schedules.add_home_section(connect.home_section)
+        register_connect(bolt, connect)
         # The modal first: `register` has listeners for every command text and action id.
         listeners.register_modal(bolt, workflow, accounts, max_cases=settings.max_cases_per_run)
         listeners.register(bolt, workflow, schedules, reports)

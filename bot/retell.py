@@ -304,7 +304,7 @@ class RetellGateway:
         "refused" for a 401 or 403, "unavailable" for anything else that is not an answer
         (Retell down, a timeout), so a good key is never called refused because of an outage.
         """
-        client = (await self.account()).with_options(api_key=key, timeout=timeout, max_retries=1)
+        client = (await self.account()).with_options(api_key=key, timeout=timeout, max_retries=0)
         try:
             await client.concurrency.retrieve()
         except retell.APIStatusError as exc:

@@ -139,9 +139,10 @@ class RetellAccounts:
         account told (the agents' drafts)."""
         self._directories.pop(team_id, None)
 
-    async def check_key(self, key: str) -> KeyCheck:
+    async def check_key(self, key: str, *, timeout: float = 5.0) -> KeyCheck:
         """Whether Retell takes `key` (one cheap call): before a key is stored."""
-        return await RetellGateway(self._base, metrics=self._metrics).check_key(key)
+        gateway = RetellGateway(self._base, metrics=self._metrics)
+        return await gateway.check_key(key, timeout=timeout)
 
     @property
     def deployment(self) -> RetellGateway:
