@@ -11,7 +11,10 @@ from cryptography.fernet import Fernet
 from retell import AsyncRetell
 from sqlalchemy import select
 
+from bot.followup import BatchRefresher, Followed
 from bot.store import Store, Workspace, create_engine
+from bot.suite import Engine
+from bot.testing.retell import FakeRetell
 from bot.workspaces.accounts import RetellAccounts
 from bot.workspaces.keys import RetellKeys
 
@@ -118,3 +121,38 @@ async def test_budget_scopes_tell_accounts_apart_without_the_key(store: Store) -
 def unused_client() -> AsyncRetell:
     """A client these tests never send with (nothing listens on port 9)."""
     return AsyncRetell(api_key="unused", base_url="http://127.0.0.1:9")
+
+
+async def test_follow_ups_list_each_accounts_batches_with_its_own_key(store: Store) -> None:
+    """Two workspaces on one engine id, one with its own key: one list call per account, each
+    seeing only its own batches (a single list for both would miss the other's)."""
+    async with FakeRetell(api_key="key_deployment", batch_seconds=60) as retell:
+        theirs = retell.add_account(SECRET)
+        engine = {"type": "retell-llm", "llm_id": "llm_abc"}
+        for account in (retell, theirs):
+            account.add_engine("retell-llm", "llm_abc")
+            account.add_definition("llm_abc", "tc_1", "Case")
+        ours_batch = retell.create_batch_directly(engine, ["tc_1"])
+        their_batch = theirs.create_batch_directly(engine, ["tc_1"])
+        keys = RetellKeys(store.engine, [OLD])
+        await keys.connect(TEAM, SECRET, user_id="U0001")
+        base = AsyncRetell(api_key="key_deployment", base_url=retell.base_url, max_retries=0)
+        accounts = RetellAccounts(base, keys=keys, default_key="key_deployment")
+        refresher = BatchRefresher(accounts)
+        found = await refresher.refresh(
+            [
+                Followed(their_batch, Engine.from_id("llm_abc"), due=True, team_id=TEAM),
+                Followed(ours_batch, Engine.from_id("llm_abc"), due=True, team_id=OTHER_TEAM),
+            ]
+        )
+        listed = await refresher.refresh(  # not due themselves: only their engines' lists
+            [
+                Followed(their_batch, Engine.from_id("llm_abc"), due=False, team_id=TEAM),
+                Followed(ours_batch, Engine.from_id("llm_abc"), due=False, team_id=OTHER_TEAM),
+            ]
+        )
+        await accounts.close()
+    assert set(found.batches) == {ours_batch, their_batch} and not found.problems
+    assert retell.count("/get-batch-test") == 1 and theirs.count("/get-batch-test") == 1
+    assert set(listed.batches) == {ours_batch, their_batch}
+    assert retell.count("/v2/list-batch-tests") == 1 and theirs.count("/v2/list-batch-tests") == 1
