@@ -149,17 +149,12 @@ class Sweep:
         Workspaces that connected their own key spend their own account's budget; those on
         `RETELL_API_KEY` share one.
         """
-        running: dict[tuple[str, Engine], int] = defaultdict(int)
-        scopes: dict[str, str] = {}
-        for team_id, engine, count in await self._store.running_per_engine():
-            if team_id not in scopes:
-                scopes[team_id] = await self._retell.budget_scope(team_id)
-            running[scopes[team_id], engine] += count
-        pages: dict[str, int] = defaultdict(int)
-        for (scope, _), count in running.items():
-            pages[scope] += math.ceil(count / LIST_PAGE_SIZE)
-        per_minute = self._settings.retell_requests_per_minute
-        return {scope: 60.0 * n / per_minute for scope, n in pages.items()}
+        counts = await self._store.running_per_engine()
+        scopes = {team: await self._retell.budget_scope(team) for team in {c[0] for c in counts}}
+        return budget_floors(
+            [(scopes[team], engine, count) for team, engine, count in counts],
+            per_minute=self._settings.retell_requests_per_minute,
+        )
 
     @about_run_step
     async def _after_check(
@@ -204,6 +199,20 @@ class Sweep:
         elif run.status_ts:
             await self._statuses.show_progress(run, run.status_ts, seen)
         return Check(run.id, batch, interval)
+
+
+def budget_floors(
+    running: Sequence[tuple[str, Engine, int]], *, per_minute: float
+) -> dict[str, float]:
+    """By Retell account (budget scope): the shortest follow-up interval that keeps its
+    engines' list pages (one per thousand running batches per engine) within `per_minute`."""
+    batches: dict[tuple[str, Engine], int] = defaultdict(int)
+    for scope, engine, count in running:
+        batches[scope, engine] += count
+    pages: dict[str, int] = defaultdict(int)
+    for (scope, _), count in batches.items():
+        pages[scope] += math.ceil(count / LIST_PAGE_SIZE)
+    return {scope: 60.0 * n / per_minute for scope, n in pages.items()}
 
 
 async def _at_most(

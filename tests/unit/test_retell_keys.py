@@ -12,6 +12,7 @@ from retell import AsyncRetell
 from sqlalchemy import select
 
 from bot.followup import BatchRefresher, Followed
+from bot.runs.sweep import budget_floors
 from bot.store import Store, Workspace, create_engine
 from bot.suite import Engine
 from bot.testing.retell import FakeRetell
@@ -156,3 +157,13 @@ async def test_follow_ups_list_each_accounts_batches_with_its_own_key(store: Sto
     assert retell.count("/get-batch-test") == 1 and theirs.count("/get-batch-test") == 1
     assert set(listed.batches) == {ours_batch, their_batch}
     assert retell.count("/v2/list-batch-tests") == 1 and theirs.count("/v2/list-batch-tests") == 1
+
+
+def test_each_retell_account_has_a_follow_up_budget_of_its_own() -> None:
+    a, b = Engine.from_id("llm_a"), Engine.from_id("llm_b")
+    floors = budget_floors(
+        [("", a, 600), ("", a, 600), ("", b, 10), ("k1", a, 5), ("k2", b, 2_500)],
+        per_minute=60.0,
+    )
+    # The deployment's key: llm_a's 1,200 batches take 2 pages, llm_b 1: 3 a minute -> 3 s.
+    assert floors == {"": 3.0, "k1": 1.0, "k2": 3.0}
