@@ -31,6 +31,7 @@ from bot.scheduling import (
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
 from bot.store import SharedBook, Store
+from bot.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -66,11 +67,14 @@ class Application:
         client = web_client(
             token.get_secret_value() if token else None, settings.slack_api_url, metrics=metrics
         )
+        book = SharedBook(store)
+        workspaces = Workspaces.build(settings, store, client, book=book, metrics=metrics)
         slack = SlackGateway(
             client,
-            book=SharedBook(store),
+            book=book,
             edits_per_minute=settings.slack_edits_per_minute,
             posts_per_minute=settings.slack_posts_per_minute,
+            of=workspaces.clients.gateway if workspaces is not None else None,
         )
         workflow = RunWorkflow(settings, store, retell, slack, metrics=metrics)
         scheduler = build_scheduler(store.engine, lease_seconds=settings.follow_up_lease_seconds)
@@ -83,9 +87,12 @@ class Application:
             # Socket Mode envelopes are authenticated by the socket itself.
             request_verification_enabled=not settings.socket_mode,
             logger=logging.getLogger("bot.bolt"),
+            **(workspaces.bolt_options() if workspaces is not None else {}),
         )
         # The modal first: `register` has listeners for every command text and action id.
         listeners.register_modal(bolt, workflow, retell, max_cases=settings.max_cases_per_run)
+        if workspaces is not None:
+            workspaces.register(bolt, scheduler)
         listeners.register(bolt, workflow, schedules, reports)
 
         async def prepare(started: AsyncScheduler) -> None:

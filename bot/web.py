@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 20.0
+# Distribution mode's pages (`bot.workspaces.oauth`, which is not imported before start-up).
+INSTALL_PATH = "/slack/install"
+REDIRECT_PATH = "/slack/oauth_redirect"
 # At shutdown, how long the start of commands acked during start-up may still take.
 HAND_OVER_GRACE_SECONDS = 3.0
 # How long a request that arrives during start-up waits for the application: Slack wants the
@@ -211,7 +214,23 @@ def http_app(bot: Application | Front) -> web.Application:
         """The process is up and serving (for a liveness probe): 200 from the first moment."""
         return web.json_response({"status": "ok" if front.app is not None else "starting"})
 
+    async def oauth(request: web.Request) -> web.Response:
+        """The install link and the redirect back from Slack (distribution mode)."""
+        app = front.app or await front.application(HOLD_SECONDS)
+        flow = app.bolt.oauth_flow if app is not None else None
+        if flow is None:
+            return web.Response(status=503, text="starting; try again in a few seconds")
+        bolt_request = AsyncBoltRequest(
+            body="", query=request.query_string, headers=dict(request.headers)
+        )
+        if request.path == flow.install_path:
+            return await to_aiohttp_response(await flow.handle_installation(bolt_request))
+        return await to_aiohttp_response(await flow.handle_callback(bolt_request))
+
     app = web.Application(client_max_size=1024 * 1024)
+    if settings.distribution:
+        app.router.add_get(INSTALL_PATH, oauth)
+        app.router.add_get(REDIRECT_PATH, oauth)
     if not settings.socket_mode:
         # In Socket Mode, Slack's envelopes arrive over the authenticated socket only, and
         # signature checks are off: an HTTP endpoint would let anyone post unsigned events.

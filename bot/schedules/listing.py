@@ -46,7 +46,7 @@ class ScheduleListing:
         channels = await self._store.channels_of(team_id, user_id, HOME_CHANNELS)
         runs = await self._store.latest_runs(team_id, channels, blocks.HOME_RUNS)
         view = blocks.home_view(await self._entries(rows), runs, now=self._clock())
-        await self._slack.publish_home(user_id, view)
+        await self._slack.of(team_id).publish_home(user_id, view)
 
     async def _entries(self, rows: Sequence[RunSchedule]) -> list[ScheduleEntry]:
         if not rows:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -163,6 +164,32 @@ class SlackUser:
         )
         body = urlencode({"payload": json.dumps(payload)})
         return await self.post_signed(bot_url, body, payload["response_url"])
+
+    async def event(
+        self, bot_url: str, event: JSONDict, *, enterprise_id: str | None = None
+    ) -> BotReply:
+        """Deliver an Events API event of this user's workspace (`app_home_opened`,
+        `app_uninstalled`, ...), signed, as Slack POSTs it."""
+        body = json.dumps(
+            {
+                "type": "event_callback",
+                "token": "unused",
+                "team_id": self.team_id,
+                "enterprise_id": enterprise_id,
+                "api_app_id": self.api_app_id,
+                "event": {"event_ts": f"{time.time():.6f}", **event},
+                "event_id": f"Ev{time.time_ns()}",
+                "event_time": int(time.time()),
+            }
+        )
+        headers = {
+            "Content-Type": "application/json",
+            **signed_headers(self.signing_secret, body),
+        }
+        if self._session is not None:
+            return await _post(self._session, bot_url, body, headers, "")
+        async with aiohttp.ClientSession() as session:
+            return await _post(session, bot_url, body, headers, "")
 
     async def socket_command(self, text: str, **options: Any) -> JSONDict:
         """Type a slash command over Socket Mode; returns the client's ack envelope."""
