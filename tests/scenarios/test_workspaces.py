@@ -3,6 +3,7 @@ too), workspaces that never see each other, and uninstalling."""
 
 from __future__ import annotations
 
+import asyncio
 import html
 import json
 import re
@@ -94,6 +95,18 @@ def tokens_used(slack: FakeSlack, method: str, channel: str) -> set[str | None]:
 async def count(bot: RunningBot, table: str) -> int:
     async with bot.app.store.engine.connect() as conn:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
+
+
+async def forgotten(bot: RunningBot, *, installations_left: int = 0) -> None:
+    """Wait for an uninstall (handled after Slack's event is acked) to have deleted it all."""
+
+    async def done() -> bool:
+        return await count(bot, "slack_bots") == installations_left
+
+    deadline = asyncio.get_running_loop().time() + 10
+    while not await done():  # the database has nothing to wait on: look again shortly
+        assert asyncio.get_running_loop().time() < deadline, "the uninstall never finished"
+        await asyncio.sleep(0.02)
 
 
 # -- installing --------------------------------------------------------------------------------
@@ -249,13 +262,16 @@ async def test_uninstall_in_the_middle_of_a_run_ends_it_quietly_and_forgets_the_
             bot.events_url, f'schedule add "daily 09:00" {ENGINE} tc_1 name=a'
         )
         await slack.wait_for(lambda: bool(slack.responses_to(added.response_url)))
-        await bob.command(bot.events_url, f"{ENGINE} tc_1")
         await alice.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
         await slack.wait_for(lambda: len(slack.channel_messages(CHANNEL_A)) >= 1)
         [schedule] = await bot.app.store.schedules_in(TEAM_A, CHANNEL_A)
 
         slack.uninstall(TEAM_A)
         await alice.event(bot.events_url, {"type": "app_uninstalled"})
+        await forgotten(bot, installations_left=1)
+        # Bob's batch starts after Alice's and takes as long: once his result is in, hers
+        # has long completed at Retell, and the follow-ups have passed it by.
+        await bob.command(bot.events_url, f"{ENGINE} tc_1")
         await slack.wait_for(lambda: len(results(slack, CHANNEL_B)) == 1)
 
         async with bot.app.store._sessions() as session:
@@ -305,3 +321,39 @@ async def test_rotating_tokens_are_refreshed_for_background_work_once_across_rep
     ]
     refreshes = [c for c in slack.calls if c.method == "oauth.v2.access" and c.ok]
     assert len(refreshes) == 1 + workspace.refreshes, "each refresh token swapped once"
+
+
+# -- Enterprise Grid ---------------------------------------------------------------------------
+
+
+async def test_an_org_wide_install_serves_every_workspace_of_the_org_with_the_orgs_token(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell
+) -> None:
+    org = "E0ORG1"
+    slack.add_workspace(org, "Org One", enterprise_id=org, org_wide=True)
+    first, second = (
+        SlackUser(
+            slack=slack,
+            user_id=f"U0{n}",
+            user_name=f"user{n}",
+            team_id=f"T0ORG{n}",
+            channel_id=f"C0ORG{n}",
+            enterprise_id=org,
+            enterprise_install=True,
+        )
+        for n in (1, 2)
+    )
+    async with distributed(start_bot, slack) as bot:
+        status, page = await install(bot, slack, org)
+        assert status == 200 and "installed in Org E0ORG1" in page, page
+        for person in (first, second):
+            reply = await person.command(bot.events_url, f"{ENGINE} tc_1")
+            assert "Starting a Retell batch test" in reply.text
+        await slack.wait_for(
+            lambda: len(results(slack, "C0ORG1")) == 1 and len(results(slack, "C0ORG2")) == 1
+        )
+        await first.event(bot.events_url, {"type": "app_uninstalled"})
+        await forgotten(bot)
+        assert await count(bot, "runs") == 0, "both workspaces of the org are forgotten"
+    for channel in ("C0ORG1", "C0ORG2"):
+        assert tokens_used(slack, "chat.postMessage", channel) == {org}
