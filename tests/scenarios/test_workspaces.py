@@ -15,7 +15,7 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from cryptography.fernet import Fernet
-from sqlalchemy import func, select, text
+from sqlalchemy import bindparam, func, select, text
 
 from bot.scheduling import schedule_key
 from bot.store import Run, RunSchedule
@@ -97,11 +97,20 @@ async def count(bot: RunningBot, table: str) -> int:
         return int((await conn.execute(text(f"SELECT count(*) FROM {table}"))).scalar_one())
 
 
-async def forgotten(bot: RunningBot, *, installations_left: int = 0) -> None:
-    """Wait for an uninstall (handled after Slack's event is acked) to have deleted it all."""
+async def forgotten(bot: RunningBot, *teams: str, installations_left: int = 0) -> None:
+    """Wait for an uninstall (handled after Slack's event is acked) to have deleted it all:
+    the tokens, then each workspace's rows."""
 
     async def done() -> bool:
-        return await count(bot, "slack_bots") == installations_left
+        async with bot.app.store.engine.connect() as conn:
+            rows = await conn.execute(
+                text("SELECT count(*) FROM workspaces WHERE team_id IN :teams").bindparams(
+                    bindparam("teams", expanding=True)
+                ),
+                {"teams": list(teams)},
+            )
+            left = int(rows.scalar_one())
+        return left == 0 and await count(bot, "slack_bots") == installations_left
 
     deadline = asyncio.get_running_loop().time() + 10
     while not await done():  # the database has nothing to wait on: look again shortly
@@ -229,7 +238,7 @@ async def test_two_workspaces_never_see_or_change_each_others_runs_and_schedules
 
         listing = await bob.command(bot.events_url, "schedule list")
         await slack.wait_for(lambda: bool(slack.responses_to(listing.response_url)))
-        alices_batch = next(iter(retell.batches))
+        alices_batch = next(b for b in retell.batches if b in result_a.text)
         status = await bob.command(bot.events_url, f"status {alices_batch}")
         await slack.wait_for(lambda: bool(slack.responses_to(status.response_url)))
         [schedule] = await bot.app.store.schedules_in(TEAM_A, CHANNEL_A)
@@ -268,7 +277,7 @@ async def test_uninstall_in_the_middle_of_a_run_ends_it_quietly_and_forgets_the_
 
         slack.uninstall(TEAM_A)
         await alice.event(bot.events_url, {"type": "app_uninstalled"})
-        await forgotten(bot, installations_left=1)
+        await forgotten(bot, TEAM_A, installations_left=1)
         # Bob's batch starts after Alice's and takes as long: once his result is in, hers
         # has long completed at Retell, and the follow-ups have passed it by.
         await bob.command(bot.events_url, f"{ENGINE} tc_1")
@@ -353,7 +362,7 @@ async def test_an_org_wide_install_serves_every_workspace_of_the_org_with_the_or
             lambda: len(results(slack, "C0ORG1")) == 1 and len(results(slack, "C0ORG2")) == 1
         )
         await first.event(bot.events_url, {"type": "app_uninstalled"})
-        await forgotten(bot)
+        await forgotten(bot, "T0ORG1", "T0ORG2")
         assert await count(bot, "runs") == 0, "both workspaces of the org are forgotten"
     for channel in ("C0ORG1", "C0ORG2"):
         assert tokens_used(slack, "chat.postMessage", channel) == {org}
