@@ -11,6 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from apscheduler import AsyncScheduler
 from slack_bolt.async_app import AsyncApp
@@ -31,7 +32,9 @@ from bot.scheduling import (
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
 from bot.store import SharedBook, Store
-from bot.workspaces import Workspaces
+
+if TYPE_CHECKING:
+    from bot.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +71,11 @@ class Application:
             token.get_secret_value() if token else None, settings.slack_api_url, metrics=metrics
         )
         book = SharedBook(store)
-        workspaces = Workspaces.build(settings, store, client, book=book, metrics=metrics)
+        workspaces: Workspaces | None = None
+        if settings.distribution:  # imported only then: one workspace starts without OAuth
+            from bot.workspaces import Workspaces
+
+            workspaces = Workspaces.build(settings, store, client, book=book, metrics=metrics)
         slack = SlackGateway(
             client,
             book=book,

@@ -120,6 +120,7 @@ class Front:
         self.failure: str | None = None
         self._settled = asyncio.Event()
         self._opened = asyncio.Event()
+        self._early_acks: list[float] = []  # before the application (and its metrics) exist
 
     def opened(self, early: EarlyCommands) -> None:
         """The early stage is up: commands can be kept before the application is ready."""
@@ -135,8 +136,18 @@ class Front:
 
     def ready(self, app: Application) -> None:
         self.app = app
+        for seconds in self._early_acks:  # the metrics exist from now on: count them there
+            app.metrics.ack_latency.observe(seconds)
+        self._early_acks.clear()
         self._settled.set()
         self._opened.set()
+
+    def acked(self, seconds: float) -> None:
+        """An ack the early stage sent, `seconds` after the request arrived."""
+        if self.app is not None:
+            self.app.metrics.ack_latency.observe(seconds)
+        else:
+            self._early_acks.append(seconds)
 
     def failed(self, why: str) -> None:
         """Start-up failed (the process is about to exit): waiting requests stop waiting."""
@@ -184,7 +195,9 @@ def http_app(bot: Application | Front) -> web.Application:
                 patience = ACK_SECONDS - (loop_time() - received)
                 answered = await front.early.answer(screened.body, patience=max(patience, 0.1))
                 if answered is not None:
-                    return await to_aiohttp_response(BoltResponse(status=200, body=answered))
+                    response = await to_aiohttp_response(BoltResponse(status=200, body=answered))
+                    front.acked(loop_time() - received)
+                    return response
             app = front.app or await front.application(HOLD_SECONDS - (loop_time() - received))
         if app is None:
             return _not_started(screened)

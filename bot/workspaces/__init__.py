@@ -41,10 +41,7 @@ class Workspaces:
         *,
         book: BudgetBook,
         metrics: Metrics | None = None,
-    ) -> Workspaces | None:
-        """None with one workspace (SLACK_BOT_TOKEN set)."""
-        if not settings.distribution:
-            return None
+    ) -> Workspaces:
         installations = Installations(settings, store, client)
         clients = SlackClients(
             installations,
