@@ -11,6 +11,7 @@ import gc
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from apscheduler import AsyncScheduler
 from slack_bolt.async_app import AsyncApp
@@ -33,6 +34,9 @@ from bot.slackapi import SlackGateway, web_client
 from bot.store import SharedBook, Store
 from bot.workspaces.accounts import RetellAccounts
 from bot.workspaces.connect import RetellConnect, register_connect
+
+if TYPE_CHECKING:
+    from bot.workspaces import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -63,11 +67,18 @@ class Application:
         client = web_client(
             token.get_secret_value() if token else None, settings.slack_api_url, metrics=metrics
         )
+        book = SharedBook(store)
+        workspaces: Workspaces | None = None
+        if settings.distribution:  # imported only then: one workspace starts without OAuth
+            from bot.workspaces import Workspaces
+
+            workspaces = Workspaces.build(settings, store, client, book=book, metrics=metrics)
         slack = SlackGateway(
             client,
-            book=SharedBook(store),
+            book=book,
             edits_per_minute=settings.slack_edits_per_minute,
             posts_per_minute=settings.slack_posts_per_minute,
+            of=workspaces.clients.gateway if workspaces is not None else None,
         )
         workflow = RunWorkflow(settings, store, accounts, slack, metrics=metrics)
         scheduler = build_scheduler(store.engine, lease_seconds=settings.follow_up_lease_seconds)
@@ -80,12 +91,15 @@ class Application:
             # Socket Mode envelopes are authenticated by the socket itself.
             request_verification_enabled=not settings.socket_mode,
             logger=logging.getLogger("bot.bolt"),
+            **(workspaces.bolt_options() if workspaces is not None else {}),
         )
         connect = RetellConnect(settings, accounts, slack, republish_home=schedules.publish_home)
         schedules.add_home_section(connect.home_section)
         register_connect(bolt, connect)
         # The modal first: `register` has listeners for every command text and action id.
         listeners.register_modal(bolt, workflow, accounts, max_cases=settings.max_cases_per_run)
+        if workspaces is not None:
+            workspaces.register(bolt, scheduler)
         listeners.register(bolt, workflow, schedules, reports)
 
         async def prepare(started: AsyncScheduler) -> None:

@@ -72,7 +72,7 @@ class Reports:
         digest = await self.digest(team_id, channel_id, days)
         message = blocks.digest_message(digest, label=label, due=due)
         try:
-            await self._slack.post(channel_id, message)
+            await self._slack.of(team_id).post(channel_id, message)
         except Exception:
             if request_key:  # nothing was posted: the user may ask again
                 await self._store.forget_handling(request_key)
@@ -89,7 +89,7 @@ class Reports:
             for day, rate in digest.daily
         )
         try:
-            await self._slack.upload(
+            await self._slack.of(team_id).upload(
                 channel_id, png, filename="pass-rate.png", title=title, alt_text=alt[:1000]
             )
         except SlackFailure as exc:

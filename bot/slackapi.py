@@ -30,6 +30,7 @@ from slack_sdk.http_retry.request import HttpRequest
 from slack_sdk.http_retry.response import HttpResponse
 from slack_sdk.http_retry.state import RetryState
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.web.async_slack_response import AsyncSlackResponse
 from slack_sdk.webhook.async_client import AsyncWebhookClient
 
 from bot.blocks import Message
@@ -258,6 +259,33 @@ class CountingWebClient(AsyncWebClient):
             raise
 
 
+class WorkspaceWebClient(CountingWebClient):
+    """One workspace's client in distribution mode: its token is asked for at each call, so a
+    rotated token is used as soon as it exists and an uninstalled workspace gets what Slack
+    itself answers for a revoked token (`token_revoked`) without a round trip."""
+
+    def __init__(self, *, token_of: Callable[[], Awaitable[str | None]], **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._token_of = token_of
+
+    async def api_call(self, api_method: str, **kwargs: Any) -> Any:
+        token = await self._token_of()
+        if token is None:
+            data = {"ok": False, "error": "token_revoked"}
+            response = AsyncSlackResponse(
+                client=self,
+                http_verb="POST",
+                api_url=f"{self.base_url}{api_method}",
+                req_args={},
+                data=data,
+                headers={},
+                status_code=200,
+            )
+            raise SlackApiError(f"{api_method}: the app is not installed here", response)  # type: ignore[no-untyped-call]
+        self.token = token
+        return await super().api_call(api_method, **kwargs)
+
+
 def web_client(
     token: str | None, base_url: str, *, metrics: Metrics | None = None
 ) -> AsyncWebClient:
@@ -285,6 +313,7 @@ class SlackGateway:
         edits_per_minute: float = 45,
         posts_per_minute: float = 60,
         team_id: str = "",
+        of: Callable[[str], SlackGateway] | None = None,
     ) -> None:
         self.client = client
         self._book = book
@@ -293,6 +322,12 @@ class SlackGateway:
         # conversations.history and .replies are Tier 3 like chat.update: the same allowance.
         self._history = Allowance(edits_per_minute, burst_seconds=UPDATE_BURST_SECONDS)
         self._team_id = team_id  # the workspace `chat.update`'s budget is counted in
+        self._of = of
+
+    def of(self, team_id: str) -> SlackGateway:
+        """The gateway of this workspace: with one workspace, this one; with many, one that
+        calls Slack with that workspace's token (`bot.workspaces.clients`)."""
+        return self if self._of is None else self._of(team_id)
 
     async def _paced(
         self,

@@ -51,6 +51,9 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 SHUTDOWN_GRACE_SECONDS = 20.0
+# Distribution mode's pages (`bot.workspaces.oauth`, which is not imported before start-up).
+INSTALL_PATH = "/slack/install"
+REDIRECT_PATH = "/slack/oauth_redirect"
 # At shutdown, how long the start of commands acked during start-up may still take.
 HAND_OVER_GRACE_SECONDS = 3.0
 # How long a request that arrives during start-up waits for the application: Slack wants the
@@ -117,6 +120,7 @@ class Front:
         self.failure: str | None = None
         self._settled = asyncio.Event()
         self._opened = asyncio.Event()
+        self._early_acks: list[float] = []  # before the application (and its metrics) exist
 
     def opened(self, early: EarlyCommands) -> None:
         """The early stage is up: commands can be kept before the application is ready."""
@@ -132,8 +136,18 @@ class Front:
 
     def ready(self, app: Application) -> None:
         self.app = app
+        for seconds in self._early_acks:  # the metrics exist from now on: count them there
+            app.metrics.ack_latency.observe(seconds)
+        self._early_acks.clear()
         self._settled.set()
         self._opened.set()
+
+    def acked(self, seconds: float) -> None:
+        """An ack the early stage sent, `seconds` after the request arrived."""
+        if self.app is not None:
+            self.app.metrics.ack_latency.observe(seconds)
+        else:
+            self._early_acks.append(seconds)
 
     def failed(self, why: str) -> None:
         """Start-up failed (the process is about to exit): waiting requests stop waiting."""
@@ -181,7 +195,9 @@ def http_app(bot: Application | Front) -> web.Application:
                 patience = ACK_SECONDS - (loop_time() - received)
                 answered = await front.early.answer(screened.body, patience=max(patience, 0.1))
                 if answered is not None:
-                    return await to_aiohttp_response(BoltResponse(status=200, body=answered))
+                    response = await to_aiohttp_response(BoltResponse(status=200, body=answered))
+                    front.acked(loop_time() - received)
+                    return response
             app = front.app or await front.application(HOLD_SECONDS - (loop_time() - received))
         if app is None:
             return _not_started(screened)
@@ -211,7 +227,23 @@ def http_app(bot: Application | Front) -> web.Application:
         """The process is up and serving (for a liveness probe): 200 from the first moment."""
         return web.json_response({"status": "ok" if front.app is not None else "starting"})
 
+    async def oauth(request: web.Request) -> web.Response:
+        """The install link and the redirect back from Slack (distribution mode)."""
+        app = front.app or await front.application(HOLD_SECONDS)
+        flow = app.bolt.oauth_flow if app is not None else None
+        if flow is None:
+            return web.Response(status=503, text="starting; try again in a few seconds")
+        bolt_request = AsyncBoltRequest(
+            body="", query=request.query_string, headers=dict(request.headers)
+        )
+        if request.path == flow.install_path:
+            return await to_aiohttp_response(await flow.handle_installation(bolt_request))
+        return await to_aiohttp_response(await flow.handle_callback(bolt_request))
+
     app = web.Application(client_max_size=1024 * 1024)
+    if settings.distribution:
+        app.router.add_get(INSTALL_PATH, oauth)
+        app.router.add_get(REDIRECT_PATH, oauth)
     if not settings.socket_mode:
         # In Socket Mode, Slack's envelopes arrive over the authenticated socket only, and
         # signature checks are off: an HTTP endpoint would let anyone post unsigned events.

@@ -78,11 +78,11 @@ class Services:
         """Answer someone privately (or in the channel, for a schedule's `announce`)."""
         try:
             if who.announce:
-                await self.slack.post(who.channel_id, message)
+                await self.slack.of(who.team_id).post(who.channel_id, message)
             elif who.response_url:
-                await self.slack.respond(who.response_url, message)
+                await self.slack.of(who.team_id).respond(who.response_url, message)
             else:
-                await self.slack.tell(who.channel_id, who.user_id, message)
+                await self.slack.of(who.team_id).tell(who.channel_id, who.user_id, message)
         except SlackFailure as exc:
             log.warning("could not tell %s: %s", who.user_id, exc.code)
 

@@ -136,9 +136,11 @@ class Delivery:
         try:
             async with self._slack_calls:
                 if run.channel_error:
-                    await self._slack.direct_message(run.user_id, message, defer=True)
+                    await self._slack.of(run.team_id).direct_message(
+                        run.user_id, message, defer=True
+                    )
                 elif run.status_ts:
-                    await self._slack.edit(
+                    await self._slack.of(run.team_id).edit(
                         run.team_id, run.channel_id, run.status_ts, message, priority=RESULT
                     )
                 else:
@@ -188,14 +190,14 @@ class Delivery:
             async with self._slack_calls:
                 for reply in replies:
                     metadata = _reply_metadata(run, reply.kind)
-                    if not first_try and await self._slack.find_reply(
+                    if not first_try and await self._slack.of(run.team_id).find_reply(
                         run.channel_id,
                         run.status_ts or "",
                         event_type=metadata["event_type"],
                         payload=metadata["event_payload"],
                     ):
                         continue
-                    await self._slack.post(
+                    await self._slack.of(run.team_id).post(
                         run.channel_id,
                         reply.message,
                         thread_ts=run.status_ts,

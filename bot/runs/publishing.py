@@ -135,7 +135,7 @@ class Publishing:
         """In the result's thread, so the channel sees who published what; privately when the
         thread cannot be posted in."""
         try:
-            await self._slack.post(run.channel_id, message, thread_ts=run.status_ts)
+            await self._slack.of(run.team_id).post(run.channel_id, message, thread_ts=run.status_ts)
         except SlackFailure as exc:
             log.warning("run %s: publish reply not posted: %s", run.id, exc.code)
             await self._tell(who, message)

@@ -106,7 +106,7 @@ class StatusMessages:
             run.status_posting_since = self._clock()
             await self._store.status_posting(run.id, run.status_posting_since)
         try:
-            ts = await self._slack.post(
+            ts = await self._slack.of(run.team_id).post(
                 run.channel_id,
                 message,
                 metadata=status_metadata(run),
@@ -138,7 +138,7 @@ class StatusMessages:
             return False
         payload = status_metadata(run)
         try:
-            ts = await self._slack.find_posted(
+            ts = await self._slack.of(run.team_id).find_posted(
                 run.channel_id,
                 since=since,
                 event_type=payload["event_type"],
@@ -179,7 +179,7 @@ class StatusMessages:
         """
         async with self._slack_calls:
             try:
-                await self._slack.edit(
+                await self._slack.of(run.team_id).edit(
                     run.team_id, run.channel_id, status_ts, message, priority=Priority.PROGRESS
                 )
             except SlackFailure as exc:

@@ -144,10 +144,10 @@ class Triage:
         shown = group[0] if group and run.candidate_version is not None else run
         post = blocks.failures_post(shown, summarize(batches), batches=len(batches))
         for reply in post.replies:
-            await self._slack.post(run.channel_id, reply, thread_ts=run.status_ts)
+            await self._slack.of(run.team_id).post(run.channel_id, reply, thread_ts=run.status_ts)
         if post.attachment is not None:
             file = post.attachment
-            await self._slack.upload(
+            await self._slack.of(run.team_id).upload(
                 run.channel_id,
                 file.content,
                 filename=file.filename,

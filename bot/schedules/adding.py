@@ -153,7 +153,7 @@ class ScheduleAdding:
         refusal = await self._refusal(who)
         if refusal is not None:
             return refusal
-        timezone = await self._slack.user_timezone(who.user_id)
+        timezone = await self._slack.of(who.team_id).user_timezone(who.user_id)
         try:
             return parse_when(text, timezone or "UTC", min_interval=self._min_interval)
         except WhenError as exc:

@@ -50,7 +50,7 @@ class ScheduleListing:
         runs = await self._store.latest_runs(team_id, channels, blocks.HOME_RUNS)
         top = [block for section in self.home_sections for block in await section(team_id, user_id)]
         view = blocks.home_view(await self._entries(rows), runs, now=self._clock(), top=top)
-        await self._slack.publish_home(user_id, view)
+        await self._slack.of(team_id).publish_home(user_id, view)
 
     async def _entries(self, rows: Sequence[RunSchedule]) -> list[ScheduleEntry]:
         if not rows:

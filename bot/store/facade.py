@@ -16,6 +16,7 @@ from bot.store.budgets import BudgetRecords
 from bot.store.claims import Claims
 from bot.store.commands import CommandRecords
 from bot.store.engine import MIGRATION_LOCK, SCHEMA_REVISION, VERSION_TABLE, run_migrations
+from bot.store.installs import InstallRecords
 from bot.store.publishes import PublishRecords
 from bot.store.results import CaseRecords
 from bot.store.runs import RunRecords, RunTransitions
@@ -31,6 +32,7 @@ class Store(
     CommandRecords,
     PublishRecords,
     BudgetRecords,
+    InstallRecords,
 ):
     """Queries over the bot's tables. One instance per process, built by the application.
 

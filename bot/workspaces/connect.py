@@ -44,13 +44,13 @@ class RetellConnect:
         self._slack = slack
         self._republish_home = republish_home
 
-    async def is_admin(self, user_id: str) -> bool:
-        """ADMIN_USER_IDS, else a Slack workspace admin or owner."""
+    async def is_admin(self, team_id: str, user_id: str) -> bool:
+        """ADMIN_USER_IDS, else a Slack admin or owner of this workspace."""
         if not user_id:
             return False
         if user_id in self._settings.admin_user_ids:
             return True
-        return await self._slack.is_workspace_admin(user_id)
+        return await self._slack.of(team_id).is_workspace_admin(user_id)
 
     async def home_section(self, team_id: str, user_id: str) -> list[Block]:
         """The section App Home shows this person: empty when keys cannot be stored here."""
@@ -64,12 +64,12 @@ class RetellConnect:
             at=hint.at if hint else None,
             deployment_key=self._accounts.has_default,
         )
-        return view.connect_section(connection, admin=await self.is_admin(user_id))
+        return view.connect_section(connection, admin=await self.is_admin(team_id, user_id))
 
     async def open(self, client: AsyncWebClient, team_id: str, user_id: str, trigger: str) -> None:
         """A Connect (or Replace) press: the modal for an admin, a private no for anyone else."""
-        if (refusal := await self._refusal(user_id)) is not None:
-            await self._tell(user_id, refusal)
+        if (refusal := await self._refusal(team_id, user_id)) is not None:
+            await self._tell(team_id, user_id, refusal)
             return
         try:
             with map_slack_errors():
@@ -80,7 +80,7 @@ class RetellConnect:
     async def submit(self, team_id: str, user_id: str, typed: str) -> dict[str, str] | None:
         """A submitted key: the modal's inline errors, or None once it is checked and stored."""
         keys = self._accounts.keys
-        if (refusal := await self._refusal(user_id)) is not None or keys is None:
+        if (refusal := await self._refusal(team_id, user_id)) is not None or keys is None:
             return {view.KEY_BLOCK: refusal or view.NO_ENCRYPTION}
         if not typed or any(char.isspace() for char in typed):
             return {view.KEY_BLOCK: view.KEY_MALFORMED}
@@ -102,23 +102,23 @@ class RetellConnect:
     async def remove(self, team_id: str, user_id: str) -> None:
         """A Remove press (confirmed): the workspace's key forgotten, Home redrawn."""
         keys = self._accounts.keys
-        if (refusal := await self._refusal(user_id)) is not None or keys is None:
-            await self._tell(user_id, refusal or view.NO_ENCRYPTION)
+        if (refusal := await self._refusal(team_id, user_id)) is not None or keys is None:
+            await self._tell(team_id, user_id, refusal or view.NO_ENCRYPTION)
             return
         if await keys.remove(team_id):
             self._accounts.changed(team_id)
             log.info("workspace %s: Retell key removed by %s", team_id, user_id)
         await self._home(team_id, user_id)
 
-    async def _refusal(self, user_id: str) -> str | None:
+    async def _refusal(self, team_id: str, user_id: str) -> str | None:
         if self._accounts.keys is None:
             return view.NO_ENCRYPTION
-        return None if await self.is_admin(user_id) else view.ONLY_ADMINS
+        return None if await self.is_admin(team_id, user_id) else view.ONLY_ADMINS
 
-    async def _tell(self, user_id: str, text: str) -> None:
+    async def _tell(self, team_id: str, user_id: str, text: str) -> None:
         """Privately: a press on App Home has no channel, so a direct message."""
         try:
-            await self._slack.direct_message(user_id, blocks.problem(text))
+            await self._slack.of(team_id).direct_message(user_id, blocks.problem(text))
         except SlackFailure as exc:
             log.warning("could not tell %s: %s", user_id, exc.code)
 

@@ -9,11 +9,14 @@ against a started `retell-bot serve`.
 
 from __future__ import annotations
 
+import html
 import json
 import re
 from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qs, urlsplit
 
+import aiohttp
 import pytest
 
 from bot.testing.process import BotProcess
@@ -56,6 +59,22 @@ DOCUMENTED: dict[str, tuple[str, Any]] = {
 }
 # Documented, but set in a test of its own: with it the bot is in Socket Mode.
 SOCKET_MODE = {"SLACK_APP_TOKEN": ("xapp-1-A1-1-abc", "(set)")}
+# Many workspaces (SPEC §10): with these and no SLACK_BOT_TOKEN the bot is a distributed app.
+FERNET_KEYS = (
+    "cw_0x689RpI-jtRR7oE8h_eQsKImvJapLeSbXpwF4e4=",
+    "8zK2yq3dDNsP6fXvX0S0jLcnZ0i7xqkBv3b7p9PAZ5Q=",
+)
+DISTRIBUTION: dict[str, tuple[str, Any]] = {
+    "SLACK_CLIENT_ID": ("1234.5678", "1234.5678"),
+    "SLACK_CLIENT_SECRET": ("client-secret-9f1e", "(set)"),
+    "SLACK_SCOPES": ("commands, chat:write", ["chat:write", "commands"]),
+    "SLACK_STATE_SECRET": ("state-secret-77a2", "(set)"),
+    "SLACK_REDIRECT_URI": (
+        "https://bot.example.test/slack/oauth_redirect",
+        "https://bot.example.test/slack/oauth_redirect",
+    ),
+    "ENCRYPTION_KEYS": (",".join(FERNET_KEYS), "(2 set)"),
+}
 REQUIRED = ("SLACK_BOT_TOKEN", "SLACK_SIGNING_SECRET", "RETELL_API_KEY")
 
 
@@ -67,7 +86,7 @@ def readme_variables() -> set[str]:
 
 
 def test_every_variable_of_the_readme_is_tested_here() -> None:
-    assert readme_variables() == set(DOCUMENTED) | set(SOCKET_MODE)
+    assert readme_variables() == set(DOCUMENTED) | set(SOCKET_MODE) | set(DISTRIBUTION)
 
 
 async def config_of(tmp_path: Path, env: dict[str, str], dotenv: str | None = None) -> Any:
@@ -186,3 +205,81 @@ async def test_access_lists_from_dotenv_hold_in_a_started_bot(
     assert refused.status == 200 and "not on the list" in refused.text
     assert "<@UADMIN>" in visible_text(refused.json())
     assert "Starting a Retell batch test" in accepted.text
+
+
+async def test_many_workspaces_are_configured_from_the_environment_and_dotenv(
+    tmp_path: Path,
+) -> None:
+    """No SLACK_BOT_TOKEN, the OAuth app's id and secret: the documented forms, read back."""
+    given = {name: form for name, (form, _) in DISTRIBUTION.items()}
+    secret = {"SLACK_SIGNING_SECRET": DOCUMENTED["SLACK_SIGNING_SECRET"][0]}
+    half = dict(list(given.items())[:3])
+    (tmp_path / ".env").write_text(
+        "".join(f'{k}="{v}"\n' for k, v in given.items() if k not in half)
+    )
+    shown = await config_of(tmp_path, {**half, **secret})
+    assert {name: shown[name] for name in DISTRIBUTION} == {
+        name: used for name, (_, used) in DISTRIBUTION.items()
+    }
+    assert shown["SLACK_BOT_TOKEN"] is None and shown["RETELL_API_KEY"] is None
+
+
+@pytest.mark.parametrize(
+    ("given", "problem"),
+    [
+        ({"SLACK_CLIENT_ID": "1.2", "ENCRYPTION_KEYS": FERNET_KEYS[0]}, "SLACK_CLIENT_SECRET is"),
+        ({"SLACK_CLIENT_ID": "1.2", "SLACK_CLIENT_SECRET": "s3cr3t-x"}, "ENCRYPTION_KEYS"),
+        (
+            {
+                "SLACK_CLIENT_ID": "1.2",
+                "SLACK_CLIENT_SECRET": "s3cr3t-x",
+                "ENCRYPTION_KEYS": "k-x1",
+            },
+            "not a Fernet key",
+        ),
+    ],
+)
+async def test_many_workspaces_with_a_setting_missing_or_wrong_say_which(
+    tmp_path: Path, given: dict[str, str], problem: str
+) -> None:
+    env = scrubbed_environment(**given, SLACK_SIGNING_SECRET="sig")
+    code, out, err = await run_cli(str(RETELL_BOT), "config", env=env, cwd=tmp_path)
+    assert code == 2 and problem in err, err
+    assert len(err.strip().splitlines()) == 1, err
+    for value in given.values():
+        if len(value) > 4:
+            assert value not in err + out
+
+
+async def test_a_started_distributed_app_serves_its_install_page(
+    slack: FakeSlack, retell: FakeRetell, tmp_path: Path
+) -> None:
+    """`.env` as an operator writes it for many workspaces; the install page asks Slack for
+    the scopes of SLACK_SCOPES with the client id, and /slack/events still answers."""
+    environment = process_environment(slack, retell, f"sqlite:///{tmp_path / 'bot.db'}")
+    del environment["SLACK_BOT_TOKEN"]
+    (tmp_path / ".env").write_text(
+        f"SLACK_CLIENT_ID={slack.client_id}\n"
+        f"SLACK_CLIENT_SECRET={slack.client_secret}\n"
+        "SLACK_SCOPES=commands,chat:write\n"
+        f"ENCRYPTION_KEYS={FERNET_KEYS[0]}\n"
+    )
+    bot = BotProcess(environment, log_path=tmp_path / "bot.log", cwd=tmp_path)
+    try:
+        await bot.start()
+        async with aiohttp.ClientSession() as session:
+            async with session.get(f"{bot.url}/slack/install") as page:
+                body = await page.text()
+            async with session.get(f"{bot.url}/slack/oauth_redirect?code=x&state=y") as back:
+                refused = back.status
+    except BaseException as exc:
+        exc.add_note(log_tail(tmp_path / "bot.log"))
+        raise
+    finally:
+        await bot.stop()
+    assert page.status == 200
+    link = html.unescape(re.search(r'href="([^"]*authorize[^"]*)"', body).group(1))  # type: ignore[union-attr]
+    query = parse_qs(urlsplit(link).query)
+    assert query["client_id"] == [slack.client_id]
+    assert set(query["scope"][0].split(",")) == {"commands", "chat:write"}
+    assert refused == 400, "a redirect without the install's cookie is refused"

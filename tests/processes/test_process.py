@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import socket
 import sqlite3
@@ -341,6 +342,10 @@ async def test_a_command_sent_as_soon_as_the_port_answers_is_acked_in_3_s_and_st
         ready = time.monotonic() - spawned
         await slack.wait_for(lambda: len(results(slack)) == 1, timeout=30)
         assert len(retell.batches) == 1, "started once"
+        async with aiohttp.ClientSession() as session, session.get(f"{bot.url}/metrics") as got:
+            exposition = await got.text()
+        acks = re.search(r"^retell_bot_ack_latency_seconds_count (\S+)$", exposition, re.M)
+        assert acks and float(acks.group(1)) >= 1, "the early ack is in the ack latency"
     except BaseException as exc:
         exc.add_note(log_tail(tmp_path / "bot.log"))
         raise

@@ -120,6 +120,9 @@ class SlackStandIn:
     posted: list[tuple[Message, str | None, dict[str, Any] | None]] = field(default_factory=list)
     direct: list[tuple[str, Message]] = field(default_factory=list)
 
+    def of(self, team_id: str) -> SlackStandIn:
+        return self  # one workspace
+
     async def edit(
         self, team_id: str, channel_id: str, ts: str, message: Message, *, priority: Priority
     ) -> None:

@@ -3,7 +3,7 @@
 - `slack_installations`, `slack_bots`, `slack_oauth_states`: slack-sdk's async SQLAlchemy
   installation and state stores, with the tables those stores define (built here from the
   stores' own table builders, so the columns are exactly what they read and write;
-  `tests/unit/test_workspaces_schema.py` fails if a slack-sdk upgrade changes them).
+  `tests/unit/test_workspaces.py` fails if a slack-sdk upgrade changes them).
 - `workspaces`: one row per Slack workspace the bot serves in distribution mode: where its
   installation is (`enterprise_id`, `enterprise_install`, for Enterprise Grid org-wide
   installs) and the Retell API key it connected, encrypted (`retell_key`; `retell_key_hint` is

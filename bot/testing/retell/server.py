@@ -159,7 +159,7 @@ class FakeRetell(
         body = await _recorded_body(request)
         delay = _take_rule(self._delays, request.path)
         if delay is not None and not delay.answer_late:
-            await asyncio.sleep(delay.seconds)
+            await _held(request, delay.seconds)
             if request.transport is None or request.transport.is_closing():
                 # Its client went away (timed out, or its process was killed) while the request
                 # was held: like a request still in the network, it never reaches Retell.
@@ -236,3 +236,13 @@ class FakeRetell(
         self._requests_by_prefix[route.split("/{", 1)[0]] += 1
         self._requests_by_minute[int((arrived - self._clock_anchor) // 60)] += 1
         self._wake()
+
+
+async def _held(request: web.Request, seconds: float) -> None:
+    """Hold a request for `seconds`, or until its client goes away (a killed process), so
+    that a long hold never outlives the test that set it."""
+    deadline = asyncio.get_running_loop().time() + seconds
+    while (left := deadline - asyncio.get_running_loop().time()) > 0:
+        if request.transport is None or request.transport.is_closing():
+            return
+        await asyncio.sleep(min(left, 0.05))

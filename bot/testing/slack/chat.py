@@ -20,14 +20,18 @@ class ChatMixin(SlackState):
     """chat.postMessage, update, delete, postEphemeral, getPermalink and auth.test."""
 
     def _auth_test(self, _params: JSONDict) -> JSONDict:
+        team = self._calling_team or self.team_id
+        workspace = self.workspaces.get(team)
+        org_wide = workspace is not None and workspace.org_wide
         return {
             "url": f"https://{self.team_domain}.slack.com/",
-            "team": "Fake Team",
+            "team": workspace.name if workspace is not None else "Fake Team",
             "user": "retell-bot",
-            "team_id": self.team_id,
-            "user_id": BOT_USER_ID,
+            "team_id": None if org_wide else team,
+            "enterprise_id": workspace.enterprise_id if workspace is not None else None,
+            "user_id": BOT_USER_ID if team == self.team_id else f"B_{team}",
             "bot_id": BOT_ID,
-            "is_enterprise_install": False,
+            "is_enterprise_install": org_wide,
         }
 
     def _chat_post_message(self, params: JSONDict) -> JSONDict:

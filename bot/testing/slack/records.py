@@ -176,6 +176,22 @@ class ApiCall(NamedTuple):
     params: JSONDict
     ok: bool
     at: float
+    team_id: str | None = None  # the workspace whose token it carried
+
+
+@dataclass
+class Workspace:
+    """A workspace the app is installed in (or was, until `uninstall`)."""
+
+    team_id: str
+    name: str
+    enterprise_id: str | None = None
+    org_wide: bool = False
+    installed: bool = True
+    tokens: dict[str, float | None] = field(default_factory=dict)  # token -> expires at
+    refresh_tokens: set[str] = field(default_factory=set)  # unused ones
+    refreshes: int = 0  # how many times a refresh token was swapped
+    revoked: set[str] = field(default_factory=set)  # tokens an uninstall revoked
 
 
 @dataclass(frozen=True)

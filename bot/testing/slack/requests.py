@@ -49,9 +49,16 @@ def slash_command_payload(
     channel_name: str | None = None,
     team_domain: str = "fake-team",
     api_app_id: str = "A0001",
+    enterprise_id: str | None = None,
+    enterprise_install: bool = False,
 ) -> dict[str, str]:
-    """The fields of a slash command, as Socket Mode delivers them (form fields over HTTP)."""
+    """The fields of a slash command, as Socket Mode delivers them (form fields over HTTP).
+
+    `enterprise_id`: the user's Enterprise Grid org; `enterprise_install`: the app is
+    installed org-wide there (Slack then says so in every request)."""
+    org = {"enterprise_id": enterprise_id, "enterprise_name": "Org"} if enterprise_id else {}
     return {
+        **org,
         "token": "verification-token-unused",
         "team_id": team_id,
         "team_domain": team_domain,
@@ -62,7 +69,7 @@ def slash_command_payload(
         "command": command,
         "text": text,
         "api_app_id": api_app_id,
-        "is_enterprise_install": "false",
+        "is_enterprise_install": "true" if enterprise_install else "false",
         "response_url": response_url,
         "trigger_id": trigger_id or new_trigger_id(),
     }

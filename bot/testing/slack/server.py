@@ -20,6 +20,7 @@ from bot.testing.slack.chat import ChatMixin
 from bot.testing.slack.control import ControlMixin
 from bot.testing.slack.conversations import ConversationsMixin
 from bot.testing.slack.files import FilesMixin
+from bot.testing.slack.oauth import OAuthMixin
 from bot.testing.slack.params import read_params
 from bot.testing.slack.records import ApiCall, JSONDict, SlackApiFailure
 from bot.testing.slack.socket_mode import SocketModeMixin
@@ -29,6 +30,7 @@ Handler = Callable[[JSONDict], JSONDict]
 
 
 class FakeSlack(
+    OAuthMixin,
     ControlMixin,
     SocketModeMixin,
     ChatMixin,
@@ -49,6 +51,7 @@ class FakeSlack(
         """Listen on host:port (0 picks a free port) and return the base URL."""
         app = web.Application(middlewares=[self._notify_after_request])
         app.router.add_route("*", "/api/{method}", self._handle_api)
+        app.router.add_get("/oauth/v2/authorize", self._handle_authorize)
         app.router.add_post("/response/{token}", self._handle_response_url)
         app.router.add_post("/upload/{file_id}", self._handle_upload)
         app.router.add_get("/socket-mode", self._handle_socket)
@@ -137,31 +140,49 @@ class FakeSlack(
         fault = self._take_fault(method)
         if fault is not None and not fault.carried_out:
             return self._apply_fault(request, method, params, fault)
+        team: str | None = None
         try:
-            handler = self._methods.get(method)
-            if handler is None:
-                raise SlackApiFailure("unknown_method", f"{method} is not served by FakeSlack")
-            self._check_token(method, token)
-            # The one team every token belongs to; per channel where the tier says so.
-            self._spend_rate_slot(method, self.team_id, _conversation(params))
-            answer = handler(params)
+            if method == "oauth.v2.access":  # the app's client id and secret, no token
+                answer = self._oauth_v2_access(request, params)
+            else:
+                handler = self._methods.get(method)
+                if handler is None:
+                    raise SlackApiFailure("unknown_method", f"{method} is not served by FakeSlack")
+                team = self._check_token(method, token)
+                # Per workspace, and per channel where the tier says so.
+                self._spend_rate_slot(method, team, _conversation(params))
+                self._calling_team = team
+                try:
+                    answer = handler(params)
+                finally:
+                    self._calling_team = None
         except SlackApiFailure as failure:
             return self._refuse(method, params, failure)
-        self.calls.append(ApiCall(method, params, True, time.time()))
+        self.calls.append(ApiCall(method, params, True, time.time(), team))
         if fault is not None:
             return self._lose_answer(request, method)
         return web.json_response({"ok": True, **answer})
 
-    def _check_token(self, method: str, token: str | None) -> None:
+    def _check_token(self, method: str, token: str | None) -> str:
+        """The workspace the call is made in, by its token; Slack's error for a bad one."""
         wants_app_token = method == "apps.connections.open"
-        expected = self.app_token if wants_app_token else self.bot_token
-        other = self.bot_token if wants_app_token else self.app_token
         if not token:
             raise SlackApiFailure("not_authed", "no token in Authorization header or body")
-        if token == other:
+        if wants_app_token:
+            if token == self.bot_token:
+                raise SlackApiFailure("not_allowed_token_type", f"{method} needs an app token")
+            if not hmac.compare_digest(token, self.app_token):
+                raise SlackApiFailure("invalid_auth", "token does not match")
+            return self.team_id
+        if token == self.app_token:
             raise SlackApiFailure("not_allowed_token_type", f"{method} needs another token type")
-        if not hmac.compare_digest(token, expected):
-            raise SlackApiFailure("invalid_auth", "token does not match")
+        team = self.team_of_token(token)
+        if team is None:
+            revoked = any(token in w.revoked for w in self.workspaces.values())
+            raise SlackApiFailure(
+                "token_revoked" if revoked else "invalid_auth", "token does not match"
+            )
+        return team
 
 
 def _conversation(params: JSONDict) -> str | None:

@@ -34,6 +34,7 @@ from bot.testing.slack.records import (
     SlackApiFailure,
     Upload,
     User,
+    Workspace,
 )
 from bot.testing.slack.tiers import SlackTiers, TierMeter
 
@@ -93,6 +94,22 @@ class SlackState:
         self._sockets: list[web.WebSocketResponse] = []
         self._pending_acks: dict[str, asyncio.Future[JSONDict]] = {}
         self._changed = asyncio.Condition()
+
+        # Installing in more workspaces (`bot.testing.slack.oauth`).
+        self.client_id = "1111.2222"
+        self.client_secret = "fake-client-secret"
+        self.workspaces: dict[str, Workspace] = {}
+        self.rotating = False  # Slack's token rotation: tokens expire after `token_seconds`
+        self.token_seconds = 12 * 3600.0
+        self.redirect_url: str | None = None  # the app's registered redirect URL
+        self.next_installer = "U_INSTALLER"
+        self._codes: dict[str, str] = {}  # code -> team_id
+        self._token_serial = itertools.count(1)
+        self._calling_team: str | None = None  # whose token the call being answered carries
+        # The stand-in's own workspace: installed, with the fixed token tests already use.
+        home = Workspace(team_id, "Fake Team")
+        home.tokens[bot_token] = None
+        self.workspaces[team_id] = home
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -48,6 +49,8 @@ class SlackUser:
         channel_id: str = "C0001",
         api_app_id: str | None = None,
         session: aiohttp.ClientSession | None = None,
+        enterprise_id: str | None = None,
+        enterprise_install: bool = False,
     ) -> None:
         self.slack = slack
         self.signing_secret = signing_secret or (slack.signing_secret if slack else "secret")
@@ -57,6 +60,8 @@ class SlackUser:
         self.channel_id = channel_id
         self.api_app_id = api_app_id or (slack.app_id if slack else "A0001")
         self._session = session
+        self.enterprise_id = enterprise_id  # an Enterprise Grid org's member
+        self.enterprise_install = enterprise_install  # the app is installed org-wide
 
     def _response_url(self, given: str | None, channel: str, message_ts: str | None = None) -> str:
         if given:
@@ -86,6 +91,8 @@ class SlackUser:
             api_app_id=self.api_app_id,
             response_url=self._response_url(response_url, channel),
             trigger_id=trigger_id,
+            enterprise_id=self.enterprise_id,
+            enterprise_install=self.enterprise_install,
         )
 
     def press_payload(
@@ -163,6 +170,31 @@ class SlackUser:
         )
         body = urlencode({"payload": json.dumps(payload)})
         return await self.post_signed(bot_url, body, payload["response_url"])
+
+    async def event(self, bot_url: str, event: JSONDict) -> BotReply:
+        """Deliver an Events API event of this user's workspace (`app_home_opened`,
+        `app_uninstalled`, ...), signed, as Slack POSTs it."""
+        body = json.dumps(
+            {
+                "type": "event_callback",
+                "token": "unused",
+                "team_id": self.team_id,
+                "enterprise_id": self.enterprise_id,
+                "is_enterprise_install": self.enterprise_install,
+                "api_app_id": self.api_app_id,
+                "event": {"event_ts": f"{time.time():.6f}", **event},
+                "event_id": f"Ev{time.time_ns()}",
+                "event_time": int(time.time()),
+            }
+        )
+        headers = {
+            "Content-Type": "application/json",
+            **signed_headers(self.signing_secret, body),
+        }
+        if self._session is not None:
+            return await _post(self._session, bot_url, body, headers, "")
+        async with aiohttp.ClientSession() as session:
+            return await _post(session, bot_url, body, headers, "")
 
     async def socket_command(self, text: str, **options: Any) -> JSONDict:
         """Type a slash command over Socket Mode; returns the client's ack envelope."""
