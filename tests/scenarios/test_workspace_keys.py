@@ -5,13 +5,16 @@ own account, a workspace with no key at all, and `retell-bot keys rotate`."""
 from __future__ import annotations
 
 import asyncio
+import html
 import json
+import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
+import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
@@ -27,6 +30,9 @@ from bot.web import start_http
 from bot.workspaces.keys import RetellKeys
 
 from ..helpers import CHANNEL, ENGINE, USER, BotFactory, RunningBot, results, settings_for
+
+TEAM_A, TEAM_B = "T0AAAA", "T0BBBB"
+CHANNEL_A, CHANNEL_B = "C0AAAA", "C0BBBB"
 
 ADMIN = "U0ADMIN"
 KEY_THEIRS = "key_their_own_account_7q2z"
@@ -50,7 +56,7 @@ async def open_home(bot: RunningBot, slack: FakeSlack, user: SlackUser) -> JSOND
         {
             "type": "event_callback",
             "token": "unused",
-            "team_id": slack.team_id,
+            "team_id": user.team_id,
             "api_app_id": slack.app_id,
             "event": {"type": "app_home_opened", "user": user.user_id, "tab": "home"},
             "event_id": f"Ev{time.time_ns()}",
@@ -80,8 +86,8 @@ def submission(slack: FakeSlack, user: SlackUser, typed: str) -> JSONDict:
         "type": "view_submission",
         "trigger_id": new_trigger_id(),
         "view": {**modal, "id": "V0CONNECT", "state": {"values": values}},
-        "team": {"id": slack.team_id, "domain": slack.team_domain},
-        "user": {"id": user.user_id, "username": user.user_name, "team_id": slack.team_id},
+        "team": {"id": user.team_id, "domain": slack.team_domain},
+        "user": {"id": user.user_id, "username": user.user_name, "team_id": user.team_id},
         "api_app_id": slack.app_id,
     }
 
@@ -294,3 +300,52 @@ async def test_keys_rotate_re_encrypts_with_the_new_first_key(
     assert await RetellKeys(engine, [FIRST]).key_for(slack.team_id) is None
     [row] = await rows(keyed_bot)
     assert row.retell_key is not None and KEY_THEIRS not in row.retell_key
+
+
+async def install(bot: RunningBot, slack: FakeSlack, team_id: str) -> None:
+    """Install the app in `team_id` as a person does: the install page, Slack, back."""
+    slack.add_workspace(team_id, f"Team {team_id[-4:]}")
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=bot.url)
+    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
+        async with browser.get(f"{bot.url}/slack/install") as page:
+            found = re.search(r'href="([^"]*oauth/v2/authorize[^"]*)"', await page.text())
+        assert found
+        async with browser.get(f"{html.unescape(found.group(1))}&team={team_id}") as done:
+            assert done.status == 200, await done.text()
+
+
+async def test_two_workspaces_one_with_its_own_retell_account_one_with_none(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, theirs: FakeRetell
+) -> None:
+    """Distributed, with no RETELL_API_KEY: A connects its own account and runs there; B,
+    which connected none, is told how to connect and creates nothing anywhere."""
+    settings = {
+        "slack_bot_token": None,
+        "slack_client_id": slack.client_id,
+        "slack_client_secret": slack.client_secret,
+        "encryption_keys": FIRST,
+        "retell_api_key": None,
+    }
+    async with start_bot(**settings) as bot:
+        slack.redirect_url = f"{bot.url}/slack/oauth_redirect"
+        await install(bot, slack, TEAM_A)
+        await install(bot, slack, TEAM_B)
+        slack.add_user("U0AADMIN", "ann", is_admin=True)
+        slack.add_user("U0BADMIN", "ben", is_owner=True)
+        admin_a = SlackUser(slack=slack, user_id="U0AADMIN", team_id=TEAM_A, channel_id=CHANNEL_A)
+        admin_b = SlackUser(slack=slack, user_id="U0BADMIN", team_id=TEAM_B, channel_id=CHANNEL_B)
+        assert await connect(bot, slack, admin_a, KEY_THEIRS) is None
+        await slack.wait_for(lambda: "…7q2z" in words(slack.home_views["U0AADMIN"]))
+        home_b = await open_home(bot, slack, admin_b)
+        assert "Not connected" in words(home_b) and "…7q2z" not in words(home_b)
+        assert view.ACTION_CONNECT in buttons(home_b)
+
+        ran = await admin_a.command(bot.events_url, f"run {ENGINE} tc_1")
+        assert "Starting a Retell batch test" in ran.text
+        refused = await admin_b.command(bot.events_url, f"run {ENGINE} tc_1")
+        assert "connects Retell in the app's Home tab" in refused.text
+        await slack.wait_for(lambda: len(results(slack, CHANNEL_A)) == 1)
+        [row] = [r for r in await rows(bot) if r.retell_key]
+        assert row.team_id == TEAM_A
+    assert len(theirs.batches) == 1 and not retell.batches
+    assert results(slack, CHANNEL_B) == [] and retell.count("/") == 0
