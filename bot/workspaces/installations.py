@@ -60,6 +60,8 @@ REFRESH_BEFORE = timedelta(hours=2)
 REFRESH_HOLD = timedelta(seconds=30)
 # How long a token (or "not installed") is reused before the database is asked again.
 CACHED_SECONDS = 60.0
+# An expiring token a peer is refreshing (or Slack would not refresh) is looked at again after.
+REFRESH_RETRY_SECONDS = 5.0
 STATE_SECONDS = 600  # an install link is good for ten minutes
 
 
@@ -79,6 +81,7 @@ class BotToken:
 class _Cached:
     bot: BotToken | None
     until: float
+    retry_refresh_at: float = 0.0  # an expiring token is not refreshed again before this
 
 
 class SignedStates(AsyncOAuthStateStore):
@@ -138,6 +141,7 @@ class Installations:
         self._holder = str(uuid.uuid4())  # this process, as a refresh lease names it
         self._cache: dict[str, _Cached] = {}
         self._refreshing: dict[str, asyncio.Lock] = {}
+        self._looking: dict[str, asyncio.Lock] = {}
 
     # ----- tokens -----------------------------------------------------------------------------
 
@@ -147,16 +151,31 @@ class Installations:
         """The bot token for this workspace (refreshed first when it is about to expire), or
         None when the app is not installed there."""
         key = team_id or f"org:{enterprise_id}"
-        now = self._clock()
         cached = self._cache.get(key)
-        if cached is not None and cached.until > now and not self._expiring(cached.bot, now):
+        if cached is not None and self._usable(cached, self._clock()):
             return cached.bot
-        found = await self._find(team_id, enterprise_id)
-        if found is not None and self._expiring(_token(found), now):
-            found = await self._refresh(found)
-        bot = _token(found) if found is not None else None
-        self._cache[key] = _Cached(bot, now + CACHED_SECONDS)
-        return bot
+        # One lookup per workspace at a time: a sweep asks for many of its runs at once.
+        async with self._looking.setdefault(key, asyncio.Lock()):
+            now = self._clock()
+            cached = self._cache.get(key)
+            if cached is not None and self._usable(cached, now):
+                return cached.bot
+            found = await self._find(team_id, enterprise_id)
+            retry_at = 0.0
+            if found is not None and self._expiring(_token(found), now):
+                found = await self._refresh(found)
+                if self._expiring(_token(found), now):
+                    # Not refreshed: a peer is at it, or Slack refused. Go on with this token
+                    # and look again shortly, not at every call.
+                    retry_at = now + REFRESH_RETRY_SECONDS
+            bot = _token(found) if found is not None else None
+            self._cache[key] = _Cached(bot, now + CACHED_SECONDS, retry_at)
+            return bot
+
+    def _usable(self, cached: _Cached, now: float) -> bool:
+        if cached.until <= now:
+            return False
+        return not self._expiring(cached.bot, now) or now < cached.retry_refresh_at
 
     async def token(self, team_id: str) -> str | None:
         bot = await self.bot(team_id)

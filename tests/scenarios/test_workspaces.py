@@ -7,6 +7,7 @@ import asyncio
 import html
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,14 +16,24 @@ from urllib.parse import parse_qs, urlsplit
 import aiohttp
 import pytest
 from cryptography.fernet import Fernet
+from slack_sdk.oauth.installation_store import Bot
 from sqlalchemy import bindparam, func, select, text
 
 from bot.scheduling import schedule_key
-from bot.store import Run, RunSchedule
+from bot.slackapi import web_client
+from bot.store import Run, RunSchedule, Store, create_engine
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
-from bot.workspaces.installations import SCOPES
-from tests.helpers import ENGINE, BotFactory, RunningBot, button_value, results, visible_text
+from bot.workspaces.installations import REFRESH_RETRY_SECONDS, SCOPES, Installations
+from tests.helpers import (
+    ENGINE,
+    BotFactory,
+    RunningBot,
+    button_value,
+    results,
+    settings_for,
+    visible_text,
+)
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 TEAM_A, TEAM_B = "T0AAAA", "T0BBBB"
@@ -366,3 +377,50 @@ async def test_an_org_wide_install_serves_every_workspace_of_the_org_with_the_or
         assert await count(bot, "runs") == 0, "both workspaces of the org are forgotten"
     for channel in ("C0ORG1", "C0ORG2"):
         assert tokens_used(slack, "chat.postMessage", channel) == {org}
+
+
+async def test_a_refresh_slack_refuses_is_tried_again_after_a_while_not_at_every_call(
+    slack: FakeSlack, retell: FakeRetell, database_url: str
+) -> None:
+    """Twenty calls at once for a workspace whose token is due for a refresh that Slack
+    refuses (its refresh token unknown): one lookup, one refresh, the current token used;
+    the refresh is tried again only after REFRESH_RETRY_SECONDS."""
+    settings = settings_for(slack, retell, database_url, **distribution(slack))
+    store = Store(create_engine(database_url))
+    await store.upgrade()
+    now = [time.time()]
+    installations = Installations(
+        settings, store, web_client(None, slack.api_url), clock=lambda: now[0]
+    )
+    token = "xoxb-T0AAAA-current"
+    slack.add_workspace(TEAM_A).tokens[token] = now[0] + 3600
+    await installations.bots.async_save_bot(
+        Bot(
+            app_id=slack.app_id,
+            enterprise_id=None,
+            team_id=TEAM_A,
+            bot_token=token,
+            bot_id="B0A",
+            bot_user_id="U0BOTA",
+            bot_scopes="chat:write",
+            bot_refresh_token="xoxe-unknown",
+            bot_token_expires_at=int(now[0] + 3600),  # within the two hours: refresh due
+            installed_at=now[0],
+        )
+    )
+    await store.record_install(TEAM_A, enterprise_id=None, enterprise_install=False, at=None)
+
+    def refreshes() -> int:
+        return sum(c.method == "oauth.v2.access" for c in slack.calls)
+
+    try:
+        tokens = await asyncio.gather(*(installations.token(TEAM_A) for _ in range(20)))
+        assert set(tokens) == {token}
+        assert refreshes() == 1
+        await installations.token(TEAM_A)
+        assert refreshes() == 1, "not again at the next call"
+        now[0] += REFRESH_RETRY_SECONDS + 1
+        assert await installations.token(TEAM_A) == token
+        assert refreshes() == 2
+    finally:
+        await store.close()
