@@ -38,6 +38,7 @@ from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import Settings
+from bot.slackapi import error_code
 from bot.store import DATABASE_FAILURES, Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,7 @@ REFRESH_BEFORE = timedelta(hours=2)
 REFRESH_HOLD = timedelta(seconds=30)
 # How long a token (or "not installed") is reused before the database is asked again.
 CACHED_SECONDS = 60.0
+NOT_INSTALLED_SECONDS = 2.0
 # An expiring token a peer is refreshing (or Slack would not refresh) is looked at again after.
 REFRESH_RETRY_SECONDS = 5.0
 STATE_SECONDS = 600  # an install link is good for ten minutes
@@ -169,7 +171,9 @@ class Installations:
                     # and look again shortly, not at every call.
                     retry_at = now + REFRESH_RETRY_SECONDS
             bot = _token(found) if found is not None else None
-            self._cache[key] = _Cached(bot, now + CACHED_SECONDS, retry_at)
+            # "Not installed" briefly: an install on another replica must show up soon.
+            kept = CACHED_SECONDS if bot is not None else NOT_INSTALLED_SECONDS
+            self._cache[key] = _Cached(bot, now + kept, retry_at)
             return bot
 
     def _usable(self, cached: _Cached, now: float) -> bool:
@@ -182,7 +186,8 @@ class Installations:
         return bot.token if bot is not None else None
 
     def forget(self, team_id: str) -> None:
-        """Slack refused this workspace's token: ask the database again next time."""
+        """Slack refused this workspace's token (revoked, expired: a reinstall, or a peer's
+        refresh this process has not seen): ask the database again next time."""
         self._cache.pop(team_id, None)
 
     def _expiring(self, bot: BotToken | None, now: float) -> bool:
@@ -241,7 +246,8 @@ class Installations:
                 log.info("token of %s refreshed", installation)
                 return rotated
             except SlackTokenRotationError as exc:
-                log.warning("token of %s could not be refreshed: %s", installation, exc.api_error)
+                code = error_code(exc.api_error)
+                log.warning("token of %s could not be refreshed: %s", installation, code)
                 return bot
             finally:
                 await self._store.release_refresh(installation, self._holder)

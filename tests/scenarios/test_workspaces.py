@@ -424,3 +424,24 @@ async def test_a_refresh_slack_refuses_is_tried_again_after_a_while_not_at_every
         assert refreshes() == 2
     finally:
         await store.close()
+
+
+async def test_a_reinstall_seen_by_another_replica_is_used_at_once(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell
+) -> None:
+    """Replica 2 holds the old token in its cache when the workspace reinstalls through
+    replica 1: Slack refuses the old one, and replica 2 goes on with the new one at once."""
+    async with distributed(start_bot, slack) as first, distributed(start_bot, slack) as second:
+        slack.redirect_url = f"{first.url}/slack/oauth_redirect"
+        await install(first, slack, TEAM_A)
+        alice = member(slack, TEAM_A, CHANNEL_A, "U0ALICE")
+        await alice.command(second.events_url, f"{ENGINE} tc_1")
+        await slack.wait_for(lambda: len(results(slack, CHANNEL_A)) == 1)
+
+        slack.uninstall(TEAM_A)  # revokes the token replica 2 has cached
+        await install(first, slack, TEAM_A)  # without telling replica 2
+        await alice.command(second.events_url, f"{ENGINE} tc_2")
+        await slack.wait_for(lambda: len(results(slack, CHANNEL_A)) == 2)
+    revoked = [r for r in slack.rejections if r.error == "token_revoked"]
+    assert revoked, "replica 2 did try its cached token"
+    assert len(revoked) <= 2, "and looked the token up again at once"
