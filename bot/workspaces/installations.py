@@ -324,8 +324,10 @@ class WorkspaceAuthorize(AsyncAuthorize):
         try:
             bot = await self._installations.bot(team_id, enterprise_id=enterprise_id)
         except DATABASE_FAILURES as exc:
+            # Not "please install the app": the listener runs without a token, and tells a
+            # command that the database is down, as with one workspace.
             log.warning("authorize: database unreachable: %s", type(exc).__name__)
-            return None
+            return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id)
         if bot is None:
             return None
         return AuthorizeResult(
