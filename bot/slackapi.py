@@ -259,14 +259,25 @@ class CountingWebClient(AsyncWebClient):
             raise
 
 
+# What Slack answers for a token it no longer takes.
+REFUSED_TOKEN = frozenset({"token_revoked", "token_expired", "invalid_auth", "account_inactive"})
+
+
 class WorkspaceWebClient(CountingWebClient):
     """One workspace's client in distribution mode: its token is asked for at each call, so a
     rotated token is used as soon as it exists and an uninstalled workspace gets what Slack
     itself answers for a revoked token (`token_revoked`) without a round trip."""
 
-    def __init__(self, *, token_of: Callable[[], Awaitable[str | None]], **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *,
+        token_of: Callable[[], Awaitable[str | None]],
+        refused: Callable[[], None] = lambda: None,
+        **kwargs: Any,
+    ) -> None:
         super().__init__(**kwargs)
         self._token_of = token_of
+        self._refused = refused  # the token was refused: look it up again next time
 
     async def api_call(self, api_method: str, **kwargs: Any) -> Any:
         token = await self._token_of()
@@ -283,6 +294,18 @@ class WorkspaceWebClient(CountingWebClient):
             )
             raise SlackApiError(f"{api_method}: the app is not installed here", response)  # type: ignore[no-untyped-call]
         self.token = token
+        try:
+            return await super().api_call(api_method, **kwargs)
+        except SlackApiError as exc:
+            if error_code(exc) not in REFUSED_TOKEN:
+                raise
+            # Refused, so not carried out: with a newer token (a reinstall or a refresh by
+            # another replica), once more.
+            self._refused()
+            fresh = await self._token_of()
+            if fresh is None or fresh == token:
+                raise
+        self.token = fresh
         return await super().api_call(api_method, **kwargs)
 
 

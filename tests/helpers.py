@@ -7,11 +7,15 @@ imports another.
 
 from __future__ import annotations
 
+import html
+import re
 from collections.abc import Callable, Mapping
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
+
+import aiohttp
 
 from bot.application import Application
 from bot.commands import (
@@ -256,3 +260,32 @@ FRAGMENTS = [
     "*",
     "x" * 130,
 ]
+
+
+# -- installing in more workspaces (SPEC §10) ---------------------------------------------------
+
+
+def browser(bot_url: str) -> aiohttp.ClientSession:
+    """A browser that keeps Bolt's state cookie: it is set for 127.0.0.1 (which aiohttp's
+    jar refuses unless `unsafe`) and `Secure` (the bot is served over HTTPS in production)."""
+    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=bot_url)
+    return aiohttp.ClientSession(cookie_jar=jar)
+
+
+async def install_link(session: aiohttp.ClientSession, bot_url: str) -> str:
+    """Open the install page and return its "Add to Slack" link."""
+    async with session.get(f"{bot_url}/slack/install") as page:
+        assert page.status == 200
+        found = re.search(r'href="([^"]*oauth/v2/authorize[^"]*)"', await page.text())
+    assert found, "the install page links to Slack's authorize page"
+    return html.unescape(found.group(1))
+
+
+async def install(bot_url: str, slack: FakeSlack, team_id: str) -> tuple[int, str]:
+    """Install the app in `team_id` the way a person does: install page, Slack, back."""
+    if team_id not in slack.workspaces:
+        slack.add_workspace(team_id, f"Team {team_id[-4:]}")
+    async with browser(bot_url) as session:
+        link = await install_link(session, bot_url)
+        async with session.get(f"{link}&team={team_id}") as done:
+            return done.status, await done.text()

@@ -43,6 +43,7 @@ class SlackClients:
 
             client = WorkspaceWebClient(
                 token_of=token,
+                refused=lambda: self._installations.forget(team_id),
                 base_url=self._base_url,
                 timeout=15,
                 metrics=self._metrics,

@@ -38,6 +38,7 @@ from slack_sdk.oauth.token_rotation.async_rotator import AsyncTokenRotator
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.settings import Settings
+from bot.slackapi import error_code
 from bot.store import DATABASE_FAILURES, Store
 
 log = logging.getLogger(__name__)
@@ -60,6 +61,9 @@ REFRESH_BEFORE = timedelta(hours=2)
 REFRESH_HOLD = timedelta(seconds=30)
 # How long a token (or "not installed") is reused before the database is asked again.
 CACHED_SECONDS = 60.0
+NOT_INSTALLED_SECONDS = 2.0
+# An expiring token a peer is refreshing (or Slack would not refresh) is looked at again after.
+REFRESH_RETRY_SECONDS = 5.0
 STATE_SECONDS = 600  # an install link is good for ten minutes
 
 
@@ -79,6 +83,7 @@ class BotToken:
 class _Cached:
     bot: BotToken | None
     until: float
+    retry_refresh_at: float = 0.0  # an expiring token is not refreshed again before this
 
 
 class SignedStates(AsyncOAuthStateStore):
@@ -138,6 +143,7 @@ class Installations:
         self._holder = str(uuid.uuid4())  # this process, as a refresh lease names it
         self._cache: dict[str, _Cached] = {}
         self._refreshing: dict[str, asyncio.Lock] = {}
+        self._looking: dict[str, asyncio.Lock] = {}
 
     # ----- tokens -----------------------------------------------------------------------------
 
@@ -147,23 +153,41 @@ class Installations:
         """The bot token for this workspace (refreshed first when it is about to expire), or
         None when the app is not installed there."""
         key = team_id or f"org:{enterprise_id}"
-        now = self._clock()
         cached = self._cache.get(key)
-        if cached is not None and cached.until > now and not self._expiring(cached.bot, now):
+        if cached is not None and self._usable(cached, self._clock()):
             return cached.bot
-        found = await self._find(team_id, enterprise_id)
-        if found is not None and self._expiring(_token(found), now):
-            found = await self._refresh(found)
-        bot = _token(found) if found is not None else None
-        self._cache[key] = _Cached(bot, now + CACHED_SECONDS)
-        return bot
+        # One lookup per workspace at a time: a sweep asks for many of its runs at once.
+        async with self._looking.setdefault(key, asyncio.Lock()):
+            now = self._clock()
+            cached = self._cache.get(key)
+            if cached is not None and self._usable(cached, now):
+                return cached.bot
+            found = await self._find(team_id, enterprise_id)
+            retry_at = 0.0
+            if found is not None and self._expiring(_token(found), now):
+                found = await self._refresh(found)
+                if self._expiring(_token(found), now):
+                    # Not refreshed: a peer is at it, or Slack refused. Go on with this token
+                    # and look again shortly, not at every call.
+                    retry_at = now + REFRESH_RETRY_SECONDS
+            bot = _token(found) if found is not None else None
+            # "Not installed" briefly: an install on another replica must show up soon.
+            kept = CACHED_SECONDS if bot is not None else NOT_INSTALLED_SECONDS
+            self._cache[key] = _Cached(bot, now + kept, retry_at)
+            return bot
+
+    def _usable(self, cached: _Cached, now: float) -> bool:
+        if cached.until <= now:
+            return False
+        return not self._expiring(cached.bot, now) or now < cached.retry_refresh_at
 
     async def token(self, team_id: str) -> str | None:
         bot = await self.bot(team_id)
         return bot.token if bot is not None else None
 
     def forget(self, team_id: str) -> None:
-        """Slack refused this workspace's token: ask the database again next time."""
+        """Slack refused this workspace's token (revoked, expired: a reinstall, or a peer's
+        refresh this process has not seen): ask the database again next time."""
         self._cache.pop(team_id, None)
 
     def _expiring(self, bot: BotToken | None, now: float) -> bool:
@@ -222,7 +246,8 @@ class Installations:
                 log.info("token of %s refreshed", installation)
                 return rotated
             except SlackTokenRotationError as exc:
-                log.warning("token of %s could not be refreshed: %s", installation, exc.api_error)
+                code = error_code(exc.api_error)
+                log.warning("token of %s could not be refreshed: %s", installation, code)
                 return bot
             finally:
                 await self._store.release_refresh(installation, self._holder)
@@ -299,8 +324,10 @@ class WorkspaceAuthorize(AsyncAuthorize):
         try:
             bot = await self._installations.bot(team_id, enterprise_id=enterprise_id)
         except DATABASE_FAILURES as exc:
+            # Not "please install the app": the listener runs without a token, and tells a
+            # command that the database is down, as with one workspace.
             log.warning("authorize: database unreachable: %s", type(exc).__name__)
-            return None
+            return AuthorizeResult(enterprise_id=enterprise_id, team_id=team_id, user_id=user_id)
         if bot is None:
             return None
         return AuthorizeResult(

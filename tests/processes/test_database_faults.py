@@ -16,6 +16,7 @@ from pathlib import Path
 
 import aiohttp
 import pytest
+from cryptography.fernet import Fernet
 from sqlalchemy import make_url, text
 from sqlalchemy.exc import OperationalError
 from sqlalchemy.ext.asyncio import create_async_engine
@@ -26,7 +27,7 @@ from bot.testing.retell import BatchProgress, FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
 
 from ..bot_processes import log_tail, on_postgres, process_environment, running
-from ..helpers import CHANNEL, ENGINE, BotFactory, crash_scheduler, results, top_level
+from ..helpers import CHANNEL, ENGINE, BotFactory, crash_scheduler, install, results, top_level
 
 BATCHES = 10
 
@@ -298,3 +299,40 @@ async def test_sqlite_locked_longer_than_its_busy_timeout_the_bot_recovers_and_l
     assert len(top_level(slack)) == 5
     assert all(len(slack.thread(CHANNEL, m.ts)) == 1 for m in results(slack))
     assert retell.count("/create-batch-test") == 5
+
+
+async def test_many_workspaces_with_the_database_down_a_command_is_told_so_then_runs(
+    slack: FakeSlack, retell: FakeRetell, tmp_path: Path
+) -> None:
+    """With many workspaces even the token lives in the database: while it is down a command
+    is told that the database is down (not "install the app"), and works once it is back."""
+    team, channel = "T0DIST", "C0DIST"
+    person = SlackUser(slack=slack, user_id="U0DIST", team_id=team, channel_id=channel)
+    log = tmp_path / "bot.log"
+    async with ThrowawayPostgres() as server:
+        environment = process_environment(
+            slack,
+            retell,
+            server.url,
+            slack_client_id=slack.client_id,
+            slack_client_secret=slack.client_secret,
+            encryption_keys=Fernet.generate_key().decode(),
+        )
+        del environment["SLACK_BOT_TOKEN"]
+        async with running(environment, log) as bot:
+            slack.redirect_url = f"{bot.url}/slack/oauth_redirect"
+            slack.add_workspace(team, "Dist")
+            assert (await install(bot.url, slack, team))[0] == 200
+
+            await server.stop()
+            await until(lambda: unhealthy(bot.url, "database"))
+            typed = await person.command(bot.events_url, f"{ENGINE} tc_1")
+            assert typed.status == 200 and "database is not reachable" in typed.text
+            await server.start()
+            await until(lambda: healthy(bot.url), timeout=60)
+
+            again = await person.command(bot.events_url, f"{ENGINE} tc_1")
+            assert "Starting a Retell batch test" in again.text
+            await slack.wait_for(lambda: len(results(slack, channel)) == 1, timeout=30)
+            assert bot.running, log_tail(log)
+    assert retell.count("/create-batch-test") == 1

@@ -4,25 +4,37 @@ too), workspaces that never see each other, and uninstalling."""
 from __future__ import annotations
 
 import asyncio
-import html
 import json
 import re
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import aiohttp
 import pytest
 from cryptography.fernet import Fernet
+from slack_sdk.oauth.installation_store import Bot
 from sqlalchemy import bindparam, func, select, text
 
 from bot.scheduling import schedule_key
-from bot.store import Run, RunSchedule
+from bot.slackapi import web_client
+from bot.store import Run, RunSchedule, Store, create_engine
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackUser
-from bot.workspaces.installations import SCOPES
-from tests.helpers import ENGINE, BotFactory, RunningBot, button_value, results, visible_text
+from bot.workspaces.installations import REFRESH_RETRY_SECONDS, SCOPES, Installations
+from tests.helpers import (
+    ENGINE,
+    BotFactory,
+    RunningBot,
+    browser,
+    button_value,
+    install,
+    install_link,
+    results,
+    settings_for,
+    visible_text,
+)
 
 ENCRYPTION_KEY = Fernet.generate_key().decode()
 TEAM_A, TEAM_B = "T0AAAA", "T0BBBB"
@@ -47,32 +59,6 @@ async def distributed(
     async with start_bot(**distribution(slack, **more)) as bot:
         slack.redirect_url = f"{bot.url}/slack/oauth_redirect"
         yield bot
-
-
-def browser(bot: RunningBot) -> aiohttp.ClientSession:
-    """A browser that keeps Bolt's state cookie: it is set for 127.0.0.1 (which aiohttp's
-    jar refuses unless `unsafe`) and `Secure` (the bot is served over HTTPS in production)."""
-    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=bot.url)
-    return aiohttp.ClientSession(cookie_jar=jar)
-
-
-async def install_link(session: aiohttp.ClientSession, bot: RunningBot) -> str:
-    """Open the install page and return its "Add to Slack" link."""
-    async with session.get(f"{bot.url}/slack/install") as page:
-        assert page.status == 200
-        found = re.search(r'href="([^"]*oauth/v2/authorize[^"]*)"', await page.text())
-    assert found, "the install page links to Slack's authorize page"
-    return html.unescape(found.group(1))
-
-
-async def install(bot: RunningBot, slack: FakeSlack, team_id: str) -> tuple[int, str]:
-    """Install the app in `team_id` the way a person does: install page, Slack, back."""
-    if team_id not in slack.workspaces:
-        slack.add_workspace(team_id, f"Team {team_id[-4:]}")
-    async with browser(bot) as session:
-        link = await install_link(session, bot)
-        async with session.get(f"{link}&team={team_id}") as done:
-            return done.status, await done.text()
 
 
 def member(slack: FakeSlack, team_id: str, channel_id: str, user_id: str) -> SlackUser:
@@ -125,7 +111,7 @@ async def test_installing_stores_the_workspace_and_its_commands_run_with_its_tok
     start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell
 ) -> None:
     async with distributed(start_bot, slack) as bot:
-        status, page = await install(bot, slack, TEAM_A)
+        status, page = await install(bot.url, slack, TEAM_A)
         assert status == 200, page
         assert "Retell Tests is installed in Team AAAA" in page
         assert await count(bot, "slack_bots") == 1
@@ -145,8 +131,8 @@ async def test_installing_stores_the_workspace_and_its_commands_run_with_its_tok
 async def test_the_install_page_asks_for_the_manifests_scopes_with_a_state(
     start_bot: BotFactory, slack: FakeSlack
 ) -> None:
-    async with distributed(start_bot, slack) as bot, browser(bot) as session:
-        link = await install_link(session, bot)
+    async with distributed(start_bot, slack) as bot, browser(bot.url) as session:
+        link = await install_link(session, bot.url)
     assert link.startswith(slack.base_url + "/oauth/v2/authorize?")
     query = parse_qs(urlsplit(link).query)
     assert query["client_id"] == [slack.client_id]
@@ -160,8 +146,8 @@ async def test_a_forged_or_reused_state_is_refused_and_nothing_is_stored(
 ) -> None:
     slack.add_workspace(TEAM_A, "Team AAAA")
     async with distributed(start_bot, slack, slack_state_secret=state_secret) as bot:
-        async with browser(bot) as session:
-            link = await install_link(session, bot)
+        async with browser(bot.url) as session:
+            link = await install_link(session, bot.url)
             state = re.search(r"[?&]state=([^&]+)", link).group(1)  # type: ignore[union-attr]
             forged = link.replace(state, "forged-state")
             # A forged state, in the browser the install began in: refused.
@@ -176,7 +162,7 @@ async def test_a_forged_or_reused_state_is_refused_and_nothing_is_stored(
                 assert replayed.status in (400, 401)
                 assert "Not installed" in await replayed.text()
         # The redirect from a browser that never opened the install page: refused.
-        async with browser(bot) as stranger, stranger.get(redirect) as elsewhere:
+        async with browser(bot.url) as stranger, stranger.get(redirect) as elsewhere:
             assert elsewhere.status == 400
             assert "another browser" in await elsewhere.text()
         assert await count(bot, "slack_bots") == 1, "only the one real installation"
@@ -188,8 +174,8 @@ async def test_a_cancelled_installation_says_so_and_stores_nothing(
     start_bot: BotFactory, slack: FakeSlack
 ) -> None:
     slack.add_workspace(TEAM_A, "Team AAAA")
-    async with distributed(start_bot, slack) as bot, browser(bot) as session:
-        link = await install_link(session, bot)
+    async with distributed(start_bot, slack) as bot, browser(bot.url) as session:
+        link = await install_link(session, bot.url)
         async with session.get(f"{link}&team={TEAM_A}&deny=1") as page:
             assert "installation was cancelled" in await page.text()
         assert await count(bot, "slack_bots") == 0
@@ -213,7 +199,7 @@ async def test_two_workspaces_never_see_or_change_each_others_runs_and_schedules
 ) -> None:
     async with distributed(start_bot, slack) as bot:
         for team in (TEAM_A, TEAM_B):
-            assert (await install(bot, slack, team))[0] == 200
+            assert (await install(bot.url, slack, team))[0] == 200
         alice = member(slack, TEAM_A, CHANNEL_A, "U0ALICE")
         bob = member(slack, TEAM_B, CHANNEL_B, "U0BOB")
         await alice.command(bot.events_url, f"{ENGINE} tc_1")
@@ -263,8 +249,8 @@ async def test_uninstall_in_the_middle_of_a_run_ends_it_quietly_and_forgets_the_
 ) -> None:
     retell.batch_seconds = 2.0
     async with distributed(start_bot, slack) as bot:
-        await install(bot, slack, TEAM_A)
-        await install(bot, slack, TEAM_B)
+        await install(bot.url, slack, TEAM_A)
+        await install(bot.url, slack, TEAM_B)
         alice = member(slack, TEAM_A, CHANNEL_A, "U0ALICE")
         bob = member(slack, TEAM_B, CHANNEL_B, "U0BOB")
         added = await alice.command(
@@ -298,7 +284,7 @@ async def test_uninstall_in_the_middle_of_a_run_ends_it_quietly_and_forgets_the_
             assert list(installed) == [TEAM_B]
 
         # A reinstall starts clean: no schedules, and commands work again.
-        await install(bot, slack, TEAM_A)
+        await install(bot.url, slack, TEAM_A)
         listing = await alice.command(bot.events_url, "schedule list")
         await slack.wait_for(lambda: bool(slack.responses_to(listing.response_url)))
     assert not results(slack, CHANNEL_A), "the uninstalled workspace's run reported nothing"
@@ -318,7 +304,7 @@ async def test_rotating_tokens_are_refreshed_for_background_work_once_across_rep
     retell.batch_seconds = 2.5
     async with distributed(start_bot, slack) as first, distributed(start_bot, slack) as second:
         slack.redirect_url = f"{first.url}/slack/oauth_redirect"
-        await install(first, slack, TEAM_A)
+        await install(first.url, slack, TEAM_A)
         workspace = slack.workspaces[TEAM_A]
         alice = member(slack, TEAM_A, CHANNEL_A, "U0ALICE")
         for bot in (first, second, first):
@@ -353,7 +339,7 @@ async def test_an_org_wide_install_serves_every_workspace_of_the_org_with_the_or
         for n in (1, 2)
     )
     async with distributed(start_bot, slack) as bot:
-        status, page = await install(bot, slack, org)
+        status, page = await install(bot.url, slack, org)
         assert status == 200 and "installed in Org E0ORG1" in page, page
         for person in (first, second):
             reply = await person.command(bot.events_url, f"{ENGINE} tc_1")
@@ -366,3 +352,71 @@ async def test_an_org_wide_install_serves_every_workspace_of_the_org_with_the_or
         assert await count(bot, "runs") == 0, "both workspaces of the org are forgotten"
     for channel in ("C0ORG1", "C0ORG2"):
         assert tokens_used(slack, "chat.postMessage", channel) == {org}
+
+
+async def test_a_refresh_slack_refuses_is_tried_again_after_a_while_not_at_every_call(
+    slack: FakeSlack, retell: FakeRetell, database_url: str
+) -> None:
+    """Twenty calls at once for a workspace whose token is due for a refresh that Slack
+    refuses (its refresh token unknown): one lookup, one refresh, the current token used;
+    the refresh is tried again only after REFRESH_RETRY_SECONDS."""
+    settings = settings_for(slack, retell, database_url, **distribution(slack))
+    store = Store(create_engine(database_url))
+    await store.upgrade()
+    now = [time.time()]
+    installations = Installations(
+        settings, store, web_client(None, slack.api_url), clock=lambda: now[0]
+    )
+    token = "xoxb-T0AAAA-current"
+    slack.add_workspace(TEAM_A).tokens[token] = now[0] + 3600
+    await installations.bots.async_save_bot(
+        Bot(
+            app_id=slack.app_id,
+            enterprise_id=None,
+            team_id=TEAM_A,
+            bot_token=token,
+            bot_id="B0A",
+            bot_user_id="U0BOTA",
+            bot_scopes="chat:write",
+            bot_refresh_token="xoxe-unknown",
+            bot_token_expires_at=int(now[0] + 3600),  # within the two hours: refresh due
+            installed_at=now[0],
+        )
+    )
+    await store.record_install(TEAM_A, enterprise_id=None, enterprise_install=False, at=None)
+
+    def refreshes() -> int:
+        return sum(c.method == "oauth.v2.access" for c in slack.calls)
+
+    try:
+        tokens = await asyncio.gather(*(installations.token(TEAM_A) for _ in range(20)))
+        assert set(tokens) == {token}
+        assert refreshes() == 1
+        await installations.token(TEAM_A)
+        assert refreshes() == 1, "not again at the next call"
+        now[0] += REFRESH_RETRY_SECONDS + 1
+        assert await installations.token(TEAM_A) == token
+        assert refreshes() == 2
+    finally:
+        await store.close()
+
+
+async def test_a_reinstall_seen_by_another_replica_is_used_at_once(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell
+) -> None:
+    """Replica 2 holds the old token in its cache when the workspace reinstalls through
+    replica 1: Slack refuses the old one, and replica 2 goes on with the new one at once."""
+    async with distributed(start_bot, slack) as first, distributed(start_bot, slack) as second:
+        slack.redirect_url = f"{first.url}/slack/oauth_redirect"
+        await install(first.url, slack, TEAM_A)
+        alice = member(slack, TEAM_A, CHANNEL_A, "U0ALICE")
+        await alice.command(second.events_url, f"{ENGINE} tc_1")
+        await slack.wait_for(lambda: len(results(slack, CHANNEL_A)) == 1)
+
+        slack.uninstall(TEAM_A)  # revokes the token replica 2 has cached
+        await install(first.url, slack, TEAM_A)  # without telling replica 2
+        await alice.command(second.events_url, f"{ENGINE} tc_2")
+        await slack.wait_for(lambda: len(results(slack, CHANNEL_A)) == 2)
+    revoked = [r for r in slack.rejections if r.error == "token_revoked"]
+    assert revoked, "replica 2 did try its cached token"
+    assert len(revoked) <= 2, "and looked the token up again at once"
