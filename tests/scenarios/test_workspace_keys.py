@@ -5,16 +5,13 @@ own account, a workspace with no key at all, and `retell-bot keys rotate`."""
 from __future__ import annotations
 
 import asyncio
-import html
 import json
-import re
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 from urllib.parse import urlencode
 
-import aiohttp
 import pytest
 from cryptography.fernet import Fernet
 from sqlalchemy import func, select
@@ -29,7 +26,16 @@ from bot.testing.slack.requests import new_trigger_id
 from bot.web import start_http
 from bot.workspaces.keys import RetellKeys
 
-from ..helpers import CHANNEL, ENGINE, USER, BotFactory, RunningBot, results, settings_for
+from ..helpers import (
+    CHANNEL,
+    ENGINE,
+    USER,
+    BotFactory,
+    RunningBot,
+    install,
+    results,
+    settings_for,
+)
 
 TEAM_A, TEAM_B = "T0AAAA", "T0BBBB"
 CHANNEL_A, CHANNEL_B = "C0AAAA", "C0BBBB"
@@ -302,18 +308,6 @@ async def test_keys_rotate_re_encrypts_with_the_new_first_key(
     assert row.retell_key is not None and KEY_THEIRS not in row.retell_key
 
 
-async def install(bot: RunningBot, slack: FakeSlack, team_id: str) -> None:
-    """Install the app in `team_id` as a person does: the install page, Slack, back."""
-    slack.add_workspace(team_id, f"Team {team_id[-4:]}")
-    jar = aiohttp.CookieJar(unsafe=True, treat_as_secure_origin=bot.url)
-    async with aiohttp.ClientSession(cookie_jar=jar) as browser:
-        async with browser.get(f"{bot.url}/slack/install") as page:
-            found = re.search(r'href="([^"]*oauth/v2/authorize[^"]*)"', await page.text())
-        assert found
-        async with browser.get(f"{html.unescape(found.group(1))}&team={team_id}") as done:
-            assert done.status == 200, await done.text()
-
-
 async def test_two_workspaces_one_with_its_own_retell_account_one_with_none(
     start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell, theirs: FakeRetell
 ) -> None:
@@ -328,8 +322,8 @@ async def test_two_workspaces_one_with_its_own_retell_account_one_with_none(
     }
     async with start_bot(**settings) as bot:
         slack.redirect_url = f"{bot.url}/slack/oauth_redirect"
-        await install(bot, slack, TEAM_A)
-        await install(bot, slack, TEAM_B)
+        for team in (TEAM_A, TEAM_B):
+            assert (await install(bot.url, slack, team))[0] == 200
         slack.add_user("U0AADMIN", "ann", is_admin=True)
         slack.add_user("U0BADMIN", "ben", is_owner=True)
         admin_a = SlackUser(slack=slack, user_id="U0AADMIN", team_id=TEAM_A, channel_id=CHANNEL_A)
