@@ -55,10 +55,10 @@ class EngineVersions:
 
     async def engine_version(self, engine: Engine) -> int:
         """One retrieve of the engine (at its version, if it has one)."""
-        client = self._gateway.client
         asked = engine.version if engine.version is not None else omit
         found: int | None
         try:
+            client = await self._gateway.account()
             if engine.type == "conversation-flow":
                 found = (await client.conversation_flow.retrieve(engine.id, version=asked)).version
             else:
@@ -129,8 +129,8 @@ class AgentDirectory:
         user decides, with Retell's own state in view, whether to press again.
         """
         shown = name or self._known_name(agent_id) or agent_id
-        client = self._gateway.client.with_options(max_retries=0)
         try:
+            client = (await self._gateway.account()).with_options(max_retries=0)
             await client.agent.publish(agent_id, version=version)
         except Exception as exc:
             problem = self._gateway.problem(exc, what=f"agent {shown}")
@@ -196,7 +196,7 @@ class AgentDirectory:
         walk = PageWalk("agents", MAX_AGENTS)
         while True:
             try:
-                page = await self._gateway.client.agent.list(
+                page = await (await self._gateway.account()).agent.list(
                     limit=LIST_PAGE_SIZE, pagination_key=key or omit
                 )
             except Exception as exc:
@@ -210,8 +210,8 @@ class AgentDirectory:
 
     async def _draft(self, agent_id: str, name: str) -> tuple[Engine, AgentDraft] | None:
         """The agent's draft and the engine version it answers with; None if it has no draft."""
-        client = self._gateway.client
         try:
+            client = await self._gateway.account()
             latest = await self._latest_version(agent_id)
             if latest is None or latest[1]:
                 return None
@@ -234,7 +234,7 @@ class AgentDirectory:
         key: str | None = None
         walk = PageWalk(f"versions of agent {agent_id}", MAX_AGENT_VERSIONS)
         while True:
-            page = await self._gateway.client.agent.list_versions(
+            page = await (await self._gateway.account()).agent.list_versions(
                 agent_id, limit=LIST_PAGE_SIZE, pagination_key=key or omit
             )
             for item in page.items:

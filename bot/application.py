@@ -32,6 +32,8 @@ from bot.scheduling import (
 from bot.settings import Settings
 from bot.slackapi import SlackGateway, web_client
 from bot.store import SharedBook, Store
+from bot.workspaces.accounts import RetellAccounts
+from bot.workspaces.connect import RetellConnect, register_connect
 
 if TYPE_CHECKING:
     from bot.workspaces import Workspaces
@@ -46,7 +48,8 @@ class Application:
     settings: Settings
     metrics: Metrics
     store: Store
-    retell: RetellGateway
+    retell: RetellGateway  # RETELL_API_KEY's account
+    accounts: RetellAccounts  # each workspace's
     slack: SlackGateway
     scheduler: AsyncScheduler
     workflow: RunWorkflow
@@ -59,13 +62,7 @@ class Application:
         """`store`: one opened (and migrated) already, by `bot.early` during start-up."""
         metrics = Metrics()
         store = store or admission.open_store(settings)
-        retell = RetellGateway.connect(
-            api_key=settings.retell_api_key.get_secret_value() if settings.retell_api_key else "",
-            base_url=settings.retell_base_url,
-            timeout=settings.retell_timeout_seconds,
-            max_retries=settings.retell_max_retries,
-            metrics=metrics,
-        )
+        accounts = RetellAccounts.connect(settings, store, metrics=metrics)
         token = settings.slack_bot_token
         client = web_client(
             token.get_secret_value() if token else None, settings.slack_api_url, metrics=metrics
@@ -83,10 +80,10 @@ class Application:
             posts_per_minute=settings.slack_posts_per_minute,
             of=workspaces.clients.gateway if workspaces is not None else None,
         )
-        workflow = RunWorkflow(settings, store, retell, slack, metrics=metrics)
+        workflow = RunWorkflow(settings, store, accounts, slack, metrics=metrics)
         scheduler = build_scheduler(store.engine, lease_seconds=settings.follow_up_lease_seconds)
         reports = Reports(store, slack)
-        schedules = Schedules(settings, store, scheduler, workflow, reports, retell, slack)
+        schedules = Schedules(settings, store, scheduler, workflow, reports, accounts, slack)
         signing_secret = settings.slack_signing_secret
         bolt = AsyncApp(
             client=client,
@@ -96,8 +93,11 @@ class Application:
             logger=logging.getLogger("bot.bolt"),
             **(workspaces.bolt_options() if workspaces is not None else {}),
         )
+        connect = RetellConnect(settings, accounts, slack, republish_home=schedules.publish_home)
+        schedules.add_home_section(connect.home_section)
+        register_connect(bolt, connect)
         # The modal first: `register` has listeners for every command text and action id.
-        listeners.register_modal(bolt, workflow, retell, max_cases=settings.max_cases_per_run)
+        listeners.register_modal(bolt, workflow, accounts, max_cases=settings.max_cases_per_run)
         if workspaces is not None:
             workspaces.register(bolt, scheduler)
         listeners.register(bolt, workflow, schedules, reports)
@@ -119,7 +119,8 @@ class Application:
             settings=settings,
             metrics=metrics,
             store=store,
-            retell=retell,
+            retell=accounts.deployment,
+            accounts=accounts,
             slack=slack,
             scheduler=scheduler,
             workflow=workflow,
@@ -154,7 +155,7 @@ class Application:
                     # the pool's log is quieted for the shutdown only.
                     logging.getLogger("sqlalchemy.pool").setLevel(logging.CRITICAL)
         finally:
-            await self.retell.close()
+            await self.accounts.close()
             await self.store.close()
 
     async def healthy(self) -> dict[str, str]:

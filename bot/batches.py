@@ -16,7 +16,14 @@ from bot.suite import Engine
 BatchStatus = Literal["in_progress", "complete"]
 TestRunStatus = Literal["pending", "in_progress", "pass", "fail", "error"]
 ProblemKind = Literal[
-    "not_found", "unauthorized", "invalid", "payment", "rate_limited", "unavailable", "unexpected"
+    "not_found",
+    "unauthorized",
+    "invalid",
+    "payment",
+    "rate_limited",
+    "unavailable",
+    "unexpected",
+    "not_connected",  # the workspace has no Retell key of its own, and there is no default
 ]
 
 

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from bot import logs
-from bot.settings import DatabaseSettings, Settings, SettingsError, load_settings
+from bot.settings import DatabaseSettings, KeySettings, Settings, SettingsError, load_settings
 
 
 def _settings(*, http_mode: bool) -> Settings:
@@ -89,6 +89,49 @@ def _db_upgrade(_args: argparse.Namespace) -> int:
 
     asyncio.run(upgrade())
     print("database is up to date")
+    return 0
+
+
+def _keys_new(_args: argparse.Namespace) -> int:
+    """A fresh Fernet key, for ENCRYPTION_KEYS."""
+    from cryptography.fernet import Fernet
+
+    print(Fernet.generate_key().decode())
+    return 0
+
+
+def _keys_rotate(_args: argparse.Namespace) -> int:
+    """Re-encrypt every stored Retell key with the first of ENCRYPTION_KEYS."""
+    from pydantic import ValidationError
+    from sqlalchemy.engine import make_url
+
+    from bot.store import Store, create_engine
+    from bot.workspaces.keys import RetellKeys
+
+    try:
+        settings = KeySettings()
+    except ValidationError as exc:
+        for error in exc.errors():
+            print(f"retell-bot: ENCRYPTION_KEYS: {error['msg']}", file=sys.stderr)
+        return 2
+    keys = [key.get_secret_value() for key in settings.encryption_keys]
+    if not keys:
+        print("retell-bot: ENCRYPTION_KEYS is not set: nothing to rotate with", file=sys.stderr)
+        return 2
+    password = make_url(settings.database_url).password
+    logs.configure(
+        settings.log_level, settings.log_format, keys + ([str(password)] if password else [])
+    )
+
+    async def rotate() -> int:
+        store = Store(create_engine(settings.database_url))
+        try:
+            return await RetellKeys(store.engine, keys).rotate()
+        finally:
+            await store.close()
+
+    rotated = asyncio.run(rotate())
+    print(f"re-encrypted {rotated} Retell key(s) with the first of ENCRYPTION_KEYS")
     return 0
 
 
@@ -286,6 +329,17 @@ def parser(*, ci_help: bool = True) -> argparse.ArgumentParser:
     db_commands.add_parser("upgrade", help="apply pending migrations").set_defaults(
         handler=_db_upgrade
     )
+
+    keys = commands.add_parser("keys", help="the encryption keys of stored Retell API keys")
+    keys_commands = keys.add_subparsers(dest="keys_command", required=True)
+    keys_commands.add_parser(
+        "new", help="print a fresh key for ENCRYPTION_KEYS (put it first to rotate)"
+    ).set_defaults(handler=_keys_new)
+    keys_commands.add_parser(
+        "rotate",
+        help="re-encrypt every stored Retell key with the first of ENCRYPTION_KEYS "
+        "(needs DATABASE_URL and ENCRYPTION_KEYS only)",
+    ).set_defaults(handler=_keys_rotate)
     return root
 
 

@@ -37,11 +37,12 @@ from bot.commands import (
     parse,
 )
 from bot.reports import Reports
-from bot.retell import CaseDefinition, EngineChoice, RetellGateway, RetellProblem
+from bot.retell import CaseDefinition, EngineChoice, RetellProblem
 from bot.runs import Requester, RunRequest, RunWorkflow
 from bot.schedules import Schedules
 from bot.slackapi import SlackFailure, map_slack_errors
 from bot.suite import Engine
+from bot.workspaces.accounts import RetellAccounts
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +71,10 @@ def register(app: AsyncApp, workflow: RunWorkflow, schedules: Schedules, reports
         )
         if isinstance(parsed, CommandError):
             await ack(**blocks.command_error(parsed).as_kwargs())
+        elif isinstance(parsed, RunCommand | WatchCommand | ScheduleAddCommand) and (
+            unconnected := await workflow.not_connected(who)
+        ):
+            await ack(**unconnected.as_kwargs())
         elif isinstance(parsed, HelpCommand):
             await ack(**blocks.help_message(USAGE).as_kwargs())
         elif isinstance(parsed, RunCommand) and (refusal := workflow.not_allowed(who)):
@@ -270,7 +275,7 @@ MENU_CACHE_SECONDS = 30.0
 
 
 def register_modal(
-    app: AsyncApp, workflow: RunWorkflow, retell: RetellGateway, *, max_cases: int
+    app: AsyncApp, workflow: RunWorkflow, retell: RetellAccounts, *, max_cases: int
 ) -> None:
     """The Run modal: `/retell-test` with no text, or the "Run Retell tests" global shortcut.
 
@@ -278,7 +283,8 @@ def register_modal(
     `register` has a command listener for every text (help, for none) and a catch-all action
     listener that would otherwise take the engine menu's picks.
     """
-    engines: TTLCache[str, list[EngineChoice]] = TTLCache(ttl=MENU_CACHE_SECONDS, max_entries=1)
+    # By workspace: each may have connected a Retell account of its own.
+    engines: TTLCache[str, list[EngineChoice]] = TTLCache(ttl=MENU_CACHE_SECONDS, max_entries=64)
     definitions: TTLCache[str, list[CaseDefinition]] = TTLCache(
         ttl=MENU_CACHE_SECONDS, max_entries=64
     )
@@ -298,6 +304,9 @@ def register_modal(
         )
         if refusal := workflow.not_allowed(who):
             await ack(**blocks.refused(refusal).as_kwargs())
+            return
+        if unconnected := await workflow.not_connected(who):
+            await ack(**unconnected.as_kwargs())
             return
         await ack()
         origin = modal.Origin(channel_id=who.channel_id, response_url=who.response_url)
@@ -330,16 +339,17 @@ def register_modal(
     @app.options(modal.ENGINE_ACTION)
     async def on_engine_menu(ack: AsyncAck, body: dict[str, Any]) -> None:
         query = str(body.get("value") or "")
-        choices = engines.get("all")
+        team_id = _presser(body).team_id
+        choices = engines.get(team_id)
         if choices is None:
             try:
                 async with asyncio.timeout(MENU_DEADLINE_SECONDS):
-                    choices = await retell.engines(timeout=RETELL_MENU_TIMEOUT_SECONDS)
+                    choices = await retell.of(team_id).engines(timeout=RETELL_MENU_TIMEOUT_SECONDS)
             except (RetellProblem, TimeoutError) as exc:
                 log.info("engine menu: Retell did not list the engines: %s", _why(exc))
                 await ack(options=modal.retell_hint(_kind(exc)))
                 return
-            engines.put("all", choices)
+            engines.put(team_id, choices)
         options = modal.engine_options(choices, query)
         await ack(options=options or modal.hint_options(_nothing_found(query, "engine")))
 
@@ -351,18 +361,19 @@ def register_modal(
         if engine_id is None:
             await ack(options=modal.hint_options("Pick an engine first"))
             return
-        found = definitions.get(engine_id)
+        team_id = _presser(body).team_id
+        found = definitions.get(f"{team_id}:{engine_id}")
         if found is None:
             try:
                 async with asyncio.timeout(MENU_DEADLINE_SECONDS):
-                    found = await retell.definitions_quick(
+                    found = await retell.of(team_id).definitions_quick(
                         Engine.from_id(engine_id), timeout=RETELL_MENU_TIMEOUT_SECONDS
                     )
             except (RetellProblem, TimeoutError) as exc:
                 log.info("test case menu: Retell did not list the cases: %s", _why(exc))
                 await ack(options=modal.retell_hint(_kind(exc)))
                 return
-            definitions.put(engine_id, found)
+            definitions.put(f"{team_id}:{engine_id}", found)
         if not found:
             await ack(options=modal.hint_options("This engine has no test cases in Retell"))
             return

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -216,13 +216,48 @@ class PageWalk:
         )
 
 
+KeyCheck = Literal["good", "refused", "unavailable"]
+
+
+def sdk_client(
+    *,
+    api_key: str,
+    base_url: str,
+    timeout: float = 30.0,
+    max_retries: int = 4,
+    metrics: Metrics | None = None,
+) -> AsyncRetell:
+    """The SDK client every gateway (and every workspace's account) is made from."""
+    hooks = {"response": [metrics.count_retell_response]} if metrics is not None else {}
+    return AsyncRetell(
+        api_key=api_key,
+        base_url=base_url,
+        timeout=timeout,
+        max_retries=max_retries,
+        http_client=DefaultAsyncHttpxClient(event_hooks=hooks),
+    )
+
+
+Account = Callable[[], Awaitable[AsyncRetell]]
+
+
 class RetellGateway:
-    """The bot's only door to Retell."""
+    """The bot's only door to Retell.
+
+    `client` is the account's SDK client, or (for a workspace's account, `bot.workspaces`)
+    a coroutine function finding it at each call: which key is in force can change while
+    the gateway is held, and finding none raises the `RetellProblem` that says how to connect.
+    """
 
     def __init__(
-        self, client: AsyncRetell, *, metrics: Metrics | None = None, create_retries: int = 4
+        self,
+        client: AsyncRetell | Account,
+        *,
+        metrics: Metrics | None = None,
+        create_retries: int = 4,
     ) -> None:
-        self._client = client
+        self._fixed = client if isinstance(client, AsyncRetell) else None
+        self._find = None if isinstance(client, AsyncRetell) else client
         self._metrics = metrics
         self._create_retries = create_retries
 
@@ -236,13 +271,12 @@ class RetellGateway:
         max_retries: int = 4,
         metrics: Metrics | None = None,
     ) -> RetellGateway:
-        hooks = {"response": [metrics.count_retell_response]} if metrics is not None else {}
-        client = AsyncRetell(
+        client = sdk_client(
             api_key=api_key,
             base_url=base_url,
             timeout=timeout,
             max_retries=max_retries,
-            http_client=DefaultAsyncHttpxClient(event_hooks=hooks),
+            metrics=metrics,
         )
         return cls(client, metrics=metrics, create_retries=max_retries)
 
@@ -253,13 +287,35 @@ class RetellGateway:
             self._metrics.retell_errors.labels(problem.kind).inc()
         return problem
 
-    @property
-    def client(self) -> AsyncRetell:
-        """For `bot.agents`, which sits beside this module and shares its client."""
-        return self._client
+    async def account(self) -> AsyncRetell:
+        """The SDK client of the account in force; `bot.agents` shares it."""
+        if self._fixed is not None:
+            return self._fixed
+        assert self._find is not None
+        return await self._find()
 
     async def close(self) -> None:
-        await self._client.close()
+        if self._fixed is not None:
+            await self._fixed.close()
+
+    async def check_key(self, key: str, *, timeout: float = 5.0) -> KeyCheck:
+        """Whether Retell takes `key`: one `GET /get-concurrency`, the cheapest call there is.
+
+        "refused" for a 401 or 403, "unavailable" for anything else that is not an answer
+        (Retell down, a timeout), so a good key is never called refused because of an outage.
+        """
+        client = (await self.account()).with_options(api_key=key, timeout=timeout, max_retries=0)
+        try:
+            await client.concurrency.retrieve()
+        except retell.APIStatusError as exc:
+            if exc.status_code in (401, 403):
+                return "refused"
+            log.info("checking a Retell key: Retell answered %s", exc.status_code)
+            return "unavailable"
+        except (retell.APIConnectionError, httpx.HTTPError) as exc:
+            log.info("checking a Retell key: %s", type(exc).__name__)
+            return "unavailable"
+        return "good"
 
     async def create_batch(self, suite: Suite) -> BatchJob:
         """Create a batch test. Retried only when Retell certainly created nothing.
@@ -270,7 +326,7 @@ class RetellGateway:
         refusal (429 or 503, honouring `Retry-After`) or a connection that never opened is
         tried again; anything else is reported, as "maybe created" when it may have been.
         """
-        client = self._client.with_options(max_retries=0)
+        client = (await self.account()).with_options(max_retries=0)
         for attempt in range(self._create_retries + 1):
             try:
                 created = await client.tests.create_batch_test(
@@ -287,7 +343,8 @@ class RetellGateway:
 
     async def get_batch(self, batch_id: str) -> BatchJob:
         try:
-            return _batch(await self._client.tests.get_batch_test(batch_id))
+            client = await self.account()
+            return _batch(await client.tests.get_batch_test(batch_id))
         except Exception as exc:
             raise self.problem(exc, what=f"batch {batch_id}") from exc
 
@@ -300,7 +357,8 @@ class RetellGateway:
         follow a thousand batches without a thousand requests.
         """
         try:
-            page = await self._client.tests.list_batch_tests(
+            client = await self.account()
+            page = await client.tests.list_batch_tests(
                 type=engine.type,
                 llm_id=engine.id if engine.type == "retell-llm" else omit,
                 conversation_flow_id=engine.id if engine.type == "conversation-flow" else omit,
@@ -325,7 +383,8 @@ class RetellGateway:
                 # The JSON itself rather than the SDK's models: each of a page's 1,000 test runs
                 # carries its whole definition snapshot, and modelling it all costs ~0.1 s of
                 # event-loop CPU per page (measured: 0.11 s against 0.017 s read raw).
-                response = await self._client.tests.with_raw_response.list_test_runs(
+                client = await self.account()
+                response = await client.tests.with_raw_response.list_test_runs(
                     batch_id, limit=LIST_PAGE_SIZE, pagination_key=key or omit
                 )
                 items, more, offered = _test_runs_page(await response.json())
@@ -344,7 +403,8 @@ class RetellGateway:
         walk = PageWalk(f"test case definitions of {engine.label}", MAX_DEFINITIONS)
         while True:
             try:
-                page = await self._client.tests.list_test_case_definitions(
+                client = await self.account()
+                page = await client.tests.list_test_case_definitions(
                     type=engine.type,
                     llm_id=engine.id if engine.type == "retell-llm" else omit,
                     conversation_flow_id=engine.id if engine.type == "conversation-flow" else omit,
@@ -368,7 +428,10 @@ class RetellGateway:
         with one short try each (no SDK retries) and at most `max_pages` pages apiece. An
         engine listed in several versions appears once, with its latest version.
         """
-        client = self._client.with_options(timeout=timeout, max_retries=0)
+        try:
+            client = (await self.account()).with_options(timeout=timeout, max_retries=0)
+        except Exception as exc:
+            raise self.problem(exc, what="list of engines") from exc
 
         async def llms() -> list[EngineChoice]:
             found: list[EngineChoice] = []
@@ -413,7 +476,10 @@ class RetellGateway:
         The SDK's retries back off for seconds, which an options request cannot wait for; the
         user retries by typing again.
         """
-        quick = self._client.with_options(timeout=timeout, max_retries=0)
+        try:
+            quick = (await self.account()).with_options(timeout=timeout, max_retries=0)
+        except Exception as exc:
+            raise self.problem(exc, what=f"engine {engine.label}") from exc
         return await RetellGateway(quick, metrics=self._metrics).definitions(engine)
 
 

@@ -40,6 +40,23 @@ def _is_fernet_key(key: str) -> bool:
         return False
 
 
+def _split_secrets(value: object) -> object:
+    if isinstance(value, str):
+        return tuple(part.strip() for part in value.split(",") if part.strip())
+    return value
+
+
+def _checked_fernet_keys(value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
+    """Checked here (no value echoed) so a bad key stops start-up, not the first connect."""
+    for number, key in enumerate(value, start=1):
+        if not _is_fernet_key(key.get_secret_value()):
+            raise ValueError(
+                f"key {number} of {len(value)} is not a Fernet key (32 bytes in url-safe "
+                "base64, 44 characters); make one with `retell-bot keys new`"
+            )
+    return value
+
+
 def _log_option(value: object) -> object:
     """`LOG_LEVEL=debug` and `LOG_FORMAT=JSON` are what people type; accept them."""
     if not isinstance(value, str):
@@ -114,24 +131,8 @@ class Settings(BaseSettings):
         "allowed_user_ids", "allowed_channel_ids", "admin_user_ids", "slack_scopes", mode="before"
     )(_id_list)
 
-    @field_validator("encryption_keys", mode="before")
-    @classmethod
-    def _secret_list(cls, value: object) -> object:
-        if isinstance(value, str):
-            return tuple(part.strip() for part in value.split(",") if part.strip())
-        return value
-
-    @field_validator("encryption_keys")
-    @classmethod
-    def _fernet_keys(cls, value: tuple[SecretStr, ...]) -> tuple[SecretStr, ...]:
-        """Checked here (no value echoed) so a bad key stops start-up, not the first connect."""
-        for number, key in enumerate(value, start=1):
-            if not _is_fernet_key(key.get_secret_value()):
-                raise ValueError(
-                    f"key {number} of {len(value)} is not a Fernet key (32 bytes in url-safe "
-                    "base64, 44 characters); make one with `retell-bot keys new`"
-                )
-        return value
+    _secret_list = field_validator("encryption_keys", mode="before")(_split_secrets)
+    _fernet_keys = field_validator("encryption_keys")(_checked_fernet_keys)
 
     _log_options = field_validator("log_level", "log_format", mode="before")(_log_option)
 
@@ -192,6 +193,15 @@ class DatabaseSettings(BaseSettings):
     log_format: Literal["text", "json"] = "text"
 
     _log_options = field_validator("log_level", "log_format", mode="before")(_log_option)
+
+
+class KeySettings(DatabaseSettings):
+    """What `retell-bot keys rotate` needs: the database and ENCRYPTION_KEYS, nothing else."""
+
+    encryption_keys: SecretList = ()
+
+    _secret_list = field_validator("encryption_keys", mode="before")(_split_secrets)
+    _fernet_keys = field_validator("encryption_keys")(_checked_fernet_keys)
 
 
 class SettingsError(Exception):

@@ -39,6 +39,8 @@ from bot.pacing import Allowance, BudgetBook, Priority
 
 log = logging.getLogger(__name__)
 
+ADMIN_FLAGS = ("is_admin", "is_owner", "is_primary_owner")  # users.info: who runs the workspace
+
 P = ParamSpec("P")
 R = TypeVar("R")
 
@@ -556,6 +558,17 @@ class SlackGateway:
             return None
         found = (response.get("user") or {}).get("tz")
         return found if isinstance(found, str) and found else None
+
+    async def is_workspace_admin(self, user: str) -> bool:
+        """Whether Slack says this person is an admin or owner of the workspace (`users.info`);
+        False when that cannot be read (a refusal is safer than an unchecked admin)."""
+        try:
+            response = await self.client.users_info(user=user)
+        except SDK_FAILURES as exc:
+            log.info("admin status of %s not read: %s", user, error_code(exc))
+            return False
+        found = response.get("user") or {}
+        return any(found.get(flag) is True for flag in ADMIN_FLAGS)
 
     @_translated
     async def upload(

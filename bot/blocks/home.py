@@ -31,10 +31,17 @@ from bot.runview import RunView
 
 
 def home_view(
-    entries: Sequence[ScheduleEntry], runs: Sequence[RunView], *, now: datetime
+    entries: Sequence[ScheduleEntry],
+    runs: Sequence[RunView],
+    *,
+    now: datetime,
+    top: Sequence[Block] = (),
 ) -> dict[str, Any]:
-    """The App Home tab: your schedules with their buttons, then the latest runs you can see."""
+    """The App Home tab: `top` (the Retell connection, `bot.blocks.connect`), your schedules
+    with their buttons, then the latest runs you can see."""
     view_blocks: list[Block] = [_header("Retell batch tests")]
+    if top:
+        view_blocks.extend([*top, {"type": "divider"}])
     if entries:
         view_blocks.append(_section(f"*Your schedules* ({len(entries)})"))
         for entry in entries[:HOME_SCHEDULES]:

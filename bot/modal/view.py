@@ -223,6 +223,7 @@ _RETELL_HINTS = {
     "not_found": "Retell does not know this engine (deleted?): pick another",
     "payment": "Retell refused for billing reasons: check the account's credits",
     "rate_limited": "Retell is rate limiting this account: type again in a moment",
+    "not_connected": "Retell is not connected: an admin connects it in the app's Home tab",
 }
 
 

@@ -13,16 +13,15 @@ from typing import Any, Concatenate, ParamSpec, TypeVar
 
 import anyio
 
-from bot.agents import AgentDirectory
 from bot.blocks import Message
 from bot.logs import about_run
 from bot.metrics import Metrics
-from bot.retell import RetellGateway
 from bot.runs.requests import Requester
 from bot.settings import Settings
 from bot.slackapi import SlackFailure, SlackGateway
 from bot.store import Run, Store
 from bot.tenure import Tenure
+from bot.workspaces.accounts import RetellAccounts
 
 # Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
 # tests name it.
@@ -42,10 +41,9 @@ class Services:
 
     settings: Settings
     store: Store
-    retell: RetellGateway
+    # Each workspace's Retell account: `retell.of(team_id)` is its gateway.
+    retell: RetellAccounts
     slack: SlackGateway
-    # Which agents' drafts answer with which engine version (kept briefly, shared by all).
-    agents: AgentDirectory
     metrics: Metrics
     clock: Callable[[], datetime]
     lease: timedelta

@@ -41,7 +41,7 @@ class Creation:
         """Create the run's batch and follow it; the create ends while the claim is ours."""
         try:
             async with tenure.bounding():
-                batch = await self._retell.create_batch(suite)
+                batch = await self._retell.of(run.team_id).create_batch(suite)
         except RetellProblem as problem:
             log.info("run %s: batch not created: %s", run.id, problem.message)
             if not await self._store.mark_failed(
@@ -51,7 +51,7 @@ class Creation:
                 log.warning("run %s: no longer ours to fail; left to recovery", run.id)
                 return None
             self._metrics.runs_finished.labels(RunState.FAILED.value).inc()
-            await self._tell(who, await self._not_created(suite, problem))
+            await self._tell(who, await self._not_created(run, suite, problem))
             return None
         run.batch_id = batch.batch_id
         log.info("run %s: batch %s created (%d cases)", run.id, batch.batch_id, suite.size)
@@ -60,7 +60,7 @@ class Creation:
         await self.follow(run, batch, who, started_at=self._clock())
         return run
 
-    async def _not_created(self, suite: Suite, problem: RetellProblem) -> Message:
+    async def _not_created(self, run: Run, suite: Suite, problem: RetellProblem) -> Message:
         """Why Retell created no batch; for a refusal over the cases, which ids it did not know.
 
         Ids go to Retell unchecked, so that a run of ids costs no listing call; only when
@@ -68,7 +68,7 @@ class Creation:
         """
         if problem.kind in ("not_found", "invalid"):
             try:
-                definitions = await self._retell.definitions(suite.engine)
+                definitions = await self._retell.of(run.team_id).definitions(suite.engine)
             except RetellProblem:
                 definitions = None  # the engine itself is unknown: Retell's reason says so
             unknown = (
@@ -105,7 +105,7 @@ class Creation:
                 async with self._holding(run.claim, taken_at=taken_at) as tenure:
                     try:
                         async with tenure.bounding():
-                            batch = await self._retell.create_batch(run.suite)
+                            batch = await self._retell.of(run.team_id).create_batch(run.suite)
                     except ClaimLapsed:
                         log.warning("run %s: claim lapsed while starting; left to recovery", run.id)
                         return

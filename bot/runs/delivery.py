@@ -83,7 +83,7 @@ class Delivery:
             ]
         else:
             try:
-                test_runs = await self._retell.test_runs(run.batch_id)
+                test_runs = await self._retell.of(run.team_id).test_runs(run.batch_id)
             except RetellProblem as problem:
                 log.warning("run %s: per-case results not read: %s", run.id, problem.message)
                 return
@@ -119,7 +119,7 @@ class Delivery:
             return
         if _green(run, view):
             engine = tested_engine(run)
-            drafts = await self._publishing.offers(engine)
+            drafts = await self._publishing.offers(run.team_id, engine)
             if drafts and engine is not None:
                 message = blocks.with_publish(
                     message, blocks.publish_actions(run.id, engine, drafts)

@@ -34,11 +34,11 @@ class Publishing:
         self._settings = services.settings
         self._store = services.store
         self._slack = services.slack
-        self._agents = services.agents
+        self._retell = services.retell
         self._clock = services.clock
         self._tell = services.tell
 
-    async def offers(self, engine: Engine | None) -> list[AgentDraft]:
+    async def offers(self, team_id: str, engine: Engine | None) -> list[AgentDraft]:
         """The drafts a green result on `engine` may publish; none when nobody could press.
 
         Only admins publish, so without ADMIN_USER_IDS nothing is offered (and nothing is
@@ -50,7 +50,7 @@ class Publishing:
             return []
         try:
             async with asyncio.timeout(OFFER_WAIT_SECONDS):
-                return await self._agents.drafts_of(engine)
+                return await self._retell.agents(team_id).drafts_of(engine)
         except (RetellProblem, TimeoutError) as exc:
             log.warning("agents answering with %s not read: %s", engine.label, exc)
             return []
@@ -82,7 +82,8 @@ class Publishing:
             await self._store.release_publish(run.id, press.agent_id)
             return
         try:
-            await self._agents.publish(draft.agent_id, draft.version, name=draft.name)
+            directory = self._retell.agents(who.team_id)
+            await directory.publish(draft.agent_id, draft.version, name=draft.name)
         except RetellProblem as problem:
             log.info("run %s: %s not published: %s", run.id, draft.agent_id, problem.message)
             if not problem.uncertain:
@@ -114,7 +115,7 @@ class Publishing:
             await self._tell(who, blocks.problem("This result tested no known engine version."))
             return None
         try:
-            drafts: Sequence[AgentDraft] = await self._agents.drafts_of(engine)
+            drafts: Sequence[AgentDraft] = await self._retell.agents(who.team_id).drafts_of(engine)
         except RetellProblem as problem:
             await self._tell(who, blocks.problem(problem.message))
             return None

@@ -97,7 +97,7 @@ class Recovery:
         recent: list[BatchJob] = []
         key: str | None = None
         for _ in range(RECOVERY_PAGES):
-            page, key = await self._retell.list_batches(
+            page, key = await self._retell.of(run.team_id).list_batches(
                 run.engine, pagination_key=key, limit=RECOVERY_PAGE
             )
             recent.extend(batch for batch in page if batch.created_ms >= since_ms)
@@ -116,7 +116,8 @@ class Recovery:
                 continue
             if await self._store.by_batch(batch.batch_id) is not None:
                 continue
-            cases = {test_run.case_id for test_run in await self._retell.test_runs(batch.batch_id)}
+            runs = await self._retell.of(run.team_id).test_runs(batch.batch_id)
+            cases = {test_run.case_id for test_run in runs}
             if cases == wanted:
                 found.append(batch)
         return found

@@ -5,9 +5,12 @@ from __future__ import annotations
 import logging
 from datetime import timedelta
 
+from bot import blocks
+from bot.blocks import Message
 from bot.refusal import Refusal, not_allowed
 from bot.runs.context import Services
 from bot.runs.requests import Requester
+from bot.workspaces.accounts import NOT_CONNECTED
 
 # Every part of the workflow logs as `bot.runs`, as the one module did: log filters and
 # tests name it.
@@ -21,6 +24,14 @@ class Refusals:
         self._settings = services.settings
         self._store = services.store
         self._clock = services.clock
+        self._retell = services.retell
+
+    async def not_connected(self, who: Requester) -> Message | None:
+        """How to connect Retell, when the workspace has no key to run with (its own or
+        RETELL_API_KEY): then nothing is created, at Retell or here."""
+        if await self._retell.connected(who.team_id):
+            return None
+        return blocks.problem(NOT_CONNECTED)
 
     def not_allowed(self, who: Requester) -> Refusal | None:
         """Why this person may not run tests here (ALLOWED_* settings), if they may not.

@@ -48,7 +48,6 @@ class Starting:
         self._commands = commands
         self._refusals = refusals
         self._creation = creation
-        self._versions = EngineVersions(services.retell)
         self._starting: set[asyncio.Task[object]] = set()
         self._resuming: set[asyncio.Task[Run | None]] = set()  # started by a sweep
         self._start_slots = asyncio.Semaphore(START_CONCURRENCY)
@@ -110,6 +109,9 @@ class Starting:
 
     async def _start(self, request: RunRequest) -> Run | None:
         who = request.requester
+        if unconnected := await self._refusals.not_connected(who):
+            await self._tell(who, unconnected)
+            return None
         refusal = await self._refusals.refusal(
             who, hourly_limit=request.schedule is None, runs=request.batches
         )
@@ -182,12 +184,16 @@ class Starting:
         if refusal is not None:
             await self._tell(who, blocks.refused(refusal))
             return None
+        if unconnected := await self._refusals.not_connected(who):
+            await self._tell(who, unconnected)
+            return None
         if await self._store.by_batch(batch_id) is not None:
             await self._tell(who, blocks.problem(f"Batch {batch_id} is already being followed."))
             return None
         try:
-            batch = await self._retell.get_batch(batch_id)
-            test_runs = await self._retell.test_runs(batch_id)
+            retell = self._retell.of(who.team_id)
+            batch = await retell.get_batch(batch_id)
+            test_runs = await retell.test_runs(batch_id)
         except RetellProblem as problem:
             await self._tell(who, blocks.problem(problem.message))
             return None
@@ -228,9 +234,10 @@ class Starting:
         """
         assert request.candidate is not None
         a, b = request.engine, request.candidate
+        versions = EngineVersions(self._retell.of(request.requester.team_id))
         answers = await asyncio.gather(
-            self._versions.engine_version(a),
-            self._versions.engine_version(b),
+            versions.engine_version(a),
+            versions.engine_version(b),
             return_exceptions=True,
         )
         for answer in answers:
@@ -253,7 +260,8 @@ class Starting:
         definitions: tuple[CaseDefinition, ...] = ()
         if needs_definitions(tests):
             try:
-                definitions = tuple(await self._retell.definitions(request.engine))
+                retell = self._retell.of(request.requester.team_id)
+                definitions = tuple(await retell.definitions(request.engine))
             except RetellProblem as problem:
                 await self._tell(request.requester, blocks.problem(problem.message))
                 return None

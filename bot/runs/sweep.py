@@ -58,6 +58,7 @@ class Sweep:
         self._settings = services.settings
         self._store = services.store
         self._metrics = services.metrics
+        self._retell = services.retell
         self._clock = services.clock
         self._lease = services.lease
         self._holding = services.holding
@@ -111,20 +112,24 @@ class Sweep:
             return
         self._metrics.follow_up_checks.inc(len(running))
         refresh = await self._refresher.refresh(
-            Followed(r.batch_id or "", r.engine, due=_due(r, now)) for r in running
+            Followed(r.batch_id or "", r.engine, due=_due(r, now), team_id=r.team_id)
+            for r in running
         )
         checks = await _at_most(
             RUNS_AT_ONCE, lambda run: self._after_check(run, claim, refresh, now), running
         )
-        by_engine: dict[Engine, list[Check]] = defaultdict(list)
+        teams = {run.team_id for run in running}
+        scopes = {team: await self._retell.budget_scope(team) for team in teams}
+        by_engine: dict[tuple[str, Engine], list[Check]] = defaultdict(list)
         for run, check in zip(running, checks, strict=True):
             if check is not None:
-                by_engine[run.engine].append(check)
+                by_engine[scopes[run.team_id], run.engine].append(check)
         if not by_engine:
             return
-        floor = await self._budget_floor()
+        floors = await self._budget_floors()
         settings = self._settings
-        for engine_checks in by_engine.values():
+        for (scope, _), engine_checks in by_engine.items():
+            floor = floors.get(scope, 0.0)
             # The engine is listed again when its busiest batch needs it. Backing off saves a
             # request, but one list call refreshes all of the engine's batches: it backs off
             # only as far as keeps each of them seen every POLL_MAX_SECONDS, and never below
@@ -135,14 +140,21 @@ class Sweep:
             seen = [(check.run_id, check.batch) for check in engine_checks]
             await self._store.record_checks(claim, seen, interval=interval, now=now)
 
-    async def _budget_floor(self) -> float:
-        """Shortest follow-up interval per engine that keeps within RETELL_REQUESTS_PER_MINUTE.
+    async def _budget_floors(self) -> dict[str, float]:
+        """Shortest follow-up interval per engine that keeps each Retell account (key) within
+        RETELL_REQUESTS_PER_MINUTE, by account (`RetellAccounts.budget_scope`).
 
         Each engine with batches running costs one list page per thousand of them per
         follow-up, so the interval grows with the number of engines, hardly with the batches.
+        Workspaces that connected their own key spend their own account's budget; those on
+        `RETELL_API_KEY` share one.
         """
-        pages = sum(math.ceil(n / LIST_PAGE_SIZE) for n in await self._store.running_per_engine())
-        return 60.0 * pages / self._settings.retell_requests_per_minute
+        counts = await self._store.running_per_engine()
+        scopes = {team: await self._retell.budget_scope(team) for team in {c[0] for c in counts}}
+        return budget_floors(
+            [(scopes[team], engine, count) for team, engine, count in counts],
+            per_minute=self._settings.retell_requests_per_minute,
+        )
 
     @about_run_step
     async def _after_check(
@@ -187,6 +199,20 @@ class Sweep:
         elif run.status_ts:
             await self._statuses.show_progress(run, run.status_ts, seen)
         return Check(run.id, batch, interval)
+
+
+def budget_floors(
+    running: Sequence[tuple[str, Engine, int]], *, per_minute: float
+) -> dict[str, float]:
+    """By Retell account (budget scope): the shortest follow-up interval that keeps its
+    engines' list pages (one per thousand running batches per engine) within `per_minute`."""
+    batches: dict[tuple[str, Engine], int] = defaultdict(int)
+    for scope, engine, count in running:
+        batches[scope, engine] += count
+    pages: dict[str, int] = defaultdict(int)
+    for (scope, _), count in batches.items():
+        pages[scope] += math.ceil(count / LIST_PAGE_SIZE)
+    return {scope: 60.0 * n / per_minute for scope, n in pages.items()}
 
 
 async def _at_most(

@@ -103,7 +103,8 @@ class Triage:
             if run.cases_recorded_at is not None:
                 cases = [(c.case_id, c.status) for c in await self._store.case_results(run.id)]
             elif run.batch_id is not None:
-                cases = [(r.case_id, r.status) for r in await self._retell.test_runs(run.batch_id)]
+                retell = self._retell.of(run.team_id)
+                cases = [(r.case_id, r.status) for r in await retell.test_runs(run.batch_id)]
             else:
                 continue
             bad.update(case_id for case_id, status in cases if status in ("fail", "error"))
@@ -137,7 +138,8 @@ class Triage:
 
     async def _post_failures(self, run: Run) -> None:
         group = [r for r in _judged(run, await self._store.repeat_group(run.id)) if r.batch_id]
-        batches = await asyncio.gather(*(self._retell.test_runs(r.batch_id or "") for r in group))
+        retell = self._retell.of(run.team_id)
+        batches = await asyncio.gather(*(retell.test_runs(r.batch_id or "") for r in group))
         # A comparison lists B's failures, under B's engine and batch.
         shown = group[0] if group and run.candidate_version is not None else run
         post = blocks.failures_post(shown, summarize(batches), batches=len(batches))
@@ -171,7 +173,7 @@ class Triage:
         if run is not None and run.team_id != who.team_id:
             run = None
         try:
-            batch = await self._retell.get_batch(batch_id)
+            batch = await self._retell.of(who.team_id).get_batch(batch_id)
         except RetellProblem as problem:
             return blocks.problem(problem.message)
         return blocks.batch_status(batch, run)

@@ -17,12 +17,10 @@ from collections.abc import Callable, Sequence
 from datetime import datetime, timedelta
 
 from bot.admission import Admission
-from bot.agents import AgentDirectory
 from bot.blocks import Message
 from bot.followup import BatchRefresher
 from bot.metrics import Metrics
 from bot.refusal import Refusal
-from bot.retell import RetellGateway
 from bot.runs.accepted import AcceptedCommands
 from bot.runs.context import Services
 from bot.runs.creating import Creation
@@ -39,6 +37,7 @@ from bot.runs.triage import Triage
 from bot.settings import Settings
 from bot.slackapi import SlackGateway
 from bot.store import AckedCommand, Run, Store, utcnow
+from bot.workspaces.accounts import RetellAccounts
 
 
 class RunWorkflow:
@@ -55,7 +54,7 @@ class RunWorkflow:
         self,
         settings: Settings,
         store: Store,
-        retell: RetellGateway,
+        retell: RetellAccounts,
         slack: SlackGateway,
         *,
         metrics: Metrics | None = None,
@@ -66,7 +65,6 @@ class RunWorkflow:
             store=store,
             retell=retell,
             slack=slack,
-            agents=AgentDirectory(retell),
             metrics=metrics or Metrics(),
             clock=clock,
             lease=timedelta(seconds=settings.follow_up_lease_seconds),
@@ -117,6 +115,10 @@ class RunWorkflow:
     ) -> Run | None:
         """Follow a batch created elsewhere (the dashboard, a CI job) and report it here."""
         return await self._starting.watch(who, batch_id, request_key=request_key)
+
+    async def not_connected(self, who: Requester) -> Message | None:
+        """How to connect Retell, when this workspace has no Retell key to run with."""
+        return await self._refusals.not_connected(who)
 
     def not_allowed(self, who: Requester) -> Refusal | None:
         """Why this person may not run tests here (ALLOWED_* settings), if they may not."""

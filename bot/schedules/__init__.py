@@ -10,15 +10,15 @@ the run workflow (a run) or to the reports (a digest), exactly like a person wou
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 
 from apscheduler import AsyncScheduler
 
 from bot.blocks import Message
+from bot.blocks.kit import Block
 from bot.commands import ScheduleAddCommand, ScheduleCommand, ScheduleReportCommand
 from bot.reports import Reports
-from bot.retell import RetellGateway
 from bot.runs import Requester, RunWorkflow
 from bot.schedules.adding import MAX_SCHEDULES_PER_CHANNEL, ScheduleAdding
 from bot.schedules.changes import ScheduleChanges
@@ -27,6 +27,7 @@ from bot.schedules.listing import HOME_CHANNELS, ScheduleListing
 from bot.settings import Settings
 from bot.slackapi import SlackGateway
 from bot.store import Store, utcnow
+from bot.workspaces.accounts import RetellAccounts
 
 __all__ = [
     "HOME_CHANNELS",
@@ -49,7 +50,7 @@ class Schedules:
         scheduler: AsyncScheduler,
         workflow: RunWorkflow,
         reports: Reports,
-        retell: RetellGateway,
+        retell: RetellAccounts,
         slack: SlackGateway,
         *,
         clock: Callable[[], datetime] = utcnow,
@@ -82,6 +83,10 @@ class Schedules:
     async def publish_home(self, team_id: str, user_id: str) -> None:
         """The App Home tab of `user_id`."""
         await self._listing.publish_home(team_id, user_id)
+
+    def add_home_section(self, section: Callable[[str, str], Awaitable[list[Block]]]) -> None:
+        """Show `section(team_id, user_id)` at the top of App Home (Connect Retell)."""
+        self._listing.home_sections.append(section)
 
     async def act(
         self,

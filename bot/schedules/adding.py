@@ -18,13 +18,14 @@ from bot.commands import (
     needs_definitions,
     resolve_tests,
 )
-from bot.retell import CaseDefinition, RetellGateway, RetellProblem
+from bot.retell import CaseDefinition, RetellProblem
 from bot.runs import Requester, RunWorkflow
 from bot.schedules.listing import ScheduleListing
 from bot.settings import Settings
 from bot.slackapi import SlackGateway
 from bot.store import RunSchedule, ScheduleKind, Store, utcnow
 from bot.when import When, WhenError, parse_when, read_when
+from bot.workspaces.accounts import RetellAccounts
 
 log = logging.getLogger(__name__)
 
@@ -42,7 +43,7 @@ class ScheduleAdding:
         store: Store,
         scheduler: AsyncScheduler,
         workflow: RunWorkflow,
-        retell: RetellGateway,
+        retell: RetellAccounts,
         slack: SlackGateway,
         listing: ScheduleListing,
         *,
@@ -75,9 +76,9 @@ class ScheduleAdding:
         if isinstance(when, Message):
             return when
         tests = command.tests
-        if command.candidate is not None and (refused := await self._check_versions(command)):
+        if command.candidate is not None and (refused := await self._check_versions(who, command)):
             return refused
-        case_count = await self._count_cases(command)
+        case_count = await self._count_cases(who, command)
         if isinstance(case_count, Message):
             return case_count
         what = command.engine.label
@@ -158,13 +159,13 @@ class ScheduleAdding:
         except WhenError as exc:
             return blocks.command_error(CommandError(str(exc), "schedule"))
 
-    async def _check_versions(self, command: ScheduleAddCommand) -> Message | None:
+    async def _check_versions(self, who: Requester, command: ScheduleAddCommand) -> Message | None:
         """A comparison schedule's versions exist at Retell (B, if named): checked now, so a
         typo is refused today. A B left to "the latest" is resolved at each firing."""
         engines = [command.engine]
         if command.candidate is not None and command.candidate.version is not None:
             engines.append(command.candidate)
-        versions = EngineVersions(self._retell)
+        versions = EngineVersions(self._retell.of(who.team_id))
         for engine in engines:
             try:
                 await versions.engine_version(engine)
@@ -172,12 +173,13 @@ class ScheduleAdding:
                 return blocks.problem(problem.message)
         return None
 
-    async def _count_cases(self, command: ScheduleAddCommand) -> int | Message:
+    async def _count_cases(self, who: Requester, command: ScheduleAddCommand) -> int | Message:
         """Resolve the cases once now, so a typo is refused today, not at 3 a.m."""
         definitions: tuple[CaseDefinition, ...] = ()
         if needs_definitions(command.tests):
             try:
-                definitions = tuple(await self._retell.definitions(command.engine))
+                retell = self._retell.of(who.team_id)
+                definitions = tuple(await retell.definitions(command.engine))
             except RetellProblem as problem:
                 return blocks.problem(problem.message)
         resolved = resolve_tests(

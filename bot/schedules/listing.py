@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from datetime import datetime
 
 from apscheduler import AsyncScheduler
 
 from bot import blocks, scheduling
 from bot.blocks import Message, ScheduleEntry
+from bot.blocks.kit import Block
 from bot.runs import Requester
 from bot.slackapi import SlackGateway
 from bot.store import RunSchedule, Store, utcnow
@@ -35,6 +36,8 @@ class ScheduleListing:
         self._scheduler = scheduler
         self._slack = slack
         self._clock = clock
+        # What App Home shows above the schedules (the Retell connection), by workspace and user.
+        self.home_sections: list[Callable[[str, str], Awaitable[list[Block]]]] = []
 
     async def listing(self, who: Requester) -> list[Message]:
         rows = await self._store.schedules_in(who.team_id, who.channel_id)
@@ -45,7 +48,8 @@ class ScheduleListing:
         rows = await self._store.schedules_of(team_id, user_id)
         channels = await self._store.channels_of(team_id, user_id, HOME_CHANNELS)
         runs = await self._store.latest_runs(team_id, channels, blocks.HOME_RUNS)
-        view = blocks.home_view(await self._entries(rows), runs, now=self._clock())
+        top = [block for section in self.home_sections for block in await section(team_id, user_id)]
+        view = blocks.home_view(await self._entries(rows), runs, now=self._clock(), top=top)
         await self._slack.of(team_id).publish_home(user_id, view)
 
     async def _entries(self, rows: Sequence[RunSchedule]) -> list[ScheduleEntry]:

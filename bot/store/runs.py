@@ -21,7 +21,7 @@ from sqlalchemy.exc import IntegrityError
 from bot.batches import BatchJob
 from bot.store.base import Tables
 from bot.store.models import Run, RunSchedule, RunState, claim_columns, same_engine, utcnow
-from bot.suite import Suite
+from bot.suite import Engine, Suite
 
 # What a repeat group's other runs take over from its lead.
 _REPEAT_COPIES = (
@@ -392,15 +392,20 @@ class RunTransitions(Tables):
                 .execution_options(synchronize_session=False)
             )
 
-    async def running_per_engine(self) -> list[int]:
-        """How many batches run on each engine that has any (the cost of following them)."""
+    async def running_per_engine(self) -> list[tuple[str, Engine, int]]:
+        """How many batches run on each engine that has any, by workspace (the cost of
+        following them, which each workspace's Retell account bears)."""
+        columns = (Run.team_id, Run.engine_type, Run.engine_id, Run.engine_version)
         async with self._sessions() as session:
             result = await session.execute(
-                select(func.count())
+                select(*columns, func.count())
                 .where(Run.state == RunState.RUNNING.value)
-                .group_by(Run.engine_type, Run.engine_id, Run.engine_version)
+                .group_by(*columns)
             )
-            return [int(count) for count in result.scalars()]
+            return [
+                (team, Engine(kind, engine_id, version), int(count))  # type: ignore[arg-type]
+                for team, kind, engine_id, version, count in result.all()
+            ]
 
     async def finish(
         self, run_id: int, state: RunState, batch: BatchJob | None, *, now: datetime

@@ -11,11 +11,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from bot.agents import AgentDirectory
 from bot.blocks import Message
 from bot.metrics import Metrics
 from bot.pacing import Priority
-from bot.retell import RetellGateway
 from bot.runs import MAX_DELIVERY_ATTEMPTS
 from bot.runs.context import Services
 from bot.runs.delivery import Delivery
@@ -24,6 +22,7 @@ from bot.runs.status import StatusMessages
 from bot.settings import load_settings
 from bot.slackapi import OUTAGE_CODES, SlackFailure, SlackGateway
 from bot.store import Run, Store
+from bot.workspaces.accounts import RetellAccounts
 
 NOW = datetime(2026, 12, 3, 12, 0, tzinfo=UTC)
 
@@ -169,9 +168,8 @@ def delivery(store: StoreStandIn, slack: SlackStandIn) -> Delivery:
     services = Services(
         settings=settings,
         store=cast(Store, store),
-        retell=cast(RetellGateway, object()),  # a recorded, all-passed run reads nothing there
+        retell=cast(RetellAccounts, object()),  # a recorded, all-passed run reads nothing there
         slack=cast(SlackGateway, slack),
-        agents=AgentDirectory(cast(RetellGateway, object())),
         metrics=Metrics(),
         clock=lambda: NOW,
         lease=timedelta(seconds=1),

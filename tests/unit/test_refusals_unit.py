@@ -11,16 +11,15 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
 from bot import blocks
-from bot.agents import AgentDirectory
 from bot.metrics import Metrics
 from bot.refusal import Refusal
-from bot.retell import RetellGateway
 from bot.runs.context import Services
 from bot.runs.refusals import Refusals
 from bot.runs.requests import Requester
 from bot.settings import load_settings
 from bot.slackapi import SlackGateway
 from bot.store import Store
+from bot.workspaces.accounts import RetellAccounts
 
 NOW = datetime(2026, 12, 4, 9, 0, tzinfo=UTC)
 HERE = Requester("T0TEAM", "C0ALLOWED", "U0ALLOWED")
@@ -49,9 +48,8 @@ def refusals(started: int = 0, **settings: Any) -> tuple[Refusals, RunCounts]:
             **settings,
         ),
         store=cast(Store, store),
-        retell=cast(RetellGateway, object()),
+        retell=cast(RetellAccounts, object()),
         slack=cast(SlackGateway, object()),
-        agents=AgentDirectory(cast(RetellGateway, object())),
         metrics=Metrics(),
         clock=lambda: NOW,
         lease=timedelta(seconds=1),

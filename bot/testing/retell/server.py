@@ -20,7 +20,7 @@ from bot.testing.retell.control import ControlMixin
 from bot.testing.retell.definitions import DefinitionsMixin
 from bot.testing.retell.model import UNAUTHORIZED_MESSAGE, RecordedRequest
 from bot.testing.retell.observation import ObservationMixin
-from bot.testing.retell.parsing import _recorded_body
+from bot.testing.retell.parsing import _field, _json_object, _recorded_body
 from bot.testing.retell.rules import RulesMixin, _take_rule, _without_end
 from bot.testing.retell.seeding import SeedingMixin
 
@@ -70,8 +70,40 @@ class FakeRetell(
     ) -> None:
         await self.stop()
 
+    def add_account(self, api_key: str) -> FakeRetell:
+        """Another Retell account on this server, reached with `api_key` only.
+
+        Returned as a stand-in of its own to seed, steer and observe like this one (its
+        requests, rules and batches are its own); its `base_url` is this server's. A batch
+        created under one key is 404 under another, as at Retell.
+        """
+        if api_key == self.api_key or api_key in self._accounts:
+            raise ValueError(f"an account with this key exists already: …{api_key[-4:]}")
+        account = FakeRetell(
+            api_key=api_key,
+            clock=self._clock,
+            batch_seconds=self.batch_seconds,
+            time_scale=self.time_scale,
+            page_cap=self.page_cap,
+        )
+        account._host = self
+        self._accounts[api_key] = account
+        return account
+
+    def account(self, api_key: str) -> FakeRetell:
+        """The account added with `api_key` (`add_account`); KeyError when there is none."""
+        if api_key == self.api_key:
+            return self
+        account = self._accounts[api_key]
+        assert isinstance(account, FakeRetell)
+        return account
+
     @property
     def base_url(self) -> str:
+        if self._host is not None:
+            host = self._host
+            assert isinstance(host, FakeRetell)
+            return host.base_url
         if self._base_url is None:
             raise RuntimeError("FakeRetell is not started")
         return self._base_url
@@ -101,6 +133,8 @@ class FakeRetell(
         app.router.add_get("/list-agent-versions/{agent_id}", self._list_agent_versions)
         app.router.add_get("/get-agent/{agent_id}", self._get_agent)
         app.router.add_post("/publish-agent-version/{agent_id}", self._publish_agent_version)
+        app.router.add_get("/get-concurrency", self._get_concurrency)
+        app.router.add_post("/_control/account", self._control_account)
         app.router.add_post("/_control/seed", self._control_seed)
         app.router.add_post("/_control/outcome", self._control_outcome)
         app.router.add_post("/_control/agent", self._control_agent)
@@ -111,6 +145,11 @@ class FakeRetell(
         return app
 
     async def _middleware(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        account = self._account_asked(request)
+        if account is not None:
+            # The same route, answered by the account's own stand-in.
+            name = getattr(handler, "__name__", "")
+            return await account._middleware(request, getattr(account, name, handler))
         if request.path.startswith("/_control/"):
             # Seeding helpers refuse bad input (an unknown engine, a duplicate id) this way.
             return await _answer(request, handler, refused=(KeyError, ValueError))
@@ -139,6 +178,41 @@ class FakeRetell(
         if delay is not None and delay.answer_late:
             await asyncio.sleep(delay.seconds)
         return response
+
+    def _account_asked(self, request: web.Request) -> FakeRetell | None:
+        """The added account a request is for: its bearer key, or `?account=KEY` on a
+        control endpoint. None for this stand-in's own (and for unknown keys: a 401 here)."""
+        if self._host is not None:
+            return None
+        if request.path.startswith("/_control/"):
+            key = request.query.get("account")
+        else:
+            scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+            key = token.strip() if scheme.lower() == "bearer" else None
+        found = self._accounts.get(key) if key and key != self.api_key else None
+        return found if isinstance(found, FakeRetell) else None
+
+    async def _get_concurrency(self, request: web.Request) -> web.Response:
+        """`GET /get-concurrency`: the org's concurrency, the cheapest authenticated call (the
+        bot checks a key with it). Figures as in Retell's OpenAPI example."""
+        return web.json_response(
+            {
+                "current_concurrency": 0,
+                "concurrency_limit": 20,
+                "base_concurrency": 20,
+                "purchased_concurrency": 0,
+                "concurrency_purchase_limit": 100,
+                "remaining_purchase_limit": 100,
+                "concurrency_burst_enabled": False,
+                "concurrency_burst_limit": 0,
+            }
+        )
+
+    async def _control_account(self, request: web.Request) -> web.Response:
+        """`add_account` from `{"api_key": KEY}`; then `/_control/*?account=KEY` steers it."""
+        body = await _json_object(request)
+        self.add_account(_field(body, "api_key", str))
+        return web.json_response({"ok": True})
 
     def _reject(self, request: web.Request) -> web.Response | None:
         """A 401 for a bad key, or an injected fault, before the real handler runs."""

@@ -87,6 +87,11 @@ class RetellState:
         self._activity = asyncio.Event()
         self._runner: web.AppRunner | None = None
         self._base_url: str | None = None
+        # Other Retell accounts served by the same server, by API key (`FakeRetell.add_account`):
+        # each is a stand-in of its own (engines, definitions, batches, agents, rules, records)
+        # that only its key reaches.
+        self._accounts: dict[str, RetellState] = {}
+        self._host: RetellState | None = None  # the stand-in serving this account
 
     # ----- the model -------------------------------------------------------------------------
 

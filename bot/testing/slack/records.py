@@ -139,6 +139,10 @@ class User:
     tz: str = "Europe/Berlin"
     real_name: str = ""
     is_bot: bool = False
+    # A workspace admin or owner (users.info `is_admin`, `is_owner`, `is_primary_owner`).
+    is_admin: bool = False
+    is_owner: bool = False
+    is_primary_owner: bool = False
 
     def to_json(self, team_id: str) -> JSONDict:
         """The user object as users.info returns it, with the current offset of `tz`."""
@@ -155,6 +159,9 @@ class User:
             "real_name": real_name,
             "deleted": False,
             "is_bot": self.is_bot,
+            "is_admin": self.is_admin or self.is_owner or self.is_primary_owner,
+            "is_owner": self.is_owner or self.is_primary_owner,
+            "is_primary_owner": self.is_primary_owner,
             "tz": self.tz,
             "tz_label": label,
             "tz_offset": int(offset.total_seconds()) if offset is not None else 0,

@@ -131,11 +131,26 @@ class SlackState:
         return "ws" + self.base_url.removeprefix("http") + "/socket-mode"
 
     def add_user(
-        self, user_id: str, name: str, tz: str = "Europe/Berlin", *, real_name: str = ""
+        self,
+        user_id: str,
+        name: str,
+        tz: str = "Europe/Berlin",
+        *,
+        real_name: str = "",
+        is_admin: bool = False,
+        is_owner: bool = False,
     ) -> User:
-        """Register a member; `tz` is an IANA zone name as Slack reports it."""
+        """Register a member; `tz` is an IANA zone name as Slack reports it; `is_admin` and
+        `is_owner` make a workspace admin or owner (as users.info shows them)."""
         ZoneInfo(tz)  # fail early on a typo
-        user = User(id=user_id, name=name, tz=tz, real_name=real_name)
+        user = User(
+            id=user_id,
+            name=name,
+            tz=tz,
+            real_name=real_name,
+            is_admin=is_admin,
+            is_owner=is_owner,
+        )
         self.users[user_id] = user
         return user
 
