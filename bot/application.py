@@ -36,7 +36,7 @@ from bot.workspaces.accounts import RetellAccounts
 from bot.workspaces.connect import RetellConnect, register_connect
 
 if TYPE_CHECKING:
-    from bot.workspaces import Workspaces
+    from bot.workspaces.distribution import Workspaces
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +70,7 @@ class Application:
         book = SharedBook(store)
         workspaces: Workspaces | None = None
         if settings.distribution:  # imported only then: one workspace starts without OAuth
-            from bot.workspaces import Workspaces
+            from bot.workspaces.distribution import Workspaces
 
             workspaces = Workspaces.build(settings, store, client, book=book, metrics=metrics)
         slack = SlackGateway(
@@ -99,7 +99,7 @@ class Application:
         # The modal first: `register` has listeners for every command text and action id.
         listeners.register_modal(bolt, workflow, accounts, max_cases=settings.max_cases_per_run)
         if workspaces is not None:
-            workspaces.register(bolt, scheduler)
+            workspaces.register(bolt, scheduler, accounts)
         listeners.register(bolt, workflow, schedules, reports)
 
         async def prepare(started: AsyncScheduler) -> None:

@@ -139,6 +139,12 @@ class RetellAccounts:
         account told (the agents' drafts)."""
         self._directories.pop(team_id, None)
 
+    def forget(self, team_id: str) -> None:
+        """The workspace uninstalled: its key and what its account told, gone from memory."""
+        self.changed(team_id)
+        if self._keys is not None:
+            self._keys.forget(team_id)
+
     async def check_key(self, key: str, *, timeout: float = 5.0) -> KeyCheck:
         """Whether Retell takes `key` (one cheap call): before a key is stored."""
         gateway = RetellGateway(self._base, metrics=self._metrics)

@@ -120,6 +120,10 @@ class RetellKeys:
         self._cache[team_id] = (self._clock() + self._ttl, None)
         return bool(getattr(result, "rowcount", 0))
 
+    def forget(self, team_id: str) -> None:
+        """The workspace uninstalled (its row is gone): nothing of its key is kept here."""
+        self._cache.pop(team_id, None)
+
     async def rotate(self) -> int:
         """Re-encrypt every stored key with the first encryption key; how many were.
 

@@ -15,6 +15,7 @@ from slack_bolt.async_app import AsyncApp
 
 from bot import scheduling
 from bot.store import Store
+from bot.workspaces.accounts import RetellAccounts
 from bot.workspaces.clients import SlackClients
 from bot.workspaces.installations import Installations
 
@@ -30,8 +31,10 @@ class Uninstalls:
         store: Store,
         scheduler: AsyncScheduler,
         clients: SlackClients,
+        accounts: RetellAccounts,
     ) -> None:
         self._installations = installations
+        self._accounts = accounts
         self._store = store
         self._scheduler = scheduler
         self._clients = clients
@@ -42,6 +45,7 @@ class Uninstalls:
             for schedule_id in await self._store.forget_workspace(team):
                 await scheduling.remove_firing(self._scheduler, schedule_id)
             self._clients.forget(team)
+            self._accounts.forget(team)
             log.info(
                 "uninstalled from %s: its tokens, Retell key, runs and schedules deleted", team
             )
