@@ -240,7 +240,7 @@ async def run_scenario(
         try:
             await asyncio.sleep(args.settle)  # every run followed up at least once
             found.edits_before = slack.count("chat.update")
-            before = Counter(slack.stats()["rate_limited"])
+            before: Counter[str] = Counter(slack.stats()["rate_limited"])
             slack.set_rate_limits(tiers)  # every allowance full again at the start
             first = time.time()
             for batch_id in places:
@@ -265,7 +265,8 @@ async def run_scenario(
                         flush=True,
                     )
             await asyncio.sleep(args.quiet)  # a late duplicate would show up now
-            found.rate_limited = Counter(slack.stats()["rate_limited"]) - before
+            after: Counter[str] = Counter(slack.stats()["rate_limited"])
+            found.rate_limited = after - before
             tally(slack, places, finished_at, found)
         finally:
             await asyncio.gather(*(bot.stop(timeout=30) for bot in bots))
