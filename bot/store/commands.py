@@ -56,16 +56,17 @@ class CommandRecords(Tables):
             for command in commands
         ]
         dialect = postgresql if self.engine.dialect.name == "postgresql" else sqlite
-        statement = (
-            dialect.insert(AckedCommand)
-            .values(rows)
-            .on_conflict_do_nothing(index_elements=[AckedCommand.request_key])
+        # One statement for any number of rows (executemany), so that it is compiled once per
+        # process, not once per group: a VALUES list as long as the group is a new statement
+        # each time, and compiling it was most of the CPU the write cost the event loop.
+        statement = dialect.insert(AckedCommand).on_conflict_do_nothing(
+            index_elements=[AckedCommand.request_key]
         )
         engine = self._ack_engine or self.engine
         for attempt in (1, 2):
             try:
                 async with engine.begin() as connection:
-                    await connection.execute(statement)
+                    await connection.execute(statement, rows)
                 return
             except DBAPIError as exc:  # a pooled connection the database had dropped: once more
                 if attempt == 2 or not exc.connection_invalidated:
