@@ -21,8 +21,9 @@ seconds); only its requests per simulated minute mean something.
 The batches are all in flight when the real `retell-bot serve` starts (in its own process, on
 the SQLite default, with fake Slack and fake Retell in processes of their own): created at the
 fake Retell, their status messages posted, their runs in the bot's database, as after a restart.
-With `--compress`, `--commands` starts them instead with signed `/retell-test` commands, 50 at a time; the time
-that takes (tens of seconds, i.e. many compressed minutes) then blurs the lag figures.
+With `--compress`, `--commands` starts them instead with signed `/retell-test` commands, 50
+at a time; the time that takes (tens of seconds, i.e. many compressed minutes) then blurs the
+lag figures.
 Measured in the window (from the first completion due to the last result in Slack):
 
 - Retell follow-up requests (`list-batch-tests` and `get-batch-test`) per minute and per batch;

@@ -30,6 +30,7 @@ BENCHMARKS: tuple[str, ...] = (
     "parsing",  # the slash-command parser on hostile input (inside the ack)
     "chaos",  # issue 14: two replicas on PostgreSQL through every kind of fault, nothing lost
     "burst",  # issue 17: N results at once under Slack's tiers, against the floor they allow
+    "workspaces",  # issue 18: 1,000 workspaces x 10 runs in flight, 1 and 2 replicas, tokens
 )
 
 

@@ -20,6 +20,8 @@ async def _serve(args: argparse.Namespace) -> None:
         strict_channels=args.strict_channels,
         rate_limits=_rate_limits(args.rate_limits),
     )
+    fake.client_id = args.client_id
+    fake.client_secret = args.client_secret
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
@@ -49,6 +51,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--signing-secret", default="secret")
     parser.add_argument("--team-id", default="T0001")
     parser.add_argument("--strict-channels", action="store_true")
+    parser.add_argument("--client-id", default="1111.2222", help="the OAuth app's client id")
+    parser.add_argument("--client-secret", default="fake-client-secret")
     parser.add_argument(
         "--rate-limits",
         default=None,

@@ -1,6 +1,8 @@
 """The `/_control/*` endpoints, for the demo and benchmarks driving a standalone stand-in.
 
 They need no token; they read the recorded state and queue faults and response_urls.
+`/_control/workspaces` (installing the app in many workspaces at once, each with its token) is
+the OAuth side's, in `bot.testing.slack.oauth`.
 """
 
 from __future__ import annotations
@@ -26,6 +28,26 @@ class ControlMixin(ObservationMixin, ResponseUrlsMixin):
         if upload is None or upload.data is None:
             return web.Response(status=404, text="file_not_found")
         return web.Response(body=upload.data, content_type="application/octet-stream")
+
+    async def _control_calls(self, request: web.Request) -> web.StreamResponse:
+        """Every Web API call answered so far (from `?since=N`, an index): its method, channel,
+        whether it was ok and the workspace whose token it carried; never the token."""
+        since = int(request.query.get("since", "0") or 0)
+        return web.json_response(
+            {
+                "total": len(self.calls),
+                "calls": [
+                    {
+                        "method": call.method,
+                        "channel": call.params.get("channel"),
+                        "ok": call.ok,
+                        "at": call.at,
+                        "team_id": call.team_id,
+                    }
+                    for call in self.calls[since:]
+                ],
+            }
+        )
 
     async def _control_messages(self, _request: web.Request) -> web.StreamResponse:
         return web.json_response([m.to_json() for m in self.messages])

@@ -42,6 +42,24 @@ class OAuthMixin(SlackState):
         self.workspaces[team_id] = workspace
         return workspace
 
+    def install_workspace(
+        self,
+        team_id: str,
+        token: str,
+        name: str | None = None,
+        *,
+        enterprise_id: str | None = None,
+    ) -> Workspace:
+        """A workspace the app is installed in with this (non-rotating) bot token, as if its
+        OAuth flow had happened; for benchmarks that preload installations in the bot."""
+        workspace = self.workspaces.get(team_id)
+        if workspace is None:
+            workspace = self.add_workspace(team_id, name, enterprise_id=enterprise_id)
+        workspace.installed = True
+        workspace.tokens[token] = None
+        self._token_teams[token] = team_id
+        return workspace
+
     def uninstall(self, team_id: str) -> None:
         """Revoke every token of the workspace, as Slack does before `app_uninstalled`."""
         workspace = self.workspaces[team_id]
@@ -58,13 +76,69 @@ class OAuthMixin(SlackState):
 
     def team_of_token(self, token: str) -> str | None:
         """The workspace a valid token belongs to; raises Slack's error for a dead one."""
-        for workspace in self.workspaces.values():
+        known = self.workspaces.get(self._token_teams.get(token, ""))
+        # The index first (a thousand workspaces would make every call a scan), then a scan:
+        # tests may put tokens in `Workspace.tokens` themselves.
+        for workspace in ([known] if known is not None else []) + list(self.workspaces.values()):
             if token in workspace.tokens:
                 expires = workspace.tokens[token]
                 if expires is not None and expires < time.time():
                     raise SlackApiFailure("token_expired", "the token has expired")
+                self._token_teams[token] = workspace.team_id
                 return workspace.team_id
         return None
+
+    # ----- the control endpoint (a standalone stand-in: benchmarks) ------------------------
+
+    async def _control_install_workspaces(self, request: web.Request) -> web.StreamResponse:
+        """`POST /_control/workspaces {"workspaces": [{"team_id", "token", "name"?,
+        "enterprise_id"?}, ...]}`: install the app in all of them, each with its token."""
+        body = await request.json() if request.can_read_body else {}
+        entries = body.get("workspaces") if isinstance(body, dict) else None
+        if not isinstance(entries, list) or not all(
+            isinstance(e, dict) and isinstance(e.get("team_id"), str) and e.get("token")
+            for e in entries
+        ):
+            return web.json_response(
+                {"ok": False, "error": 'expected {"workspaces": [{"team_id", "token"}, ...]}'},
+                status=400,
+            )
+        tokens = [str(e["token"]) for e in entries]
+        held = {token: w.team_id for w in self.workspaces.values() for token in w.tokens}
+        if len(set(tokens)) < len(tokens) or any(
+            held.get(str(e["token"]), e["team_id"]) != e["team_id"] for e in entries
+        ):
+            return web.json_response(
+                {"ok": False, "error": "a token belongs to one workspace only"}, status=400
+            )
+        for entry in entries:
+            self.install_workspace(
+                entry["team_id"],
+                str(entry["token"]),
+                entry.get("name"),
+                enterprise_id=entry.get("enterprise_id"),
+            )
+        return await self._control_workspaces(request)
+
+    async def _control_workspaces(self, _request: web.Request) -> web.StreamResponse:
+        """`GET /_control/workspaces`: every workspace, installed or not, and the app's client
+        id (what the bot's SLACK_CLIENT_ID must be); never a token or the secret."""
+        return web.json_response(
+            {
+                "ok": True,
+                "client_id": self.client_id,
+                "workspaces": [
+                    {
+                        "team_id": w.team_id,
+                        "name": w.name,
+                        "enterprise_id": w.enterprise_id,
+                        "installed": w.installed,
+                        "tokens": len(w.tokens),
+                    }
+                    for w in self.workspaces.values()
+                ],
+            }
+        )
 
     # ----- Slack's authorize page -----------------------------------------------------------
 
@@ -149,4 +223,5 @@ class OAuthMixin(SlackState):
             answer.update(refresh_token=refresh, expires_in=int(self.token_seconds))
         else:
             workspace.tokens[token] = None
+        self._token_teams[token] = workspace.team_id
         return answer

@@ -106,6 +106,7 @@ class SlackState:
         self._codes: dict[str, str] = {}  # code -> team_id
         self._token_serial = itertools.count(1)
         self._calling_team: str | None = None  # whose token the call being answered carries
+        self._token_teams: dict[str, str] = {}  # token -> team_id, an index `team_of_token` checks
         # The stand-in's own workspace: installed, with the fixed token tests already use.
         home = Workspace(team_id, "Fake Team")
         home.tokens[bot_token] = None
