@@ -420,3 +420,47 @@ async def test_a_reinstall_seen_by_another_replica_is_used_at_once(
     revoked = [r for r in slack.rejections if r.error == "token_revoked"]
     assert revoked, "replica 2 did try its cached token"
     assert len(revoked) <= 2, "and looked the token up again at once"
+
+
+async def test_in_a_channel_two_workspaces_share_each_reports_and_lists_only_its_own(
+    start_bot: BotFactory, slack: FakeSlack, retell: FakeRetell
+) -> None:
+    """A Slack Connect channel has one id in both workspaces: a digest, the status of the
+    channel and the schedules listed there still keep to the asking workspace."""
+    shared = "C0SHARED"
+    async with distributed(start_bot, slack) as bot:
+        for team in (TEAM_A, TEAM_B):
+            await install(bot.url, slack, team)
+        alice = member(slack, TEAM_A, shared, "U0ALICE")
+        bob = member(slack, TEAM_B, shared, "U0BOB")
+        await alice.command(bot.events_url, f"{ENGINE} tc_1 tc_2")
+        await slack.wait_for(lambda: len(results(slack, shared)) == 1)
+        await bob.command(bot.events_url, f"{ENGINE} tc_fail_1")
+        await slack.wait_for(lambda: len(results(slack, shared)) == 2)
+        added = await alice.command(
+            bot.events_url, f'schedule add "daily 09:00" {ENGINE} tc_1 name=alices'
+        )
+        await slack.wait_for(lambda: bool(slack.responses_to(added.response_url)))
+
+        asked = await bob.command(bot.events_url, "report 7")
+        assert "Posting the digest" in asked.text
+        await slack.wait_for(
+            lambda: any(
+                m.text.startswith("📊")
+                for m in results(slack, shared) + slack.channel_messages(shared)
+            )
+        )
+        listing = await bob.command(bot.events_url, "schedule list")
+        await slack.wait_for(lambda: bool(slack.responses_to(listing.response_url)))
+    [digest] = [m for m in slack.channel_messages(shared) if m.text.startswith("📊")]
+    shown = visible_text(digest.to_json())
+    assert "*1 run*" in shown and "*0.0%* pass rate" in shown, shown
+    assert "alices" not in json.dumps(slack.responses_to(listing.response_url))
+    posts = [
+        c
+        for c in slack.calls
+        if c.method == "chat.postMessage" and c.params.get("channel") == shared
+    ]
+    assert {c.team_id for c in posts} == {TEAM_A, TEAM_B}
+    [digest_post] = [c for c in posts if str(c.params.get("text", "")).startswith("📊")]
+    assert digest_post.team_id == TEAM_B
