@@ -40,16 +40,15 @@ import sys
 import time
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 
 from slack_sdk.web.async_client import AsyncWebClient
 from sqlalchemy import make_url, text
 from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
-from bench.common import in_workdir, machine, print_table
+from bench.common import in_flight_run, in_workdir, machine, print_table
 from bench.soak import BATCH_ID
-from bot.store import Run, RunState, Store, async_database_url, create_engine
+from bot.store import Run, Store, async_database_url, create_engine
 from bot.testing.process import BotProcess, bot_environment
 from bot.testing.retell import FakeRetell
 from bot.testing.slack import FakeSlack, SlackTiers
@@ -132,7 +131,6 @@ async def preload(
     client = AsyncWebClient(token=slack.bot_token, base_url=slack.api_url)
     places: dict[str, tuple[str, str]] = {}
     runs: list[Run] = []
-    now = datetime.now(UTC)
     for number in range(n):
         engine = engines[number % len(engines)]
         channel = f"C{number % args.channels:04d}"
@@ -143,22 +141,14 @@ async def preload(
         ts = str(posted["ts"])
         places[batch_id] = (channel, ts)
         runs.append(
-            Run(
+            in_flight_run(
                 team_id=TEAM_ID,
                 channel_id=channel,
                 user_id=f"U{number % 20:04d}",
-                engine_type="retell-llm",
-                engine_id=engine,
+                engine=engine,
                 case_ids=cases[engine],
-                case_count=len(cases[engine]),
-                state=RunState.RUNNING.value,
                 batch_id=batch_id,
-                total=len(cases[engine]),
                 status_ts=ts,
-                shown_counts=f"0/0/0/{len(cases[engine])}",
-                created_at=now,
-                started_at=now,
-                next_check_at=now,
                 check_interval=POLL_INITIAL,
             )
         )

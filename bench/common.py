@@ -25,12 +25,14 @@ import tempfile
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
 import aiohttp
 
+from bot.store import Run, RunState
 from bot.testing.process import bot_environment
 from bot.testing.slack import signed_headers, slash_command_body
 
@@ -534,3 +536,37 @@ def run_main(main: BenchMain, argv: list[str]) -> int:
 
 async def _awaited(awaitable: Awaitable[int]) -> int:
     return await awaitable
+
+
+def in_flight_run(
+    *,
+    team_id: str,
+    channel_id: str,
+    user_id: str,
+    engine: str,
+    case_ids: list[str],
+    batch_id: str,
+    status_ts: str,
+    check_interval: float,
+) -> Run:
+    """A run whose batch is in flight, as the bot keeps it after a restart: the row the
+    benchmarks preload instead of starting thousands of batches by command."""
+    now = datetime.now(UTC)
+    return Run(
+        team_id=team_id,
+        channel_id=channel_id,
+        user_id=user_id,
+        engine_type="retell-llm",
+        engine_id=engine,
+        case_ids=case_ids,
+        case_count=len(case_ids),
+        state=RunState.RUNNING.value,
+        batch_id=batch_id,
+        total=len(case_ids),
+        status_ts=status_ts,
+        shown_counts=f"0/0/0/{len(case_ids)}",
+        created_at=now,
+        started_at=now,
+        next_check_at=now,
+        check_interval=check_interval,
+    )

@@ -43,7 +43,6 @@ import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +56,7 @@ from bench.common import (
     TEAM_ID,
     ServiceProcess,
     Standins,
+    in_flight_run,
     in_workdir,
     machine,
     percentile,
@@ -66,7 +66,7 @@ from bench.common import (
     slash_command,
     vm_kib,
 )
-from bot.store import Run, RunState, Store, create_engine
+from bot.store import Run, Store, create_engine
 from bot.testing.process import BotProcess
 
 BATCH_ID = re.compile(r"test_case_batch_job_[0-9a-f]{24}")
@@ -310,23 +310,14 @@ async def preload(
                 ts = f"{1_000_000_000 + number}.000000"  # never edited: no need to post it
             else:
                 ts = await world.post_message(channel, f"Retell batch {created} on {engine}")
-        now = datetime.now(UTC)
-        return Run(
+        return in_flight_run(
             team_id=TEAM_ID if args.teams == 1 else f"T{number % args.teams:04d}",
             channel_id=channel,
             user_id=f"U{number % 50:04d}",
-            engine_type="retell-llm",
-            engine_id=engine,
+            engine=engine,
             case_ids=cases[engine],
-            case_count=len(cases[engine]),
-            state=RunState.RUNNING.value,
             batch_id=created,
-            total=len(cases[engine]),
             status_ts=ts,
-            shown_counts=f"0/0/0/{len(cases[engine])}",
-            created_at=now,
-            started_at=now,
-            next_check_at=now,
             check_interval=POLL_INITIAL / args.compress,
         )
 

@@ -58,6 +58,7 @@ from bench.common import (
     TEAM_ID,
     ServiceProcess,
     Standins,
+    in_flight_run,
     in_workdir,
     machine,
     percentile,
@@ -65,7 +66,7 @@ from bench.common import (
     py_spy,
     vm_kib,
 )
-from bot.store import Run, RunState, Store, create_engine
+from bot.store import Run, Store, create_engine
 from bot.store.engine import async_database_url
 from bot.testing.process import BotProcess
 
@@ -276,23 +277,14 @@ async def preload(
                 probes.append(Probe(created, team, channel, ts))
             else:
                 ts = f"{1_000_000_000 + number}.000000"  # never edited: no need to post it
-        now = datetime.now(UTC)
-        return Run(
+        return in_flight_run(
             team_id=team,
             channel_id=channel,
             user_id=f"U{number % 50:04d}",
-            engine_type="retell-llm",
-            engine_id=engine,
+            engine=engine,
             case_ids=cases[engine],
-            case_count=len(cases[engine]),
-            state=RunState.RUNNING.value,
             batch_id=created,
-            total=len(cases[engine]),
             status_ts=ts,
-            shown_counts=f"0/0/0/{len(cases[engine])}",
-            created_at=now,
-            started_at=now,
-            next_check_at=now,
             check_interval=POLL_INITIAL,
         )
 
