@@ -143,8 +143,9 @@ class Application:
                 # are 200k) that every full garbage collection would walk again, stalling all
                 # requests for 100-250 ms; frozen, they are never scanned (bench/ack.py: p99
                 # 160-280 ms -> ~70 ms).
-                gc.collect()
-                gc.freeze()
+                if not gc.get_freeze_count():  # `serve` froze it after the import already
+                    gc.collect()
+                    gc.freeze()
                 try:
                     yield self
                 finally:
