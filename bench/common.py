@@ -570,3 +570,26 @@ def in_flight_run(
         next_check_at=now,
         check_interval=check_interval,
     )
+
+
+async def start_standin_processes(
+    workdir: Path, *, slack_args: Sequence[str] = (), retell_args: Sequence[str] = ()
+) -> tuple[ServiceProcess, ServiceProcess]:
+    """Fake Slack and fake Retell in processes of their own, with the benchmarks' token,
+    signing secret, team and key, plus what a benchmark adds (`*_args`)."""
+    slack = ServiceProcess(
+        "fake Slack",
+        "bot.testing.slack",
+        *("--port", "0", "--bot-token", BOT_TOKEN, "--signing-secret", SIGNING_SECRET),
+        *("--team-id", TEAM_ID, *slack_args),
+        log_path=workdir / "fake-slack.log",
+    )
+    retell = ServiceProcess(
+        "fake Retell",
+        "bot.testing.retell",
+        *("--port", "0", "--api-key", RETELL_API_KEY, *retell_args),
+        log_path=workdir / "fake-retell.log",
+    )
+    await slack.start()
+    await retell.start()
+    return slack, retell

@@ -50,9 +50,6 @@ import aiohttp
 from sqlalchemy.ext.asyncio import async_sessionmaker
 
 from bench.common import (
-    BOT_TOKEN,
-    RETELL_API_KEY,
-    SIGNING_SECRET,
     TEAM_ID,
     ServiceProcess,
     Standins,
@@ -64,6 +61,7 @@ from bench.common import (
     print_table,
     py_spy,
     slash_command,
+    start_standin_processes,
     vm_kib,
 )
 from bot.store import Run, Store, create_engine
@@ -155,25 +153,14 @@ def completing(args: argparse.Namespace) -> int:
 async def start_standins(
     workdir: Path, args: argparse.Namespace
 ) -> tuple[ServiceProcess, ServiceProcess]:
-    slack = ServiceProcess(
-        "fake Slack",
-        "bot.testing.slack",
-        *("--port", "0", "--bot-token", BOT_TOKEN, "--signing-secret", SIGNING_SECRET),
-        *("--team-id", TEAM_ID),
-        log_path=workdir / "fake-slack.log",
+    return await start_standin_processes(
+        workdir,
+        retell_args=(
+            *("--batch-seconds", str(args.longest * 60)),
+            *("--shortest-batch-seconds", str(args.shortest * 60)),
+            *("--time-scale", str(args.compress)),
+        ),
     )
-    retell = ServiceProcess(
-        "fake Retell",
-        "bot.testing.retell",
-        *("--port", "0", "--api-key", RETELL_API_KEY),
-        *("--batch-seconds", str(args.longest * 60)),
-        *("--shortest-batch-seconds", str(args.shortest * 60)),
-        *("--time-scale", str(args.compress)),
-        log_path=workdir / "fake-retell.log",
-    )
-    await slack.start()
-    await retell.start()
-    return slack, retell
 
 
 def bot_settings(compress: float) -> dict[str, str]:

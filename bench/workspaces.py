@@ -53,8 +53,6 @@ from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
 
 from bench.common import (
     BOT_TOKEN,
-    RETELL_API_KEY,
-    SIGNING_SECRET,
     TEAM_ID,
     ServiceProcess,
     Standins,
@@ -64,6 +62,7 @@ from bench.common import (
     percentile,
     print_table,
     py_spy,
+    start_standin_processes,
     vm_kib,
 )
 from bot.store import Run, Store, create_engine
@@ -179,22 +178,11 @@ def token_of(config: Config, team_id: str) -> str:
 
 
 async def start_standins(workdir: Path) -> tuple[ServiceProcess, ServiceProcess]:
-    slack = ServiceProcess(
-        "fake Slack",
-        "bot.testing.slack",
-        *("--port", "0", "--bot-token", BOT_TOKEN, "--signing-secret", SIGNING_SECRET),
-        *("--team-id", TEAM_ID, "--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET),
-        log_path=workdir / "fake-slack.log",
+    return await start_standin_processes(
+        workdir,
+        slack_args=("--client-id", CLIENT_ID, "--client-secret", CLIENT_SECRET),
+        retell_args=("--batch-seconds", str(LONG_SECONDS)),
     )
-    retell = ServiceProcess(
-        "fake Retell",
-        "bot.testing.retell",
-        *("--port", "0", "--api-key", RETELL_API_KEY, "--batch-seconds", str(LONG_SECONDS)),
-        log_path=workdir / "fake-retell.log",
-    )
-    await slack.start()
-    await retell.start()
-    return slack, retell
 
 
 async def fresh_database(args: argparse.Namespace, config: Config, workdir: Path) -> str:
